@@ -1,0 +1,397 @@
+// Package agent is nodexds' pipeline for one node: discovery events in,
+// per-node topology-prioritized xDS resources out, into an xds.Cache that the
+// ADS server answers from.
+//
+// One goroutine (Run) owns the model. Sources only enqueue Events; the cache
+// only enqueues Interests (which names clients subscribe to). Work is demand
+// driven: only Service ports some client on this node subscribes to are built,
+// and a change to one Service rebuilds only that Service's resources.
+package agent
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/nodexds/nodexds/agent/metrics"
+	"github.com/nodexds/nodexds/agent/names"
+	"github.com/nodexds/nodexds/agent/resources"
+	"github.com/nodexds/nodexds/agent/topology"
+	"github.com/nodexds/nodexds/agent/xds"
+	"github.com/nodexds/nodexds/discovery"
+	"github.com/nodexds/nodexds/health"
+)
+
+// Config is what the agent needs to know about its place in the cluster.
+type Config struct {
+	// NodeName is the node this agent serves clients on.
+	NodeName string
+	// Names says how listener names map to Services.
+	Names names.Parser
+	// DefaultTiers is the topology of Services that ask for none.
+	DefaultTiers topology.Tiers
+	// Coalesce is the burst window: the first change after a quiet period is
+	// applied at once, later ones are batched until the window ends.
+	Coalesce time.Duration
+}
+
+// Reporter is told about Service annotations that could not be used, so they
+// can be surfaced where their authors look (Kubernetes Events).
+type Reporter interface {
+	AnnotationError(svc *discovery.Service, err *topology.AnnotationError)
+}
+
+// ReporterFunc adapts a function to Reporter.
+type ReporterFunc func(*discovery.Service, *topology.AnnotationError)
+
+func (f ReporterFunc) AnnotationError(s *discovery.Service, e *topology.AnnotationError) { f(s, e) }
+
+var _ Reporter = ReporterFunc(nil)
+
+// Agent builds resources for one node. Create it with New, feed it with
+// Enqueue, and run it with Run.
+type Agent struct {
+	cfg      Config
+	cache    *xds.Cache
+	checker  health.Checker
+	reporter Reporter
+	metrics  *metrics.Metrics
+	log      *slog.Logger
+	queue    chan queued
+
+	// Owned by Run.
+	store    *discovery.Store
+	here     topology.Here
+	subs     *subscriptions
+	dirty    map[discovery.ServiceKey]bool
+	dirtyAll bool
+	observed time.Time // first change not yet flushed
+	reported map[discovery.ServiceKey]string
+	barriers []chan struct{}
+}
+
+// queued is an Event, or a barrier (done) that Sync waits on.
+type queued struct {
+	ev   discovery.Event
+	at   time.Time
+	done chan struct{}
+}
+
+// New returns an Agent writing into cache. reporter may be nil.
+func New(cfg Config, cache *xds.Cache, checker health.Checker, reporter Reporter, m *metrics.Metrics, log *slog.Logger) *Agent {
+	if reporter == nil {
+		reporter = ReporterFunc(func(*discovery.Service, *topology.AnnotationError) {})
+	}
+	if checker == nil {
+		checker = health.None{}
+	}
+	return &Agent{
+		cfg:      cfg,
+		cache:    cache,
+		checker:  checker,
+		reporter: reporter,
+		metrics:  m,
+		log:      log,
+		queue:    make(chan queued, 4096),
+		store:    discovery.NewStore(),
+		here:     topology.Here{Node: cfg.NodeName},
+		subs:     newSubscriptions(),
+		dirty:    map[discovery.ServiceKey]bool{},
+		reported: map[discovery.ServiceKey]string{},
+	}
+}
+
+// Enqueue hands an event to the agent. It is what sources call; it blocks
+// only when the agent is far behind.
+func (a *Agent) Enqueue(e discovery.Event) {
+	a.queue <- queued{ev: e, at: time.Now()}
+}
+
+// Sync returns once every event enqueued before it has been applied and
+// flushed into the cache.
+func (a *Agent) Sync(ctx context.Context) error {
+	done := make(chan struct{})
+	select {
+	case a.queue <- queued{done: done}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Run processes events and interests until ctx is done.
+func (a *Agent) Run(ctx context.Context) error {
+	window := time.NewTimer(0)
+	<-window.C
+	windowOpen := false
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+
+		case q := <-a.queue:
+			barrier := a.take(q)
+			// Drain what is already queued: a free batch.
+			for drained := false; !drained; {
+				select {
+				case q := <-a.queue:
+					barrier = a.take(q) || barrier
+				default:
+					drained = true
+				}
+			}
+			if barrier || !windowOpen {
+				a.flush()
+				window.Reset(a.cfg.Coalesce)
+				windowOpen = true
+			}
+			if barrier {
+				a.releaseBarriers()
+			}
+
+		case <-window.C:
+			windowOpen = false
+			if a.pending() {
+				a.flush()
+				window.Reset(a.cfg.Coalesce)
+				windowOpen = true
+			}
+
+		case <-a.cache.Interests():
+			a.interests(a.cache.TakeInterests())
+		}
+	}
+}
+
+// take applies one queued item; it reports whether it was a barrier.
+func (a *Agent) take(q queued) bool {
+	if q.done != nil {
+		a.barriers = append(a.barriers, q.done)
+		return true
+	}
+	a.apply(q.ev, q.at)
+	return false
+}
+
+func (a *Agent) releaseBarriers() {
+	for _, d := range a.barriers {
+		close(d)
+	}
+	a.barriers = nil
+}
+
+func (a *Agent) pending() bool { return a.dirtyAll || len(a.dirty) > 0 }
+
+// apply records an event in the store and marks what it touched.
+func (a *Agent) apply(e discovery.Event, at time.Time) {
+	kind, op := eventLabels(e)
+	a.metrics.DiscoveryEvents.WithLabelValues(kind, op).Inc()
+	ch := a.store.Apply(e)
+	switch {
+	case ch.Service != nil:
+		a.dirty[*ch.Service] = true
+	case ch.Node != "":
+		if ch.Node == a.cfg.NodeName {
+			n, _ := a.store.Node(ch.Node)
+			a.here = topology.Here{Node: a.cfg.NodeName, Zone: n.Zone, Region: n.Region}
+		}
+		// A node's zone or region moves every endpoint on it between tiers;
+		// rare enough to rebuild whatever is subscribed.
+		a.dirtyAll = true
+	default:
+		return
+	}
+	if a.observed.IsZero() {
+		a.observed = at
+	}
+}
+
+// flush rebuilds the subscribed resources of every dirty Service.
+func (a *Agent) flush() {
+	if !a.pending() {
+		return
+	}
+	keys := a.subs.services()
+	if !a.dirtyAll {
+		keys = keys[:0]
+		for k := range a.dirty {
+			if a.subs.has(k) {
+				keys = append(keys, k)
+			}
+		}
+	}
+	for _, k := range keys {
+		a.rebuild(k, a.observed)
+	}
+	clear(a.dirty)
+	a.dirtyAll = false
+	a.observed = time.Time{}
+}
+
+// interests follows subscription changes from the cache: build what became
+// wanted, forget what is no longer wanted.
+func (a *Agent) interests(in []xds.Interest) {
+	now := time.Now()
+	for _, i := range in {
+		if !i.Wanted {
+			a.subs.remove(i.Type, i.Name)
+			if i.Type == resources.EndpointType {
+				a.checker.Track(i.Name, nil) // nobody here uses it: stop checking
+			}
+			continue
+		}
+		var key discovery.ServiceKey
+		var err error
+		if i.Type == resources.ListenerType {
+			key, err = a.subs.addListener(i.Name, a.cfg.Names)
+		} else {
+			key, err = a.subs.addCanonical(i.Type, i.Name, a.cfg.Names)
+		}
+		if err != nil {
+			// Not a name we could ever serve: say so once, and answer "none".
+			a.metrics.UnresolvedNames.Inc()
+			a.log.Warn("client asked for a name that cannot be served", "type", i.Type, "name", i.Name, "error", err)
+			a.set(i.Type, i.Name, nil, now)
+			continue
+		}
+		a.build(key, i.Type, i.Name, now)
+	}
+}
+
+// rebuild rebuilds every subscribed resource of one Service.
+func (a *Agent) rebuild(k discovery.ServiceKey, observed time.Time) {
+	a.metrics.Rebuilds.Inc()
+	for typ, names := range a.subs.of(k) {
+		for _, n := range names {
+			a.build(k, typ, n, observed)
+		}
+	}
+}
+
+// build computes one resource and stores it in the cache.
+func (a *Agent) build(k discovery.ServiceKey, typ, name string, observed time.Time) {
+	svc, _ := a.store.Service(k)
+	switch typ {
+	case resources.ListenerType:
+		canonical, err := a.resolve(name, svc)
+		if err != nil {
+			a.log.Debug("listener name does not resolve (yet)", "name", name, "error", err)
+			a.set(typ, name, nil, observed)
+			return
+		}
+		a.set(typ, name, resources.Listener(name, canonical), observed)
+
+	case resources.RouteType, resources.ClusterType, resources.EndpointType:
+		port, ok := a.subs.canonicalPort(name)
+		var p discovery.Port
+		exists := false
+		if ok && svc != nil {
+			for _, sp := range svc.Ports {
+				if sp.Port == port {
+					p, exists = sp, true
+				}
+			}
+		}
+		switch {
+		case typ == resources.RouteType && exists:
+			a.set(typ, name, resources.RouteConfig(name, name), observed)
+		case typ == resources.ClusterType && exists:
+			a.set(typ, name, resources.Cluster(name), observed)
+		case typ == resources.EndpointType && exists:
+			a.set(typ, name, a.loadAssignment(svc, p, name), observed)
+		case typ == resources.EndpointType:
+			// Clients keep deleted listeners and clusters (ignore_resource_deletion),
+			// so a deleted Service port is told as "no endpoints": RPCs fail fast.
+			a.checker.Track(name, nil)
+			a.set(typ, name, resources.LoadAssignment(name, nil, a.checker.Status), observed)
+		default:
+			a.set(typ, name, nil, observed)
+		}
+	}
+}
+
+func (a *Agent) resolve(name string, svc *discovery.Service) (string, error) {
+	t, err := a.cfg.Names.Parse(name)
+	if err != nil {
+		return "", err
+	}
+	if svc == nil {
+		return "", errors.New("no such service " + t.Service.String())
+	}
+	p, err := names.Resolve(t, svc)
+	if err != nil {
+		return "", err
+	}
+	return a.cfg.Names.Canonical(svc.Key, p.Port), nil
+}
+
+// loadAssignment prioritizes a Service port's endpoints for this node.
+func (a *Agent) loadAssignment(svc *discovery.Service, p discovery.Port, name string) proto.Message {
+	policy, errs := topology.PolicyFor(svc, a.cfg.DefaultTiers)
+	a.report(svc, errs)
+	eps := a.store.Endpoints(svc.Key, p.Name)
+	prios := topology.Prioritize(eps, policy, a.here)
+	a.checker.Track(name, healthTargets(prios))
+	return resources.LoadAssignment(name, prios, a.checker.Status)
+}
+
+func healthTargets(prios []topology.Priority) []health.Target {
+	var out []health.Target
+	for _, p := range prios {
+		for _, e := range p.Endpoints {
+			out = append(out, health.Target{Addr: e.Addr})
+		}
+	}
+	return out
+}
+
+// report logs, counts and reports annotation errors once per distinct set.
+func (a *Agent) report(svc *discovery.Service, errs []*topology.AnnotationError) {
+	var sig string
+	for _, e := range errs {
+		sig += e.Error() + "\n"
+	}
+	if a.reported[svc.Key] == sig {
+		return
+	}
+	if sig == "" {
+		delete(a.reported, svc.Key)
+		return
+	}
+	a.reported[svc.Key] = sig
+	for _, e := range errs {
+		a.metrics.AnnotationErrors.WithLabelValues(e.Key).Inc()
+		a.log.Warn("ignoring service annotation", "service", svc.Key.String(), "annotation", e.Key, "value", e.Value, "error", e.Err)
+		a.reporter.AnnotationError(svc, e)
+	}
+}
+
+func (a *Agent) set(typ, name string, res proto.Message, observed time.Time) {
+	if err := a.cache.Set(typ, name, res, observed); err != nil {
+		a.log.Error("cannot store resource", "type", typ, "name", name, "error", err)
+	}
+}
+
+func eventLabels(e discovery.Event) (kind, op string) {
+	op = "upsert"
+	if e.Deleted {
+		op = "delete"
+	}
+	switch {
+	case e.Service != nil:
+		return "service", op
+	case e.Slice != nil:
+		return "endpointslice", op
+	case e.Node != nil:
+		return "node", op
+	}
+	return "unknown", op
+}

@@ -1,0 +1,59 @@
+// Package bootstrap writes the gRPC xDS bootstrap a client needs to use the
+// agent on its own node.
+package bootstrap
+
+import (
+	"encoding/json"
+	"errors"
+)
+
+// Options describe the client.
+type Options struct {
+	// Server is the agent's host:port, normally $HOST_IP:18000.
+	Server string
+	// NodeID identifies the client in the agent's logs and CSDS.
+	NodeID string
+	// Zone, Region and SubZone are the client's locality (informational: the
+	// agent prioritizes by its own node).
+	Zone, Region, SubZone string
+}
+
+// JSON returns the bootstrap document. It sets ignore_resource_deletion so a
+// client keeps working on what it has if a listener or cluster briefly
+// disappears (a Service re-created, an agent restarting on a cold cache).
+func JSON(o Options) ([]byte, error) {
+	if o.Server == "" {
+		return nil, errors.New("bootstrap: no server address")
+	}
+	if o.NodeID == "" {
+		return nil, errors.New("bootstrap: no node id")
+	}
+	type locality struct {
+		Region  string `json:"region,omitempty"`
+		Zone    string `json:"zone,omitempty"`
+		SubZone string `json:"sub_zone,omitempty"`
+	}
+	type node struct {
+		ID       string    `json:"id"`
+		Locality *locality `json:"locality,omitempty"`
+	}
+	type creds struct {
+		Type string `json:"type"`
+	}
+	type server struct {
+		URI      string   `json:"server_uri"`
+		Creds    []creds  `json:"channel_creds"`
+		Features []string `json:"server_features"`
+	}
+	doc := struct {
+		Servers []server `json:"xds_servers"`
+		Node    node     `json:"node"`
+	}{
+		Servers: []server{{URI: o.Server, Creds: []creds{{Type: "insecure"}}, Features: []string{"ignore_resource_deletion"}}},
+		Node:    node{ID: o.NodeID},
+	}
+	if o.Zone != "" || o.Region != "" || o.SubZone != "" {
+		doc.Node.Locality = &locality{Region: o.Region, Zone: o.Zone, SubZone: o.SubZone}
+	}
+	return json.MarshalIndent(doc, "", "  ")
+}

@@ -1,0 +1,107 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
+
+	"github.com/nodexds/nodexds/agent/metrics"
+	"github.com/nodexds/nodexds/agent/xds"
+	"github.com/nodexds/nodexds/discovery"
+	"github.com/nodexds/nodexds/health"
+)
+
+// Options configure a whole agent process.
+type Options struct {
+	Config
+	Source discovery.Source
+	// XDS is where ADS is served; Admin (optional) serves /metrics, /healthz
+	// and /readyz.
+	XDS, Admin net.Listener
+	Reporter   Reporter
+	Checker    health.Checker
+	// Registry receives the agent's metrics; a fresh one is made when nil.
+	Registry *prometheus.Registry
+	Log      *slog.Logger
+}
+
+// Serve runs an agent until ctx is done. ADS is served only after the source's
+// initial state has been applied: a client reconnecting to a restarted agent
+// must never be told about a half-read cluster.
+func Serve(ctx context.Context, o Options) error {
+	reg := o.Registry
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
+	m := metrics.New(reg)
+	cache := xds.NewCache()
+	a := New(o.Config, cache, o.Checker, o.Reporter, m, o.Log)
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var ready atomic.Bool
+	errc := make(chan error, 3)
+	go func() { errc <- a.Run(ctx) }()
+
+	var admin *http.Server
+	if o.Admin != nil {
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+		mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+			if !ready.Load() {
+				http.Error(w, "not synced yet", http.StatusServiceUnavailable)
+				return
+			}
+			fmt.Fprintln(w, "ok")
+		})
+		admin = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		go func() {
+			if err := admin.Serve(o.Admin); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("admin server: %w", err)
+			}
+		}()
+		defer admin.Close()
+	}
+
+	start := time.Now()
+	if err := o.Source.Start(ctx, a.Enqueue); err != nil {
+		return err
+	}
+	if err := a.Sync(ctx); err != nil {
+		return err
+	}
+	o.Log.Info("initial state applied", "took", time.Since(start).Round(time.Millisecond))
+
+	g := grpc.NewServer(
+		// Find clients that vanished without closing (node reboots, netns gone).
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+	)
+	xds.NewServer(cache, m, o.Log).Register(g)
+	go func() { errc <- g.Serve(o.XDS) }()
+	ready.Store(true)
+	o.Log.Info("serving ADS", "addr", o.XDS.Addr().String(), "node", o.NodeName)
+
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	ready.Store(false)
+	cancel()
+	g.Stop() // ADS streams never end by themselves; clients reconnect elsewhere
+	return err
+}

@@ -1,0 +1,337 @@
+package xds
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/nodexds/nodexds/agent/metrics"
+	"github.com/nodexds/nodexds/agent/resources"
+)
+
+// fullState lists the types whose every response must hold every subscribed
+// resource: for these, a missing name means "deleted" to the client.
+var fullState = map[string]bool{resources.ListenerType: true, resources.ClusterType: true}
+
+var served = []string{resources.ListenerType, resources.RouteType, resources.ClusterType, resources.EndpointType}
+
+// Server is an ADS server (state-of-the-world) over a Cache.
+type Server struct {
+	discoveryv3.UnimplementedAggregatedDiscoveryServiceServer
+	cache   *Cache
+	metrics *metrics.Metrics
+	log     *slog.Logger
+	ids     atomic.Uint64
+}
+
+// NewServer returns a Server answering from cache.
+func NewServer(cache *Cache, m *metrics.Metrics, log *slog.Logger) *Server {
+	return &Server{cache: cache, metrics: m, log: log}
+}
+
+// Register adds the ADS service to g.
+func (s *Server) Register(g *grpc.Server) {
+	discoveryv3.RegisterAggregatedDiscoveryServiceServer(g, s)
+}
+
+// DeltaAggregatedResources is not served: grpc-go speaks state-of-the-world only.
+func (s *Server) DeltaAggregatedResources(discoveryv3.AggregatedDiscoveryService_DeltaAggregatedResourcesServer) error {
+	return status.Error(codes.Unimplemented, "nodexds serves state-of-the-world ADS only")
+}
+
+// StreamAggregatedResources serves one client until it goes away.
+func (s *Server) StreamAggregatedResources(grpcStream discoveryv3.AggregatedDiscoveryService_StreamAggregatedResourcesServer) error {
+	st := &stream{
+		id:     s.ids.Add(1),
+		srv:    s,
+		grpc:   grpcStream,
+		wakeCh: make(chan struct{}, 1),
+		dirty:  map[string]bool{},
+		types:  map[string]*typeState{},
+	}
+	s.metrics.ConnectedClients.Inc()
+	defer s.metrics.ConnectedClients.Dec()
+	defer st.close()
+	return st.run(grpcStream.Context())
+}
+
+// stream is one client's ADS stream. Its fields are owned by the goroutine
+// running run, except dirty, which the Cache sets when it wakes the stream.
+type stream struct {
+	id   uint64
+	srv  *Server
+	grpc discoveryv3.AggregatedDiscoveryService_StreamAggregatedResourcesServer
+	node string
+
+	wakeCh chan struct{}
+	mu     sync.Mutex
+	dirty  map[string]bool
+
+	types map[string]*typeState
+	nonce uint64
+}
+
+// typeState is what one stream knows about one resource type.
+type typeState struct {
+	names    map[string]bool   // subscribed
+	sent     map[string]string // name → version last sent on this stream
+	nonce    string            // of the last response
+	answered bool              // a response was sent on this stream
+}
+
+// wake marks typ as changed. Called with the Cache lock held.
+func (st *stream) wake(typ string) {
+	st.mu.Lock()
+	st.dirty[typ] = true
+	st.mu.Unlock()
+	select {
+	case st.wakeCh <- struct{}{}:
+	default:
+	}
+}
+
+func (st *stream) takeDirty() []string {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	out := make([]string, 0, len(st.dirty))
+	for t := range st.dirty {
+		out = append(out, t)
+	}
+	clear(st.dirty)
+	slices.Sort(out)
+	return out
+}
+
+func (st *stream) run(ctx context.Context) error {
+	reqs := make(chan *discoveryv3.DiscoveryRequest)
+	errc := make(chan error, 1)
+	go func() {
+		for {
+			req, err := st.grpc.Recv()
+			if err != nil {
+				errc <- err
+				return
+			}
+			select {
+			case reqs <- req:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-errc:
+			if errors.Is(err, io.EOF) || status.Code(err) == codes.Canceled {
+				return nil
+			}
+			return err
+		case req := <-reqs:
+			if err := st.handle(req); err != nil {
+				return err
+			}
+		case <-st.wakeCh:
+			for _, typ := range st.takeDirty() {
+				if err := st.respond(typ); err != nil {
+					return err
+				}
+			}
+		}
+	}
+}
+
+func (st *stream) handle(req *discoveryv3.DiscoveryRequest) error {
+	typ := req.GetTypeUrl()
+	if st.node == "" && req.GetNode().GetId() != "" {
+		st.node = req.GetNode().GetId()
+		st.srv.log.Info("client connected", "stream", st.id, "node", st.node,
+			"locality", req.GetNode().GetLocality().String())
+	}
+	if !slices.Contains(served, typ) {
+		st.srv.log.Warn("ignoring request for unserved type", "stream", st.id, "node", st.node, "type", typ)
+		return nil
+	}
+	ts := st.types[typ]
+	if ts == nil {
+		ts = &typeState{names: map[string]bool{}, sent: map[string]string{}}
+		st.types[typ] = ts
+	}
+	if req.GetResponseNonce() != "" && req.GetResponseNonce() == ts.nonce && req.GetErrorDetail() != nil {
+		st.srv.metrics.NACKs.WithLabelValues(shortType(typ)).Inc()
+		st.srv.log.Error("client rejected a response (NACK)", "stream", st.id, "node", st.node,
+			"type", shortType(typ), "version", req.GetVersionInfo(), "error", req.GetErrorDetail().GetMessage())
+	}
+
+	// An empty list means "none": grpc clients always name what they want, and
+	// wildcard subscriptions would send them every Service in the cluster.
+	want := map[string]bool{}
+	for _, n := range req.GetResourceNames() {
+		want[n] = true
+	}
+	var add, remove []string
+	for n := range want {
+		if !ts.names[n] {
+			add = append(add, n)
+		}
+	}
+	for n := range ts.names {
+		if !want[n] {
+			remove = append(remove, n)
+			delete(ts.sent, n)
+		}
+	}
+	ts.names = want
+	if len(add)+len(remove) > 0 {
+		st.srv.cache.subscribe(st, typ, add, remove)
+		st.srv.metrics.Subscriptions.WithLabelValues(shortType(typ)).Set(float64(st.srv.cache.counts()[typ]))
+	}
+	// Answer every request whose names changed, and the first one of a type even
+	// if nothing did: a reconnecting client re-sends the version it had, and must
+	// still hear from a server that has no memory of it.
+	if len(add) > 0 || !ts.answered {
+		return st.respond(typ)
+	}
+	return nil
+}
+
+// respond sends what changed in typ since the last response, if anything did
+// and every subscribed name has been resolved by the agent.
+func (st *stream) respond(typ string) error {
+	ts := st.types[typ]
+	if ts == nil {
+		return nil
+	}
+	type item struct {
+		name, version string
+		res           *anypb.Any
+		observed      time.Time
+	}
+	var present []item
+	c := st.srv.cache
+	c.mu.Lock()
+	for n := range ts.names {
+		e := c.entries[typ][n]
+		if e == nil || !e.known {
+			c.mu.Unlock()
+			return nil // woken again when the agent Sets it
+		}
+		if e.resource != nil {
+			present = append(present, item{n, e.version, e.resource, e.observed})
+		}
+	}
+	c.mu.Unlock()
+	slices.SortFunc(present, func(a, b item) int {
+		if a.name < b.name {
+			return -1
+		}
+		if a.name > b.name {
+			return 1
+		}
+		return 0
+	})
+
+	var changed []item
+	var oldest time.Time
+	for _, it := range present {
+		if prev, ok := ts.sent[it.name]; !ok || prev != it.version {
+			changed = append(changed, it)
+			if ok && (oldest.IsZero() || it.observed.Before(oldest)) {
+				oldest = it.observed // only updates, not first sends, count as push latency
+			}
+		}
+	}
+	deleted := false
+	for n := range ts.sent {
+		if !slices.ContainsFunc(present, func(it item) bool { return it.name == n }) {
+			delete(ts.sent, n)
+			deleted = true
+		}
+	}
+
+	send := changed
+	switch {
+	case fullState[typ] && (len(changed) > 0 || deleted || !ts.answered):
+		send = present
+	case !fullState[typ] && !ts.answered:
+		send = present
+	case len(changed) == 0:
+		return nil
+	}
+
+	// The type's version is a hash of the whole subscribed state, so equal
+	// state gives equal versions on any agent, restarted or not.
+	var sig []byte
+	for _, it := range present {
+		sig = append(sig, it.name...)
+		sig = append(sig, 0)
+		sig = append(sig, it.version...)
+		sig = append(sig, 0)
+	}
+	st.nonce++
+	resp := &discoveryv3.DiscoveryResponse{
+		VersionInfo: hash(sig),
+		TypeUrl:     typ,
+		Nonce:       strconv.FormatUint(st.nonce, 10),
+	}
+	for _, it := range send {
+		resp.Resources = append(resp.Resources, it.res)
+	}
+	if err := st.grpc.Send(resp); err != nil {
+		return err
+	}
+	for _, it := range send {
+		ts.sent[it.name] = it.version
+	}
+	ts.nonce, ts.answered = resp.Nonce, true
+	st.srv.metrics.Pushes.WithLabelValues(shortType(typ)).Inc()
+	if !oldest.IsZero() {
+		st.srv.metrics.PushLatency.WithLabelValues(shortType(typ)).Observe(time.Since(oldest).Seconds())
+	}
+	st.srv.log.Debug("sent", "stream", st.id, "node", st.node, "type", shortType(typ),
+		"version", resp.VersionInfo, "resources", len(send), "subscribed", len(ts.names))
+	return nil
+}
+
+// close drops every subscription of the stream.
+func (st *stream) close() {
+	for typ, ts := range st.types {
+		names := make([]string, 0, len(ts.names))
+		for n := range ts.names {
+			names = append(names, n)
+		}
+		st.srv.cache.subscribe(st, typ, nil, names)
+		st.srv.metrics.Subscriptions.WithLabelValues(shortType(typ)).Set(float64(st.srv.cache.counts()[typ]))
+	}
+	if st.node != "" {
+		st.srv.log.Info("client disconnected", "stream", st.id, "node", st.node)
+	}
+}
+
+// shortType is a type URL's metric label: "Listener", "Cluster", ...
+func shortType(typ string) string {
+	switch typ {
+	case resources.ListenerType:
+		return "LDS"
+	case resources.RouteType:
+		return "RDS"
+	case resources.ClusterType:
+		return "CDS"
+	case resources.EndpointType:
+		return "EDS"
+	}
+	return "other"
+}

@@ -1,0 +1,305 @@
+package xds
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/nodexds/nodexds/agent/metrics"
+	"github.com/nodexds/nodexds/agent/resources"
+)
+
+// world is a stand-in for the agent: it answers interests from a map of
+// clusters, and can change them.
+type world struct {
+	cache *Cache
+	mu    sync.Mutex
+	data  map[string]proto.Message // cluster name → resource
+}
+
+func (w *world) run(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-w.cache.Interests():
+			for _, in := range w.cache.TakeInterests() {
+				if in.Wanted {
+					w.mu.Lock()
+					res := w.data[in.Name]
+					w.mu.Unlock()
+					w.cache.Set(in.Type, in.Name, res, time.Now())
+				}
+			}
+		}
+	}
+}
+
+func (w *world) update(name string, res proto.Message) {
+	w.mu.Lock()
+	w.data[name] = res
+	w.mu.Unlock()
+	w.cache.Set(resources.ClusterType, name, res, time.Now())
+}
+
+type testServer struct {
+	world   *world
+	metrics *metrics.Metrics
+	addr    string
+}
+
+func startServer(t *testing.T, clusters ...string) *testServer {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	w := &world{cache: NewCache(), data: map[string]proto.Message{}}
+	for _, c := range clusters {
+		w.data[c] = resources.Cluster(c)
+	}
+	go w.run(ctx)
+	m := metrics.New(prometheus.NewRegistry())
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := grpc.NewServer()
+	NewServer(w.cache, m, slog.New(slog.DiscardHandler)).Register(g)
+	go g.Serve(lis)
+	t.Cleanup(func() { g.Stop(); cancel() })
+	return &testServer{world: w, metrics: m, addr: lis.Addr().String()}
+}
+
+// adsClient is a raw ADS client: it speaks the protocol step by step.
+type adsClient struct {
+	t         *testing.T
+	stream    discoveryv3.AggregatedDiscoveryService_StreamAggregatedResourcesClient
+	responses chan *discoveryv3.DiscoveryResponse // one reader, so no response is lost
+	last      *discoveryv3.DiscoveryResponse
+}
+
+func dial(t *testing.T, s *testServer) *adsClient {
+	t.Helper()
+	cc, err := grpc.NewClient(s.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(func() { cancel(); cc.Close() })
+	st, err := discoveryv3.NewAggregatedDiscoveryServiceClient(cc).StreamAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &adsClient{t: t, stream: st, responses: make(chan *discoveryv3.DiscoveryResponse, 16)}
+	go func() {
+		defer close(c.responses)
+		for {
+			r, err := st.Recv()
+			if err != nil {
+				return
+			}
+			c.responses <- r
+		}
+	}()
+	return c
+}
+
+// request subscribes to names, acknowledging the last response.
+func (c *adsClient) request(names ...string) {
+	c.t.Helper()
+	req := &discoveryv3.DiscoveryRequest{
+		Node:          &corev3.Node{Id: "test"},
+		TypeUrl:       resources.ClusterType,
+		ResourceNames: names,
+	}
+	if c.last != nil {
+		req.VersionInfo, req.ResponseNonce = c.last.VersionInfo, c.last.Nonce
+	}
+	if err := c.stream.Send(req); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+func (c *adsClient) nack(msg string) {
+	c.t.Helper()
+	if err := c.stream.Send(&discoveryv3.DiscoveryRequest{
+		TypeUrl: resources.ClusterType, ResponseNonce: c.last.Nonce,
+		ResourceNames: c.names(), ErrorDetail: &status.Status{Code: 3, Message: msg},
+	}); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// expect waits for the next response and checks the names in it.
+func (c *adsClient) expect(want ...string) {
+	c.t.Helper()
+	select {
+	case r, ok := <-c.responses:
+		if !ok {
+			c.t.Fatalf("stream ended, want a response holding %v", want)
+		}
+		c.last = r
+		if got := c.names(); !slices.Equal(got, want) {
+			c.t.Fatalf("response holds %v, want %v", got, want)
+		}
+	case <-time.After(5 * time.Second):
+		c.t.Fatalf("no response, want one holding %v", want)
+	}
+}
+
+// expectNothing checks that no response arrives for a while.
+func (c *adsClient) expectNothing() {
+	c.t.Helper()
+	select {
+	case r, ok := <-c.responses:
+		if ok {
+			c.last = r
+			c.t.Fatalf("unexpected response holding %v", c.names())
+		}
+	case <-time.After(200 * time.Millisecond):
+	}
+}
+
+func (c *adsClient) names() []string {
+	var out []string
+	for _, a := range c.last.GetResources() {
+		var r = resources.Cluster("")
+		if err := a.UnmarshalTo(r); err != nil {
+			c.t.Fatal(err)
+		}
+		out = append(out, r.GetName())
+	}
+	return out
+}
+
+func TestTwoClientsWithDifferentSubsetsAreBothAnswered(t *testing.T) {
+	s := startServer(t, "be1", "be2")
+	c1, c2 := dial(t, s), dial(t, s)
+	c1.request("be1")
+	c1.expect("be1")
+	c2.request("be2")
+	c2.expect("be2")
+}
+
+func TestAddingANameAtTheSameVersionIsAnswered(t *testing.T) {
+	s := startServer(t, "be1", "be2")
+	c := dial(t, s)
+	c.request("be1")
+	c.expect("be1")
+	c.request("be1") // ACK
+	c.expectNothing()
+	c.request("be1", "be2") // same version, one more name: the snapshot cache's blind spot
+	c.expect("be1", "be2")
+}
+
+func TestUnknownNameIsAnsweredWithWhatExists(t *testing.T) {
+	s := startServer(t, "be1")
+	c := dial(t, s)
+	c.request("nosuch")
+	c.expect() // an empty answer: nothing by that name
+	c.request("nosuch", "be1")
+	c.expect("be1")
+}
+
+func TestChangeIsPushedOnlyToItsSubscribers(t *testing.T) {
+	s := startServer(t, "be1", "be2")
+	c1, c2 := dial(t, s), dial(t, s)
+	c1.request("be1")
+	c1.expect("be1")
+	c2.request("be2")
+	c2.expect("be2")
+	c1.request("be1")
+	c2.request("be2")
+
+	changed := resources.Cluster("be2")
+	changed.LbPolicy = 1
+	s.world.update("be2", changed)
+	c2.expect("be2")
+	c1.expectNothing()
+
+	s.world.update("be2", changed) // equal content: no push at all
+	c2.expectNothing()
+}
+
+func TestClusterRemovalSendsTheRemainingFullState(t *testing.T) {
+	s := startServer(t, "be1", "be2")
+	c := dial(t, s)
+	c.request("be1", "be2")
+	c.expect("be1", "be2")
+	c.request("be1", "be2")
+	s.world.update("be2", nil)
+	c.expect("be1") // full state for CDS: be2's absence means deleted
+}
+
+func TestVersionsDeriveFromContent(t *testing.T) {
+	s1, s2 := startServer(t, "be1", "be2"), startServer(t, "be1", "be2")
+	c1, c2 := dial(t, s1), dial(t, s2)
+	c1.request("be1", "be2")
+	c1.expect("be1", "be2")
+	c2.request("be2", "be1")
+	c2.expect("be1", "be2")
+	if c1.last.VersionInfo != c2.last.VersionInfo {
+		t.Errorf("two servers with equal content disagree on version: %q vs %q", c1.last.VersionInfo, c2.last.VersionInfo)
+	}
+}
+
+func TestReconnectingClientIsAnsweredEvenAtItsOldVersion(t *testing.T) {
+	s := startServer(t, "be1")
+	c := dial(t, s)
+	c.request("be1")
+	c.expect("be1")
+	version := c.last.VersionInfo
+
+	// A new stream (as after an agent restart) that claims to have the
+	// current version must still get an answer.
+	c2 := dial(t, s)
+	c2.last = &discoveryv3.DiscoveryResponse{VersionInfo: version, Nonce: "42"}
+	c2.request("be1")
+	c2.expect("be1")
+}
+
+func TestNACKIsCountedAndNotResent(t *testing.T) {
+	s := startServer(t, "be1")
+	c := dial(t, s)
+	c.request("be1")
+	c.expect("be1")
+	c.nack("bad cluster")
+	c.expectNothing()
+	if got := testutil.ToFloat64(s.metrics.NACKs.WithLabelValues("CDS")); got != 1 {
+		t.Errorf("NACK counter = %v, want 1", got)
+	}
+}
+
+func TestUnsubscribingReleasesInterest(t *testing.T) {
+	s := startServer(t, "be1", "be2")
+	c := dial(t, s)
+	c.request("be1", "be2")
+	c.expect("be1", "be2")
+	c.request("be1")
+	waitFor(t, func() bool { return !s.world.cache.Subscribed(resources.ClusterType, "be2") })
+	if err := c.stream.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return !s.world.cache.Subscribed(resources.ClusterType, "be1") })
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		if cond() {
+			return
+		}
+	}
+	t.Fatal("condition not met within 5s")
+}

@@ -1,0 +1,117 @@
+// Package discovery turns what Kubernetes (or a file) says about Services,
+// EndpointSlices and Nodes into the small model the rest of nodexds works on.
+//
+// Sources (kube informers, files) only translate and forward Events; a Store,
+// owned by a single goroutine, merges them and says which Services changed.
+package discovery
+
+import (
+	"net/netip"
+	"strconv"
+)
+
+// AnnotationPrefix marks the Service annotations nodexds reads; others are dropped.
+const AnnotationPrefix = "nodexds.io/"
+
+// Topology labels read from Nodes.
+const (
+	LabelHostname = "kubernetes.io/hostname"
+	LabelZone     = "topology.kubernetes.io/zone"
+	LabelRegion   = "topology.kubernetes.io/region"
+)
+
+// ServiceKey names a Service.
+type ServiceKey struct{ Namespace, Name string }
+
+func (k ServiceKey) String() string { return k.Namespace + "/" + k.Name }
+
+// Port is a named port: a Service port, or an EndpointSlice target port.
+type Port struct {
+	Name string
+	Port int32
+}
+
+// Service is the part of a Kubernetes Service that nodexds acts on.
+type Service struct {
+	Key ServiceKey
+	UID string // for Events about the Service
+	// Ports are the TCP ports; gRPC does not run over anything else.
+	Ports []Port
+	// InternalTrafficLocal is spec.internalTrafficPolicy == Local.
+	InternalTrafficLocal bool
+	// TrafficDistribution is spec.trafficDistribution, "" when unset.
+	TrafficDistribution string
+	// IPFamily is the primary family ("IPv4", "IPv6"), "" when unknown. Dual-stack
+	// Services have a slice per family; serving both would count each pod twice.
+	IPFamily string
+	// Annotations holds only the nodexds.io/ annotations; nil when there are none.
+	Annotations map[string]string
+}
+
+// Port returns the Service port matching spec, a port number or name.
+func (s *Service) Port(spec string) (Port, bool) {
+	for _, p := range s.Ports {
+		if (spec != "" && p.Name == spec) || strconv.Itoa(int(p.Port)) == spec {
+			return p, true
+		}
+	}
+	return Port{}, false
+}
+
+// Slice is one EndpointSlice, reduced to what is needed.
+type Slice struct {
+	Service     ServiceKey
+	Name        string
+	AddressType string
+	Ports       []Port
+	Endpoints   []SliceEndpoint
+}
+
+// SliceEndpoint is one endpoint of a Slice, conditions already defaulted the
+// way the API documents them (ready nil = true, serving nil = ready).
+type SliceEndpoint struct {
+	Addr                        netip.Addr
+	Pod                         string // targetRef name when it is a Pod
+	Node, Zone                  string
+	Ready, Serving, Terminating bool
+	ZoneHints, NodeHints        []string // nil when the slice carries none
+}
+
+// Node is a Node's topology.
+type Node struct {
+	Name, Zone, Region string
+}
+
+// Endpoint is one address:port of one Service port, merged across all of the
+// Service's slices, with the region of its node resolved.
+type Endpoint struct {
+	Addr                        netip.AddrPort
+	Pod                         string
+	Node, Zone, Region          string
+	Ready, Serving, Terminating bool
+	ZoneHints, NodeHints        []string
+}
+
+// Event is one change from a source: exactly one of Service, Slice, Node is set.
+// With Deleted, only the object's identifying fields need to be filled in.
+type Event struct {
+	Service *Service
+	Slice   *Slice
+	Node    *Node
+	Deleted bool
+}
+
+// better ranks the endpoint conditions, so a duplicate keeps its most usable copy.
+func (e *Endpoint) better(o *Endpoint) bool {
+	rank := func(e *Endpoint) int {
+		switch {
+		case e.Ready:
+			return 2
+		case e.Serving:
+			return 1
+		}
+		return 0
+	}
+	return rank(e) > rank(o)
+}
+

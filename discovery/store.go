@@ -1,0 +1,185 @@
+package discovery
+
+import (
+	"maps"
+	"net/netip"
+	"reflect"
+	"slices"
+	"strings"
+)
+
+// Store merges Events into the current model. It is not safe for concurrent
+// use: one goroutine owns it (see agent.Agent).
+type Store struct {
+	services map[ServiceKey]*Service
+	slices   map[ServiceKey]map[string]*Slice
+	nodes    map[string]Node
+}
+
+// NewStore returns an empty Store.
+func NewStore() *Store {
+	return &Store{
+		services: map[ServiceKey]*Service{},
+		slices:   map[ServiceKey]map[string]*Slice{},
+		nodes:    map[string]Node{},
+	}
+}
+
+// Change says what an Event changed. The zero Change means nothing did.
+type Change struct {
+	// Service is set when one Service's resources may have changed.
+	Service *ServiceKey
+	// Node is set when a Node's topology changed: tiers of any Service may move.
+	Node string
+}
+
+// Apply records e. Updates equal to what is stored are no-ops.
+func (s *Store) Apply(e Event) Change {
+	switch {
+	case e.Service != nil:
+		k := e.Service.Key
+		old, ok := s.services[k]
+		if e.Deleted {
+			if !ok {
+				return Change{}
+			}
+			delete(s.services, k)
+			return Change{Service: &k}
+		}
+		if ok && reflect.DeepEqual(old, e.Service) {
+			return Change{}
+		}
+		s.services[k] = e.Service
+		return Change{Service: &k}
+
+	case e.Slice != nil:
+		k := e.Slice.Service
+		bySlice := s.slices[k]
+		old, ok := bySlice[e.Slice.Name]
+		if e.Deleted {
+			if !ok {
+				return Change{}
+			}
+			delete(bySlice, e.Slice.Name)
+			if len(bySlice) == 0 {
+				delete(s.slices, k)
+			}
+			return Change{Service: &k}
+		}
+		if ok && reflect.DeepEqual(old, e.Slice) {
+			return Change{}
+		}
+		if bySlice == nil {
+			bySlice = map[string]*Slice{}
+			s.slices[k] = bySlice
+		}
+		bySlice[e.Slice.Name] = e.Slice
+		return Change{Service: &k}
+
+	case e.Node != nil:
+		n := *e.Node
+		old, ok := s.nodes[n.Name]
+		if e.Deleted {
+			if !ok {
+				return Change{}
+			}
+			delete(s.nodes, n.Name)
+			return Change{Node: n.Name}
+		}
+		if ok && old == n {
+			return Change{}
+		}
+		s.nodes[n.Name] = n
+		return Change{Node: n.Name}
+	}
+	return Change{}
+}
+
+// Service returns the Service named k.
+func (s *Store) Service(k ServiceKey) (*Service, bool) {
+	svc, ok := s.services[k]
+	return svc, ok
+}
+
+// Node returns the topology of the named Node; ok is false when it is unknown.
+func (s *Store) Node(name string) (Node, bool) {
+	n, ok := s.nodes[name]
+	return n, ok
+}
+
+// ServiceKeys returns the keys of all Services, sorted.
+func (s *Store) ServiceKeys() []ServiceKey {
+	keys := slices.Collect(maps.Keys(s.services))
+	slices.SortFunc(keys, func(a, b ServiceKey) int {
+		if c := strings.Compare(a.Namespace, b.Namespace); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Name, b.Name)
+	})
+	return keys
+}
+
+// Endpoints returns the endpoints of the Service port named portName (the
+// Service port's name; "" for an unnamed single port), merged over all of the
+// Service's slices of its primary IP family and sorted by address. An address
+// listed in several slices appears once, with its most usable conditions:
+// controllers briefly duplicate endpoints while they move them between slices,
+// and gRPC rejects duplicate addresses. The result is nil when there are none.
+func (s *Store) Endpoints(k ServiceKey, portName string) []Endpoint {
+	svc := s.services[k]
+	bySlice := s.slices[k]
+	if svc == nil || len(bySlice) == 0 {
+		return nil
+	}
+	names := slices.Sorted(maps.Keys(bySlice))
+	index := map[netip.AddrPort]int{}
+	var out []Endpoint
+	for _, name := range names {
+		sl := bySlice[name]
+		if svc.IPFamily != "" && sl.AddressType != svc.IPFamily {
+			continue
+		}
+		port, ok := slicePort(sl.Ports, portName)
+		if !ok {
+			continue
+		}
+		for _, se := range sl.Endpoints {
+			ep := Endpoint{
+				Addr:        netip.AddrPortFrom(se.Addr, uint16(port)),
+				Pod:         se.Pod,
+				Node:        se.Node,
+				Zone:        se.Zone,
+				Region:      s.nodes[se.Node].Region,
+				Ready:       se.Ready,
+				Serving:     se.Serving,
+				Terminating: se.Terminating,
+				ZoneHints:   se.ZoneHints,
+				NodeHints:   se.NodeHints,
+			}
+			if ep.Zone == "" {
+				ep.Zone = s.nodes[se.Node].Zone
+			}
+			if i, dup := index[ep.Addr]; dup {
+				if ep.better(&out[i]) {
+					out[i] = ep
+				}
+				continue
+			}
+			index[ep.Addr] = len(out)
+			out = append(out, ep)
+		}
+	}
+	slices.SortFunc(out, func(a, b Endpoint) int { return a.Addr.Compare(b.Addr) })
+	return out
+}
+
+// slicePort finds the target port for a Service port name. Slices name their
+// ports after the Service's ports, so the name is the join key.
+func slicePort(ports []Port, name string) (int32, bool) {
+	for _, p := range ports {
+		if p.Name == name && p.Port > 0 && p.Port < 1<<16 {
+			return p.Port, true
+		}
+	}
+	return 0, false
+}

@@ -1,0 +1,66 @@
+// Package echo is the small gRPC service the demo and the tests run as
+// backends: it answers "Hello from <name>", and serves the standard health
+// service so health checking can be exercised against it.
+//
+// It uses google.protobuf.StringValue for both messages, so clients in any
+// language can call it without generated code.
+package echo
+
+import (
+	"context"
+	"net"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+)
+
+// Method is the full name of the one RPC.
+const Method = "/nodexds.echo.Echo/Hello"
+
+// Server is a running echo backend.
+type Server struct {
+	Name   string
+	Addr   string
+	Health *health.Server // flip with SetServingStatus("", ...)
+	grpc   *grpc.Server
+}
+
+// Serve starts an echo server named name on lis.
+func Serve(lis net.Listener, name string) *Server {
+	s := &Server{Name: name, Addr: lis.Addr().String(), Health: health.NewServer(), grpc: grpc.NewServer()}
+	s.grpc.RegisterService(&grpc.ServiceDesc{
+		ServiceName: "nodexds.echo.Echo",
+		HandlerType: (*any)(nil),
+		Methods: []grpc.MethodDesc{{
+			MethodName: "Hello",
+			Handler: func(_ any, ctx context.Context, dec func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
+				in := new(wrapperspb.StringValue)
+				if err := dec(in); err != nil {
+					return nil, err
+				}
+				return wrapperspb.String("Hello from " + name), nil
+			},
+		}},
+	}, struct{}{})
+	healthpb.RegisterHealthServer(s.grpc, s.Health)
+	go s.grpc.Serve(lis) //nolint:errcheck // returns when stopped
+	return s
+}
+
+// Stop stops the server at once, as if its process died.
+func (s *Server) Stop() { s.grpc.Stop() }
+
+// Hello calls the echo service and returns the backend's name.
+func Hello(ctx context.Context, cc grpc.ClientConnInterface, opts ...grpc.CallOption) (string, error) {
+	out := new(wrapperspb.StringValue)
+	if err := cc.Invoke(ctx, Method, wrapperspb.String("hi"), out, opts...); err != nil {
+		return "", err
+	}
+	const prefix = "Hello from "
+	if len(out.Value) < len(prefix) {
+		return out.Value, nil
+	}
+	return out.Value[len(prefix):], nil
+}
