@@ -114,4 +114,3 @@ func (e *Endpoint) better(o *Endpoint) bool {
 	}
 	return rank(e) > rank(o)
 }
-
