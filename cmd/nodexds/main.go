@@ -1,0 +1,201 @@
+// Command nodexds is the node-local xDS agent for proxyless gRPC.
+//
+//	nodexds serve       run the agent (in a DaemonSet, or on a file source)
+//	nodexds bootstrap   print a gRPC xDS bootstrap for a client on this node
+//	nodexds demo        run a three-node demo on this machine, no cluster needed
+//	nodexds version     print the version
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/nodexds/nodexds/agent"
+	"github.com/nodexds/nodexds/agent/bootstrap"
+	"github.com/nodexds/nodexds/agent/names"
+	"github.com/nodexds/nodexds/agent/topology"
+	"github.com/nodexds/nodexds/discovery"
+)
+
+// version is stamped at build time: -ldflags "-X main.version=v1.2.3".
+var version = "dev"
+
+const usage = `nodexds: node-local xDS agent for proxyless gRPC.
+
+Usage:
+  nodexds serve [flags]       run the agent
+  nodexds bootstrap [flags]   print a gRPC xDS bootstrap for a client on this node
+  nodexds demo                run a three-node demo on this machine
+  nodexds version             print the version
+
+Run "nodexds <command> -h" for the flags of a command.
+`
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	var err error
+	switch cmd, args := os.Args[1], os.Args[2:]; cmd {
+	case "serve":
+		err = serve(ctx, args)
+	case "bootstrap":
+		err = printBootstrap(args)
+	case "demo":
+		err = demo(ctx, args)
+	case "version", "--version", "-version":
+		fmt.Println("nodexds", version)
+	case "help", "-h", "--help":
+		fmt.Print(usage)
+	default:
+		fmt.Fprintf(os.Stderr, "nodexds: unknown command %q\n\n%s", cmd, usage)
+		os.Exit(2)
+	}
+	if err != nil && !errors.Is(err, context.Canceled) {
+		fmt.Fprintln(os.Stderr, "nodexds:", err)
+		os.Exit(1)
+	}
+}
+
+// serveFlags are the agent's flags; demo and tests build the same Options.
+type serveFlags struct {
+	source, kubeconfig, nodeName    string
+	xdsListen, adminListen          string
+	defaultNamespace, clusterDomain string
+	defaultTopology, logLevel       string
+	coalesce, filePoll              time.Duration
+}
+
+func (f *serveFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.source, "source", "kube", `where Services come from: "kube" (the API server) or "file:PATH" (YAML file or directory)`)
+	fs.StringVar(&f.kubeconfig, "kubeconfig", os.Getenv("KUBECONFIG"), "kubeconfig for -source=kube; empty means in-cluster")
+	fs.StringVar(&f.nodeName, "node-name", os.Getenv("NODE_NAME"), "the node this agent serves (default $NODE_NAME)")
+	fs.StringVar(&f.xdsListen, "xds-listen", ":18000", "address to serve ADS on (the hostPort clients dial)")
+	fs.StringVar(&f.adminListen, "admin-listen", ":18001", `address for /metrics, /healthz, /readyz; "" disables`)
+	fs.StringVar(&f.defaultNamespace, "default-namespace", "default", "namespace of names that give none (xds:///svc:port)")
+	fs.StringVar(&f.clusterDomain, "cluster-domain", "cluster.local", "cluster DNS domain, as in svc.ns.svc.<domain>")
+	fs.StringVar(&f.defaultTopology, "default-topology", topology.DefaultTiers.String(), "tiers for Services that set no policy: comma-separated node, zone, region, *")
+	fs.DurationVar(&f.coalesce, "coalesce", 20*time.Millisecond, "burst window: the first change is pushed at once, later ones within the window together")
+	fs.DurationVar(&f.filePoll, "file-poll", time.Second, "how often -source=file re-reads its files")
+	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+}
+
+func newLogger(level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("-log-level: %w", err)
+	}
+	return slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: l})), nil
+}
+
+func serve(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	var f serveFlags
+	f.register(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	log, err := newLogger(f.logLevel)
+	if err != nil {
+		return err
+	}
+	if f.nodeName == "" {
+		return errors.New("-node-name (or $NODE_NAME) is required: the agent prioritizes for its node")
+	}
+	tiers, err := topology.ParseTiers(f.defaultTopology)
+	if err != nil {
+		return fmt.Errorf("-default-topology: %w", err)
+	}
+	o := agent.Options{
+		Config: agent.Config{
+			NodeName:     f.nodeName,
+			Names:        names.Parser{DefaultNamespace: f.defaultNamespace, ClusterDomain: f.clusterDomain},
+			DefaultTiers: tiers,
+			Coalesce:     f.coalesce,
+		},
+		Log: log,
+	}
+	switch {
+	case f.source == "kube":
+		cfg, err := clientcmd.BuildConfigFromFlags("", f.kubeconfig)
+		if err != nil {
+			return fmt.Errorf("kubernetes client config: %w", err)
+		}
+		cfg.UserAgent = "nodexds/" + version
+		client, err := kubernetes.NewForConfig(cfg)
+		if err != nil {
+			return fmt.Errorf("kubernetes client: %w", err)
+		}
+		o.Source = &discovery.KubeSource{Client: client, Log: log}
+		rec := discovery.NewEventRecorder(client, f.nodeName)
+		defer rec.Stop()
+		o.Reporter = agent.ReporterFunc(func(svc *discovery.Service, e *topology.AnnotationError) {
+			rec.Warn(svc.Key, svc.UID, "InvalidAnnotation", e.Error()+"; using the next rule")
+		})
+	case strings.HasPrefix(f.source, "file:"):
+		o.Source = &discovery.FileSource{Path: strings.TrimPrefix(f.source, "file:"), Poll: f.filePoll, Log: log}
+	default:
+		return fmt.Errorf(`-source=%q: want "kube" or "file:PATH"`, f.source)
+	}
+	if o.XDS, err = net.Listen("tcp", f.xdsListen); err != nil {
+		return err
+	}
+	if f.adminListen != "" {
+		if o.Admin, err = net.Listen("tcp", f.adminListen); err != nil {
+			return err
+		}
+	}
+	log.Info("starting nodexds", "version", version, "node", f.nodeName, "source", f.source)
+	return agent.Serve(ctx, o)
+}
+
+func printBootstrap(args []string) error {
+	fs := flag.NewFlagSet("bootstrap", flag.ContinueOnError)
+	server := fs.String("server", "", "agent address host:port (default $HOST_IP:18000)")
+	node := fs.String("node-id", "", "client id shown in the agent's logs (default $POD_NAMESPACE/$POD_NAME, else the hostname)")
+	zone := fs.String("zone", os.Getenv("NODE_ZONE"), "client zone, informational (default $NODE_ZONE)")
+	region := fs.String("region", os.Getenv("NODE_REGION"), "client region, informational (default $NODE_REGION)")
+	out := fs.String("o", "-", "file to write, - for standard output")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *server == "" {
+		host := os.Getenv("HOST_IP")
+		if host == "" {
+			return errors.New("-server not given and $HOST_IP not set (use the downward API: status.hostIP)")
+		}
+		*server = net.JoinHostPort(host, "18000")
+	}
+	if *node == "" {
+		if pod := os.Getenv("POD_NAME"); pod != "" {
+			*node = os.Getenv("POD_NAMESPACE") + "/" + pod
+		} else if h, err := os.Hostname(); err == nil {
+			*node = h
+		}
+	}
+	doc, err := bootstrap.JSON(bootstrap.Options{Server: *server, NodeID: *node, Zone: *zone, Region: *region})
+	if err != nil {
+		return err
+	}
+	doc = append(doc, '\n')
+	if *out == "-" {
+		_, err = os.Stdout.Write(doc)
+		return err
+	}
+	return os.WriteFile(*out, doc, 0o644)
+}
