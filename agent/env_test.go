@@ -63,7 +63,6 @@ type backend struct {
 	addr       string
 }
 
-
 func newWorld(t *testing.T) *world {
 	return &world{t: t, path: filepath.Join(t.TempDir(), "cluster.yaml")}
 }

@@ -66,6 +66,9 @@ func main() {
 		fmt.Fprintf(os.Stderr, "nodexds: unknown command %q\n\n%s", cmd, usage)
 		os.Exit(2)
 	}
+	if errors.Is(err, flag.ErrHelp) {
+		return
+	}
 	if err != nil && !errors.Is(err, context.Canceled) {
 		fmt.Fprintln(os.Stderr, "nodexds:", err)
 		os.Exit(1)
