@@ -1,10 +1,329 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	_ "google.golang.org/grpc/xds" // registers the xds:/// resolver and balancers
+
+	"github.com/nodexds/nodexds/agent"
+	"github.com/nodexds/nodexds/agent/bootstrap"
+	"github.com/nodexds/nodexds/agent/names"
+	"github.com/nodexds/nodexds/agent/topology"
+	"github.com/nodexds/nodexds/discovery"
+	"github.com/nodexds/nodexds/internal/echo"
 )
 
+// demoPod is a backend "pod": a real echo server on its own loopback address.
+type demoPod struct {
+	name, node, ip string
+	addr           string
+	srv            *echo.Server
+}
+
+func (p *demoPod) start() error {
+	addr := p.addr
+	if addr == "" {
+		addr = net.JoinHostPort(p.ip, "0")
+	}
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("backend %s: %w", p.name, err)
+	}
+	p.addr = lis.Addr().String()
+	p.srv = echo.Serve(lis, p.name)
+	return nil
+}
+
+// demo runs an agent for node-a on a file source describing three nodes in
+// two zones, real echo backends on loopback addresses, and a grpc-go xDS
+// client on node-a; then it stops node-a's backends and brings them back.
 func demo(ctx context.Context, args []string) error {
-	return errors.New("demo: not yet")
+	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
+	rpcs := fs.Int("rpcs", 12, "RPCs per round")
+	verbose := fs.Bool("v", false, "show the agent's logs")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	logOut := io.Discard
+	if *verbose {
+		logOut = os.Stderr
+	}
+	log := slog.New(slog.NewTextHandler(logOut, nil))
+
+	pods := []*demoPod{
+		{name: "be1-a-0", node: "node-a", ip: "127.0.10.1"},
+		{name: "be1-a-1", node: "node-a", ip: "127.0.10.2"},
+		{name: "be1-b-0", node: "node-b", ip: "127.0.10.3"},
+		{name: "be1-c-0", node: "node-c", ip: "127.0.10.4"},
+	}
+	for _, p := range pods {
+		if err := p.start(); err != nil {
+			return err
+		}
+		defer p.srv.Stop()
+	}
+	dir, err := os.MkdirTemp("", "nodexds-demo-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	file := filepath.Join(dir, "cluster.yaml")
+	if err := os.WriteFile(file, []byte(demoYAML(pods)), 0o644); err != nil {
+		return err
+	}
+
+	xdsLis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	served := make(chan error, 1)
+	go func() {
+		served <- agent.Serve(ctx, agent.Options{
+			Config: agent.Config{
+				NodeName:     "node-a",
+				Names:        names.Parser{DefaultNamespace: "default", ClusterDomain: "cluster.local"},
+				DefaultTiers: topology.DefaultTiers,
+				Coalesce:     20 * time.Millisecond,
+			},
+			Source: &discovery.FileSource{Path: file, Poll: 200 * time.Millisecond, Log: log},
+			XDS:    xdsLis,
+			Log:    log,
+		})
+	}()
+
+	// The client runs as its own process, wired exactly as in a pod: a
+	// bootstrap in GRPC_XDS_BOOTSTRAP_CONFIG, and xds:///be1:8080.
+	bs, err := bootstrap.JSON(bootstrap.Options{Server: xdsLis.Addr().String(), NodeID: "demo/client-on-node-a", Zone: "zone-1", Region: "region-1"})
+	if err != nil {
+		return err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	client := exec.CommandContext(ctx, self, "demo-client", "xds:///be1:8080")
+	client.Env = append(os.Environ(), "GRPC_XDS_BOOTSTRAP_CONFIG="+string(bs))
+	client.Stderr = logOut
+	stdout, err := client.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	if err := client.Start(); err != nil {
+		return err
+	}
+	defer client.Wait()
+	defer cancel()
+	lines := make(chan string)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	// next returns the backend that answered the client's next RPC.
+	next := func() (string, error) {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				return "", errors.New("the client exited")
+			}
+			f := strings.Fields(l)
+			if len(f) >= 2 && f[0] == "ok" {
+				return f[1], nil
+			}
+			if len(f) >= 2 {
+				return "error: " + f[1], nil
+			}
+			return "", fmt.Errorf("client said %q", l)
+		case <-time.After(10 * time.Second):
+			return "", errors.New("the client went silent")
+		}
+	}
+
+	fmt.Printf(`nodexds demo
+  cluster (file %s):
+    node-a, node-b in zone-1; node-c in zone-2
+    service be1: be1-a-0, be1-a-1 on node-a; be1-b-0 on node-b; be1-c-0 on node-c
+  agent for node-a serving ADS on %s
+  client on node-a dials xds:///be1:8080
+
+`, file, xdsLis.Addr())
+
+	nodeOf := map[string]string{}
+	for _, p := range pods {
+		nodeOf[p.name] = p.node
+	}
+	round := func(title string) error {
+		if title != "" {
+			fmt.Println(title)
+		}
+		counts := map[string]int{}
+		for i := range *rpcs {
+			name, err := next()
+			if err != nil {
+				return err
+			}
+			if i < 3 {
+				fmt.Printf("  Hello from %s\n", name)
+			}
+			counts[name]++
+		}
+		fmt.Printf("  %d RPCs: %s\n\n", *rpcs, summary(counts, nodeOf))
+		return nil
+	}
+	// until reads RPC results until one is answered on node, and says how long
+	// the switch took and how many RPCs failed meanwhile.
+	until := func(node string) (time.Duration, int, error) {
+		start, failed := time.Now(), 0
+		for time.Since(start) < 30*time.Second {
+			name, err := next()
+			if err != nil {
+				return 0, 0, err
+			}
+			if nodeOf[name] == node {
+				return time.Since(start), failed, nil
+			}
+			if nodeOf[name] == "" {
+				failed++
+			}
+		}
+		return 0, 0, fmt.Errorf("traffic did not reach %s within 30s", node)
+	}
+
+	if err := round("1. all pods up: the client stays on its own node"); err != nil {
+		return err
+	}
+
+	fmt.Println("2. node-a's pods stop (their processes die; nothing tells the agent)")
+	for _, p := range pods[:2] {
+		p.srv.Stop()
+	}
+	took, failed, err := until("node-b")
+	if err != nil {
+		return err
+	}
+	fmt.Printf("  the client failed over to the zone tier by itself in %v (%d RPCs failed meanwhile)\n", took.Round(time.Millisecond), failed)
+	if err := round(""); err != nil {
+		return err
+	}
+
+	fmt.Println("3. node-a's pods come back on the same addresses")
+	for _, p := range pods[:2] {
+		if err := p.start(); err != nil {
+			return err
+		}
+	}
+	took, failed, err = until("node-a")
+	if err != nil {
+		return err
+	}
+	fmt.Printf("  traffic returned to node-a in %v (gRPC's reconnect backoff; %d RPCs failed meanwhile)\n", took.Round(time.Millisecond), failed)
+	if err := round(""); err != nil {
+		return err
+	}
+
+	cancel()
+	return <-served
+}
+
+// demoClient is the demo's client process: it probes target and prints one
+// line per RPC. Its xDS bootstrap comes from the environment.
+func demoClient(ctx context.Context, args []string) error {
+	if len(args) != 1 {
+		return errors.New("usage: nodexds demo-client xds:///NAME")
+	}
+	cc, err := grpc.NewClient(args[0], grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	defer cc.Close()
+	echo.Probe(ctx, cc, 50*time.Millisecond, time.Second, os.Stdout)
+	return nil
+}
+
+func summary(counts map[string]int, nodeOf map[string]string) string {
+	var names []string
+	for n := range counts {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	var parts []string
+	for _, n := range names {
+		where := ""
+		if node := nodeOf[n]; node != "" {
+			where = " (" + node + ")"
+		}
+		parts = append(parts, fmt.Sprintf("%s%s ×%d", n, where, counts[n]))
+	}
+	return strings.Join(parts, ", ")
+}
+
+func demoYAML(pods []*demoPod) string {
+	var b strings.Builder
+	b.WriteString(`apiVersion: v1
+kind: Node
+metadata:
+  name: node-a
+  labels: {topology.kubernetes.io/zone: zone-1, topology.kubernetes.io/region: region-1}
+---
+apiVersion: v1
+kind: Node
+metadata:
+  name: node-b
+  labels: {topology.kubernetes.io/zone: zone-1, topology.kubernetes.io/region: region-1}
+---
+apiVersion: v1
+kind: Node
+metadata:
+  name: node-c
+  labels: {topology.kubernetes.io/zone: zone-2, topology.kubernetes.io/region: region-1}
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: be1
+  namespace: default
+spec:
+  ports:
+  - name: grpc
+    port: 8080
+`)
+	// Each pod listens on its own port, so each gets its own slice: slices
+	// list one set of ports for all their endpoints.
+	for _, p := range pods {
+		host, port, _ := net.SplitHostPort(p.addr)
+		fmt.Fprintf(&b, `---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: %s
+  namespace: default
+  labels: {kubernetes.io/service-name: be1}
+addressType: IPv4
+ports: [{name: grpc, port: %s}]
+endpoints:
+- addresses: [%q]
+  nodeName: %s
+  targetRef: {kind: Pod, name: %s}
+`, p.name, port, host, p.node, p.name)
+	}
+	return b.String()
 }

@@ -58,6 +58,8 @@ func main() {
 		err = printBootstrap(args)
 	case "demo":
 		err = demo(ctx, args)
+	case "demo-client": // the demo's client process
+		err = demoClient(ctx, args)
 	case "version", "--version", "-version":
 		fmt.Println("nodexds", version)
 	case "help", "-h", "--help":

@@ -8,11 +8,15 @@ package echo
 
 import (
 	"context"
+	"fmt"
+	"io"
 	"net"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
@@ -63,4 +67,33 @@ func Hello(ctx context.Context, cc grpc.ClientConnInterface, opts ...grpc.CallOp
 		return out.Value, nil
 	}
 	return out.Value[len(prefix):], nil
+}
+
+// Probe sends one RPC every interval until ctx is done, and writes one line
+// per RPC to out: "ok <backend> <latency>" or "err <code> <message>". It is the
+// client the demo and the end-to-end tests run in their own processes, wired
+// to the agent only through the standard bootstrap environment variables.
+func Probe(ctx context.Context, cc grpc.ClientConnInterface, interval, timeout time.Duration, out io.Writer) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		start := time.Now()
+		rctx, cancel := context.WithTimeout(ctx, timeout)
+		name, err := Hello(rctx, cc)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			s := status.Convert(err)
+			fmt.Fprintf(out, "err %s %q\n", s.Code(), s.Message())
+		} else {
+			fmt.Fprintf(out, "ok %s %d\n", name, time.Since(start).Microseconds())
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }

@@ -1,0 +1,102 @@
+// Command nodexds-echo is the demo and test workload: a backend that answers
+// "Hello from <name>" and serves the gRPC health service, and a client that
+// probes an xds:/// target and prints one line per RPC.
+//
+//	nodexds-echo serve -listen 10.1.2.3:50051 -name be1-abc
+//	GRPC_XDS_BOOTSTRAP=... nodexds-echo probe [-interval 50ms] xds:///be1:8080
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	_ "google.golang.org/grpc/xds" // xds:/// resolver and balancers
+
+	"github.com/nodexds/nodexds/internal/echo"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, "usage: nodexds-echo serve|probe [flags]")
+		os.Exit(2)
+	}
+	var err error
+	switch os.Args[1] {
+	case "serve":
+		err = serve(ctx, os.Args[2:])
+	case "probe":
+		err = probe(ctx, os.Args[2:])
+	default:
+		err = fmt.Errorf("unknown command %q", os.Args[1])
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "nodexds-echo:", err)
+		os.Exit(1)
+	}
+}
+
+func serve(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("serve", flag.ExitOnError)
+	listen := fs.String("listen", ":50051", "address to listen on")
+	name := fs.String("name", os.Getenv("POD_NAME"), "name to answer with (default $POD_NAME)")
+	notServing := fs.Bool("not-serving", false, "start with health status NOT_SERVING")
+	fs.Parse(args)
+	if *name == "" {
+		*name, _ = os.Hostname()
+	}
+	lis, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return err
+	}
+	s := echo.Serve(lis, *name)
+	if *notServing {
+		s.Health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	}
+	// SIGUSR1 / SIGUSR2 flip health to NOT_SERVING / SERVING, so tests can
+	// make a backend unhealthy while its process and Pod stay up.
+	flips := make(chan os.Signal, 1)
+	signal.Notify(flips, syscall.SIGUSR1, syscall.SIGUSR2)
+	fmt.Fprintf(os.Stderr, "nodexds-echo: %s serving on %s\n", *name, lis.Addr())
+	for {
+		select {
+		case <-ctx.Done():
+			s.Stop()
+			return nil
+		case sig := <-flips:
+			st := healthpb.HealthCheckResponse_SERVING
+			if sig == syscall.SIGUSR1 {
+				st = healthpb.HealthCheckResponse_NOT_SERVING
+			}
+			s.Health.SetServingStatus("", st)
+			fmt.Fprintf(os.Stderr, "nodexds-echo: %s health %s\n", *name, st)
+		}
+	}
+}
+
+func probe(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("probe", flag.ExitOnError)
+	interval := fs.Duration("interval", 50*time.Millisecond, "time between RPCs")
+	timeout := fs.Duration("timeout", time.Second, "per-RPC deadline")
+	fs.Parse(args)
+	if fs.NArg() != 1 {
+		return fmt.Errorf("usage: nodexds-echo probe [flags] xds:///NAME")
+	}
+	cc, err := grpc.NewClient(fs.Arg(0), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	defer cc.Close()
+	echo.Probe(ctx, cc, *interval, *timeout, os.Stdout)
+	return nil
+}
