@@ -31,21 +31,31 @@ type Options struct {
 	XDS, Admin net.Listener
 	Reporter   Reporter
 	Checker    health.Checker
-	// Registry receives the agent's metrics; a fresh one is made when nil.
+	// Registry is served on /metrics; Metrics must be registered with it.
+	// When both are nil, fresh ones are made.
 	Registry *prometheus.Registry
+	Metrics  *metrics.Metrics
 	Log      *slog.Logger
+}
+
+// NewRegistry returns a registry with the Go runtime and process collectors.
+func NewRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
 }
 
 // Serve runs an agent until ctx is done. ADS is served only after the source's
 // initial state has been applied: a client reconnecting to a restarted agent
 // must never be told about a half-read cluster.
 func Serve(ctx context.Context, o Options) error {
-	reg := o.Registry
+	reg, m := o.Registry, o.Metrics
 	if reg == nil {
-		reg = prometheus.NewRegistry()
-		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		reg = NewRegistry()
 	}
-	m := metrics.New(reg)
+	if m == nil {
+		m = metrics.New(reg)
+	}
 	cache := xds.NewCache()
 	a := New(o.Config, cache, o.Checker, o.Reporter, m, o.Log)
 

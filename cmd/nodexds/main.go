@@ -24,6 +24,7 @@ import (
 
 	"github.com/nodexds/nodexds/agent"
 	"github.com/nodexds/nodexds/agent/bootstrap"
+	"github.com/nodexds/nodexds/agent/metrics"
 	"github.com/nodexds/nodexds/agent/names"
 	"github.com/nodexds/nodexds/agent/topology"
 	"github.com/nodexds/nodexds/discovery"
@@ -135,6 +136,11 @@ func serve(ctx context.Context, args []string) error {
 		},
 		Log: log,
 	}
+	o.Registry = agent.NewRegistry()
+	o.Metrics = metrics.New(o.Registry)
+	sourceError := func(source string) func(error) {
+		return func(error) { o.Metrics.SourceErrors.WithLabelValues(source).Inc() }
+	}
 	switch {
 	case f.source == "kube":
 		cfg, err := clientcmd.BuildConfigFromFlags("", f.kubeconfig)
@@ -146,14 +152,14 @@ func serve(ctx context.Context, args []string) error {
 		if err != nil {
 			return fmt.Errorf("kubernetes client: %w", err)
 		}
-		o.Source = &discovery.KubeSource{Client: client, Log: log}
+		o.Source = &discovery.KubeSource{Client: client, Log: log, OnError: sourceError("kube")}
 		rec := discovery.NewEventRecorder(client, f.nodeName)
 		defer rec.Stop()
 		o.Reporter = agent.ReporterFunc(func(svc *discovery.Service, e *topology.AnnotationError) {
 			rec.Warn(svc.Key, svc.UID, "InvalidAnnotation", e.Error()+"; using the next rule")
 		})
 	case strings.HasPrefix(f.source, "file:"):
-		o.Source = &discovery.FileSource{Path: strings.TrimPrefix(f.source, "file:"), Poll: f.filePoll, Log: log}
+		o.Source = &discovery.FileSource{Path: strings.TrimPrefix(f.source, "file:"), Poll: f.filePoll, Log: log, OnError: sourceError("file")}
 	default:
 		return fmt.Errorf(`-source=%q: want "kube" or "file:PATH"`, f.source)
 	}

@@ -1,0 +1,141 @@
+package discovery
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+	"testing"
+)
+
+var be1 = ServiceKey{Namespace: "ns", Name: "be1"}
+
+func svc(ports ...Port) *Service {
+	return &Service{Key: be1, Ports: ports, IPFamily: "IPv4"}
+}
+
+func slice(name, family string, port Port, eps ...SliceEndpoint) *Slice {
+	return &Slice{Service: be1, Name: name, AddressType: family, Ports: []Port{port}, Endpoints: eps}
+}
+
+func sep(addr, node string, ready bool) SliceEndpoint {
+	return SliceEndpoint{Addr: netip.MustParseAddr(addr), Node: node, Ready: ready, Serving: ready}
+}
+
+// show renders endpoints as "ip:port@node/zone/region(ready)".
+func show(eps []Endpoint) string {
+	var s []string
+	for _, e := range eps {
+		s = append(s, fmt.Sprintf("%v@%s/%s/%s(%t)", e.Addr, e.Node, e.Zone, e.Region, e.Ready))
+	}
+	return strings.Join(s, " ")
+}
+
+func TestStoreEndpoints(t *testing.T) {
+	grpc := Port{Name: "grpc", Port: 8080}
+	for _, tc := range []struct {
+		name   string
+		events []Event
+		port   string
+		want   string
+	}{
+		{
+			name: "slices of one service are merged and sorted",
+			events: []Event{
+				{Service: svc(Port{Name: "grpc", Port: 80})},
+				{Slice: slice("s2", "IPv4", grpc, sep("10.0.0.2", "n1", true))},
+				{Slice: slice("s1", "IPv4", grpc, sep("10.0.0.1", "n1", true))},
+			},
+			port: "grpc",
+			want: "10.0.0.1:8080@n1//(true) 10.0.0.2:8080@n1//(true)",
+		},
+		{
+			name: "an address in two slices appears once, with its ready copy",
+			events: []Event{
+				{Service: svc(Port{Name: "grpc", Port: 80})},
+				{Slice: slice("old", "IPv4", grpc, sep("10.0.0.1", "n1", false))},
+				{Slice: slice("new", "IPv4", grpc, sep("10.0.0.1", "n1", true))},
+			},
+			port: "grpc",
+			want: "10.0.0.1:8080@n1//(true)",
+		},
+		{
+			name: "region and missing zone come from the endpoint's node",
+			events: []Event{
+				{Node: &Node{Name: "n1", Zone: "z1", Region: "r1"}},
+				{Service: svc(Port{Name: "grpc", Port: 80})},
+				{Slice: slice("s1", "IPv4", grpc, sep("10.0.0.1", "n1", true))},
+			},
+			port: "grpc",
+			want: "10.0.0.1:8080@n1/z1/r1(true)",
+		},
+		{
+			name: "dual-stack: only the primary family is served, so no pod counts twice",
+			events: []Event{
+				{Service: svc(Port{Name: "grpc", Port: 80})},
+				{Slice: slice("v4", "IPv4", grpc, sep("10.0.0.1", "n1", true))},
+				{Slice: slice("v6", "IPv6", grpc, sep("fd00::1", "n1", true))},
+			},
+			port: "grpc",
+			want: "10.0.0.1:8080@n1//(true)",
+		},
+		{
+			name: "a slice without the port contributes nothing to it",
+			events: []Event{
+				{Service: svc(Port{Name: "grpc", Port: 80}, Port{Name: "admin", Port: 90})},
+				{Slice: slice("s1", "IPv4", Port{Name: "admin", Port: 9090}, sep("10.0.0.1", "n1", true))},
+			},
+			port: "grpc",
+			want: "",
+		},
+		{
+			name: "a deleted slice takes its endpoints with it",
+			events: []Event{
+				{Service: svc(Port{Name: "grpc", Port: 80})},
+				{Slice: slice("s1", "IPv4", grpc, sep("10.0.0.1", "n1", true))},
+				{Slice: slice("s2", "IPv4", grpc, sep("10.0.0.2", "n1", true))},
+				{Slice: &Slice{Service: be1, Name: "s1"}, Deleted: true},
+			},
+			port: "grpc",
+			want: "10.0.0.2:8080@n1//(true)",
+		},
+		{
+			name: "slices without their service serve nothing",
+			events: []Event{
+				{Slice: slice("s1", "IPv4", grpc, sep("10.0.0.1", "n1", true))},
+			},
+			port: "grpc",
+			want: "",
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := NewStore()
+			for _, e := range tc.events {
+				s.Apply(e)
+			}
+			if got := show(s.Endpoints(be1, tc.port)); got != tc.want {
+				t.Errorf("Endpoints:\n got  %s\n want %s", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestStoreReportsOnlyRealChanges(t *testing.T) {
+	s := NewStore()
+	if c := s.Apply(Event{Service: svc(Port{Port: 80})}); c.Service == nil || *c.Service != be1 {
+		t.Errorf("new service: change = %+v", c)
+	}
+	if c := s.Apply(Event{Service: svc(Port{Port: 80})}); c != (Change{}) {
+		t.Errorf("equal update: change = %+v, want none", c)
+	}
+	if c := s.Apply(Event{Node: &Node{Name: "n1", Zone: "z"}}); c.Node != "n1" {
+		t.Errorf("new node: change = %+v", c)
+	}
+	if c := s.Apply(Event{Node: &Node{Name: "n1", Zone: "z"}}); c != (Change{}) {
+		t.Errorf("node heartbeat: change = %+v, want none", c)
+	}
+	if c := s.Apply(Event{Slice: &Slice{Service: be1, Name: "gone"}, Deleted: true}); c != (Change{}) {
+		t.Errorf("deleting an unknown slice: change = %+v, want none", c)
+	}
+}
+
+func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }
