@@ -219,17 +219,16 @@ func (a *Agent) flush() {
 	if !a.pending() {
 		return
 	}
-	keys := a.subs.services()
-	if !a.dirtyAll {
-		keys = keys[:0]
+	if a.dirtyAll {
+		for _, k := range a.subs.services() {
+			a.rebuild(k, a.observed)
+		}
+	} else {
 		for k := range a.dirty {
 			if a.subs.has(k) {
-				keys = append(keys, k)
+				a.rebuild(k, a.observed)
 			}
 		}
-	}
-	for _, k := range keys {
-		a.rebuild(k, a.observed)
 	}
 	clear(a.dirty)
 	a.dirtyAll = false

@@ -34,8 +34,9 @@ func JSON(o Options) ([]byte, error) {
 		SubZone string `json:"sub_zone,omitempty"`
 	}
 	type node struct {
-		ID       string    `json:"id"`
-		Locality *locality `json:"locality,omitempty"`
+		ID string `json:"id"`
+		// Always present: grpc-js-xds rejects a bootstrap whose node has none.
+		Locality locality `json:"locality"`
 	}
 	type creds struct {
 		Type string `json:"type"`
@@ -50,10 +51,7 @@ func JSON(o Options) ([]byte, error) {
 		Node    node     `json:"node"`
 	}{
 		Servers: []server{{URI: o.Server, Creds: []creds{{Type: "insecure"}}, Features: []string{"ignore_resource_deletion"}}},
-		Node:    node{ID: o.NodeID},
-	}
-	if o.Zone != "" || o.Region != "" || o.SubZone != "" {
-		doc.Node.Locality = &locality{Region: o.Region, Zone: o.Zone, SubZone: o.SubZone}
+		Node:    node{ID: o.NodeID, Locality: locality{Region: o.Region, Zone: o.Zone, SubZone: o.SubZone}},
 	}
 	return json.MarshalIndent(doc, "", "  ")
 }
