@@ -12,6 +12,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net/netip"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -41,13 +42,13 @@ type Config struct {
 // Reporter is told about Service annotations that could not be used, so they
 // can be surfaced where their authors look (Kubernetes Events).
 type Reporter interface {
-	AnnotationError(svc *discovery.Service, err *topology.AnnotationError)
+	AnnotationError(svc *discovery.Service, err *discovery.AnnotationError)
 }
 
 // ReporterFunc adapts a function to Reporter.
-type ReporterFunc func(*discovery.Service, *topology.AnnotationError)
+type ReporterFunc func(*discovery.Service, *discovery.AnnotationError)
 
-func (f ReporterFunc) AnnotationError(s *discovery.Service, e *topology.AnnotationError) { f(s, e) }
+func (f ReporterFunc) AnnotationError(s *discovery.Service, e *discovery.AnnotationError) { f(s, e) }
 
 var _ Reporter = ReporterFunc(nil)
 
@@ -70,6 +71,7 @@ type Agent struct {
 	dirtyAll bool
 	observed time.Time // first change not yet flushed
 	reported map[discovery.ServiceKey]string
+	failOpen map[string]bool // clusters whose endpoints all fail checks
 	barriers []chan struct{}
 }
 
@@ -83,7 +85,7 @@ type queued struct {
 // New returns an Agent writing into cache. reporter may be nil.
 func New(cfg Config, cache *xds.Cache, checker health.Checker, reporter Reporter, m *metrics.Metrics, log *slog.Logger) *Agent {
 	if reporter == nil {
-		reporter = ReporterFunc(func(*discovery.Service, *topology.AnnotationError) {})
+		reporter = ReporterFunc(func(*discovery.Service, *discovery.AnnotationError) {})
 	}
 	if checker == nil {
 		checker = health.None{}
@@ -101,6 +103,7 @@ func New(cfg Config, cache *xds.Cache, checker health.Checker, reporter Reporter
 		subs:     newSubscriptions(),
 		dirty:    map[discovery.ServiceKey]bool{},
 		reported: map[discovery.ServiceKey]string{},
+		failOpen: map[string]bool{},
 	}
 }
 
@@ -167,6 +170,16 @@ func (a *Agent) Run(ctx context.Context) error {
 
 		case <-a.cache.Interests():
 			a.interests(a.cache.TakeInterests())
+
+		case <-a.checker.Changed():
+			// Health changes skip the coalescing window: a failing endpoint
+			// should be avoided now, and only its cluster is rebuilt.
+			now := time.Now()
+			for _, cluster := range a.checker.TakeChanged() {
+				if k, ok := a.subs.service(resources.EndpointType, cluster); ok {
+					a.build(k, resources.EndpointType, cluster, now)
+				}
+			}
 		}
 	}
 }
@@ -244,6 +257,10 @@ func (a *Agent) interests(in []xds.Interest) {
 			a.subs.remove(i.Type, i.Name)
 			if i.Type == resources.EndpointType {
 				a.checker.Track(i.Name, nil) // nobody here uses it: stop checking
+				if a.failOpen[i.Name] {
+					delete(a.failOpen, i.Name)
+					a.metrics.HealthFailOpen.Set(float64(len(a.failOpen)))
+				}
 			}
 			continue
 		}
@@ -310,7 +327,7 @@ func (a *Agent) build(k discovery.ServiceKey, typ, name string, observed time.Ti
 			// Clients keep deleted listeners and clusters (ignore_resource_deletion),
 			// so a deleted Service port is told as "no endpoints": RPCs fail fast.
 			a.checker.Track(name, nil)
-			a.set(typ, name, resources.LoadAssignment(name, nil, a.checker.Status), observed)
+			a.set(typ, name, resources.LoadAssignment(name, nil, nil), observed)
 		default:
 			a.set(typ, name, nil, observed)
 		}
@@ -332,28 +349,50 @@ func (a *Agent) resolve(name string, svc *discovery.Service) (string, error) {
 	return a.cfg.Names.Canonical(svc.Key, p.Port), nil
 }
 
-// loadAssignment prioritizes a Service port's endpoints for this node.
+// loadAssignment prioritizes a Service port's endpoints for this node, with
+// what active health checking knows about them.
 func (a *Agent) loadAssignment(svc *discovery.Service, p discovery.Port, name string) proto.Message {
 	policy, errs := topology.PolicyFor(svc, a.cfg.DefaultTiers)
-	a.report(svc, errs)
-	eps := a.store.Endpoints(svc.Key, p.Name)
-	prios := topology.Prioritize(eps, policy, a.here)
-	a.checker.Track(name, healthTargets(prios))
-	return resources.LoadAssignment(name, prios, a.checker.Status)
-}
+	hc, herrs := health.ConfigFor(svc)
+	a.report(svc, append(errs, herrs...))
+	prios := topology.Prioritize(a.store.Endpoints(svc.Key, p.Name), policy, a.here)
 
-func healthTargets(prios []topology.Priority) []health.Target {
-	var out []health.Target
-	for _, p := range prios {
-		for _, e := range p.Endpoints {
-			out = append(out, health.Target{Addr: e.Addr})
+	var targets []health.Target
+	if hc.Enabled {
+		for _, pr := range prios {
+			for _, e := range pr.Endpoints {
+				targets = append(targets, health.Target{Addr: e.Addr, Service: hc.Name})
+			}
 		}
 	}
-	return out
+	a.checker.Track(name, targets)
+	statuses := make(map[netip.AddrPort]health.Status, len(targets))
+	list := make([]health.Status, len(targets))
+	for i, t := range targets {
+		list[i] = a.checker.Status(t)
+		statuses[t.Addr] = list[i]
+	}
+	failOpen := health.FailOpen(list)
+	if failOpen != a.failOpen[name] {
+		if failOpen {
+			a.failOpen[name] = true
+			a.log.Warn("every endpoint fails its health checks: serving them all rather than none", "cluster", name, "endpoints", len(list))
+		} else {
+			delete(a.failOpen, name)
+			a.log.Info("health checks pass again: no longer failing open", "cluster", name)
+		}
+		a.metrics.HealthFailOpen.Set(float64(len(a.failOpen)))
+	}
+	return resources.LoadAssignment(name, prios, func(ap netip.AddrPort) health.Status {
+		if failOpen {
+			return health.Unknown
+		}
+		return statuses[ap]
+	})
 }
 
 // report logs, counts and reports annotation errors once per distinct set.
-func (a *Agent) report(svc *discovery.Service, errs []*topology.AnnotationError) {
+func (a *Agent) report(svc *discovery.Service, errs []*discovery.AnnotationError) {
 	var sig string
 	for _, e := range errs {
 		sig += e.Error() + "\n"

@@ -107,6 +107,12 @@ func (s *subscriptions) of(k discovery.ServiceKey) map[string][]string {
 	return out
 }
 
+// service returns the Service a subscribed name belongs to.
+func (s *subscriptions) service(typ, name string) (discovery.ServiceKey, bool) {
+	k, ok := s.byName[typ][name]
+	return k, ok
+}
+
 func (s *subscriptions) canonicalPort(name string) (int32, bool) {
 	p, ok := s.ports[name]
 	return p, ok

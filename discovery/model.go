@@ -6,6 +6,7 @@
 package discovery
 
 import (
+	"fmt"
 	"net/netip"
 	"strconv"
 )
@@ -114,3 +115,17 @@ func (e *Endpoint) better(o *Endpoint) bool {
 	}
 	return rank(e) > rank(o)
 }
+
+// AnnotationError is a Service annotation that could not be used. The
+// Service then falls back to the default the annotation would override; the
+// agent logs, counts and reports the error as a Kubernetes Event.
+type AnnotationError struct {
+	Key, Value string
+	Err        error
+}
+
+func (e *AnnotationError) Error() string {
+	return fmt.Sprintf("annotation %s=%q: %v", e.Key, e.Value, e.Err)
+}
+
+func (e *AnnotationError) Unwrap() error { return e.Err }

@@ -37,11 +37,15 @@ type Target struct {
 
 // Checker checks endpoints the agent tells it to, and reports changes.
 type Checker interface {
-	// Track replaces the set of endpoints to check, keyed by the cluster that
-	// needs them. Endpoints no longer listed stop being checked.
+	// Track replaces the set of endpoints to check for one cluster. Endpoints
+	// no cluster lists any more stop being checked; nil stops the cluster.
 	Track(cluster string, targets []Target)
-	// Status returns the current status of addr.
-	Status(addr netip.AddrPort) Status
+	// Status returns the current status of t.
+	Status(t Target) Status
+	// Changed is signalled when TakeChanged has clusters to return.
+	Changed() <-chan struct{}
+	// TakeChanged returns and clears the clusters whose endpoints changed status.
+	TakeChanged() []string
 }
 
 // None is a Checker that checks nothing: every endpoint is Unknown.
@@ -49,5 +53,7 @@ type None struct{}
 
 var _ Checker = None{}
 
-func (None) Track(string, []Target)       {}
-func (None) Status(netip.AddrPort) Status { return Unknown }
+func (None) Track(string, []Target)   {}
+func (None) Status(Target) Status     { return Unknown }
+func (None) Changed() <-chan struct{} { return nil }
+func (None) TakeChanged() []string    { return nil }

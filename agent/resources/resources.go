@@ -104,6 +104,7 @@ func Cluster(name string) *clusterv3.Cluster {
 // by its endpoint count so every endpoint gets an equal share; addresses are
 // unique (discovery de-duplicates, topology places each endpoint once).
 // No priorities give an assignment with no endpoints: RPCs fail UNAVAILABLE.
+// status (nil: all Unknown) is what health checking says of each endpoint.
 func LoadAssignment(name string, prios []topology.Priority, status func(netip.AddrPort) health.Status) *endpointv3.ClusterLoadAssignment {
 	cla := &endpointv3.ClusterLoadAssignment{ClusterName: name}
 	for prio, p := range prios {
@@ -119,7 +120,7 @@ func LoadAssignment(name string, prios []topology.Priority, status func(netip.Ad
 						Address:  socketAddress(e.Addr),
 						Hostname: e.Pod,
 					}},
-					HealthStatus: healthStatus(status(e.Addr)),
+					HealthStatus: healthStatus(e.Addr, status),
 				})
 			}
 			cla.Endpoints = append(cla.Endpoints, lle)
@@ -163,8 +164,11 @@ func socketAddress(ap netip.AddrPort) *corev3.Address {
 	}}}
 }
 
-func healthStatus(s health.Status) corev3.HealthStatus {
-	switch s {
+func healthStatus(ap netip.AddrPort, status func(netip.AddrPort) health.Status) corev3.HealthStatus {
+	if status == nil {
+		return corev3.HealthStatus_UNKNOWN
+	}
+	switch status(ap) {
 	case health.Healthy:
 		return corev3.HealthStatus_HEALTHY
 	case health.Unhealthy:

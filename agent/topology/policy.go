@@ -113,25 +113,12 @@ type Policy struct {
 	MinTierEndpoints int
 }
 
-// AnnotationError is an annotation that could not be used. The Service then
-// falls back to the next rule; the caller reports the error.
-type AnnotationError struct {
-	Key, Value string
-	Err        error
-}
-
-func (e *AnnotationError) Error() string {
-	return fmt.Sprintf("annotation %s=%q: %v", e.Key, e.Value, e.Err)
-}
-
-func (e *AnnotationError) Unwrap() error { return e.Err }
-
 // PolicyFor chooses a Service's policy; the first rule that applies wins:
 // the nodexds.io/topology annotation, internalTrafficPolicy Local,
 // trafficDistribution, then def. Annotations that do not parse are returned
 // as errors and skipped, never fatal.
-func PolicyFor(svc *discovery.Service, def Tiers) (Policy, []*AnnotationError) {
-	var errs []*AnnotationError
+func PolicyFor(svc *discovery.Service, def Tiers) (Policy, []*discovery.AnnotationError) {
+	var errs []*discovery.AnnotationError
 	p := Policy{MinTierEndpoints: 1}
 
 	if v, ok := svc.Annotations[AnnotationMinTierEndpoints]; ok {
@@ -140,7 +127,7 @@ func PolicyFor(svc *discovery.Service, def Tiers) (Policy, []*AnnotationError) {
 			err = fmt.Errorf("must be between 1 and %d", maxMinTierEndpoints)
 		}
 		if err != nil {
-			errs = append(errs, &AnnotationError{AnnotationMinTierEndpoints, v, err})
+			errs = append(errs, &discovery.AnnotationError{Key: AnnotationMinTierEndpoints, Value: v, Err: err})
 		} else {
 			p.MinTierEndpoints = n
 		}
@@ -152,7 +139,7 @@ func PolicyFor(svc *discovery.Service, def Tiers) (Policy, []*AnnotationError) {
 			p.Tiers, p.Source = tiers, SourceAnnotation
 			return p, errs
 		}
-		errs = append(errs, &AnnotationError{AnnotationTopology, v, err})
+		errs = append(errs, &discovery.AnnotationError{Key: AnnotationTopology, Value: v, Err: err})
 	}
 	switch {
 	case svc.InternalTrafficLocal:

@@ -155,7 +155,7 @@ func serve(ctx context.Context, args []string) error {
 		o.Source = &discovery.KubeSource{Client: client, Log: log, OnError: sourceError("kube")}
 		rec := discovery.NewEventRecorder(client, f.nodeName)
 		defer rec.Stop()
-		o.Reporter = agent.ReporterFunc(func(svc *discovery.Service, e *topology.AnnotationError) {
+		o.Reporter = agent.ReporterFunc(func(svc *discovery.Service, e *discovery.AnnotationError) {
 			rec.Warn(svc.Key, svc.UID, "InvalidAnnotation", e.Error()+"; using the next rule")
 		})
 	case strings.HasPrefix(f.source, "file:"):

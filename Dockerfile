@@ -1,0 +1,17 @@
+# syntax=docker/dockerfile:1
+# The image holds the same static binary `make build` produces.
+#   docker build --build-arg VERSION=$(git describe --tags --always) -t ghcr.io/nodexds/nodexds:dev .
+FROM golang:1.26 AS build
+WORKDIR /src
+COPY go.mod go.sum ./
+RUN go mod download
+COPY . .
+ARG VERSION=dev
+RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" -o /out/nodexds ./cmd/nodexds
+
+FROM gcr.io/distroless/static-debian12:nonroot
+COPY --from=build /out/nodexds /nodexds
+USER 65532:65532
+EXPOSE 18000 18001
+ENTRYPOINT ["/nodexds"]
+CMD ["serve"]
