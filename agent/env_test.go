@@ -22,9 +22,11 @@ import (
 
 	"github.com/nodexds/nodexds/agent"
 	"github.com/nodexds/nodexds/agent/bootstrap"
+	"github.com/nodexds/nodexds/agent/metrics"
 	"github.com/nodexds/nodexds/agent/names"
 	"github.com/nodexds/nodexds/agent/topology"
 	"github.com/nodexds/nodexds/discovery"
+	"github.com/nodexds/nodexds/health"
 	"github.com/nodexds/nodexds/internal/echo"
 )
 
@@ -80,13 +82,13 @@ func (w *world) addService(ns, name string, mut ...func(*service)) *service {
 }
 
 // startBackend runs a real echo server "on" node and lists it, ready, in svc.
-func (w *world) startBackend(svc *service, name, node string) *backend {
+func (w *world) startBackend(svc *service, name, node string, opts ...echo.Option) *backend {
 	w.t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		w.t.Fatal(err)
 	}
-	b := &backend{Name: name, Node: node, Ready: true, srv: echo.Serve(lis, name), addr: lis.Addr().String()}
+	b := &backend{Name: name, Node: node, Ready: true, srv: echo.Serve(lis, name, opts...), addr: lis.Addr().String()}
 	w.t.Cleanup(b.srv.Stop)
 	w.mu.Lock()
 	svc.Backends = append(svc.Backends, b)
@@ -147,6 +149,7 @@ func (w *world) write() {
 type testAgent struct {
 	Addr     string
 	Registry *prometheus.Registry
+	Metrics  *metrics.Metrics
 }
 
 // startAgent runs an agent for node a1 on w's file, until the test ends.
@@ -158,6 +161,7 @@ func startAgent(t *testing.T, w *world, mut ...func(*agent.Options)) *testAgent 
 		t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
+	m := metrics.New(reg)
 	o := agent.Options{
 		Config: agent.Config{
 			NodeName:     "a1",
@@ -168,6 +172,7 @@ func startAgent(t *testing.T, w *world, mut ...func(*agent.Options)) *testAgent 
 		Source:   &discovery.FileSource{Path: w.path, Poll: 10 * time.Millisecond, Log: slog.New(slog.DiscardHandler)},
 		XDS:      lis,
 		Registry: reg,
+		Metrics:  m,
 		Log:      slog.New(slog.DiscardHandler),
 	}
 	for _, m := range mut {
@@ -182,7 +187,23 @@ func startAgent(t *testing.T, w *world, mut ...func(*agent.Options)) *testAgent 
 			t.Errorf("agent: %v", err)
 		}
 	})
-	return &testAgent{Addr: lis.Addr().String(), Registry: reg}
+	return &testAgent{Addr: lis.Addr().String(), Registry: reg, Metrics: m}
+}
+
+// fastHealth is active checking tuned for tests: failures are noticed in a
+// few hundred milliseconds.
+var fastHealth = health.Config{
+	Interval: 200 * time.Millisecond, Timeout: 200 * time.Millisecond,
+	UnhealthyThreshold: 2, HealthyThreshold: 1, Jitter: 0.1, MaxDials: 8, MaxEndpoints: 100,
+}
+
+// withHealth runs the agent with a real prober.
+func withHealth(t *testing.T, cfg health.Config) func(*agent.Options) {
+	return func(o *agent.Options) {
+		p := health.NewProber(cfg, o.Metrics, o.Log)
+		t.Cleanup(p.Close) // registered before the agent's, so it runs after it
+		o.Checker = p
+	}
 }
 
 // dial opens a real grpc-go xDS channel to xds:///target, with its own

@@ -28,6 +28,7 @@ import (
 	"github.com/nodexds/nodexds/agent/names"
 	"github.com/nodexds/nodexds/agent/topology"
 	"github.com/nodexds/nodexds/discovery"
+	"github.com/nodexds/nodexds/health"
 )
 
 // version is stamped at build time: -ldflags "-X main.version=v1.2.3".
@@ -85,6 +86,8 @@ type serveFlags struct {
 	defaultNamespace, clusterDomain string
 	defaultTopology, logLevel       string
 	coalesce, filePoll              time.Duration
+	healthChecks                    bool
+	health                          health.Config
 }
 
 func (f *serveFlags) register(fs *flag.FlagSet) {
@@ -99,6 +102,16 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.coalesce, "coalesce", 20*time.Millisecond, "burst window: the first change is pushed at once, later ones within the window together")
 	fs.DurationVar(&f.filePoll, "file-poll", time.Second, "how often -source=file re-reads its files")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+
+	d := health.DefaultConfig
+	fs.BoolVar(&f.healthChecks, "health-checks", true, "actively check endpoints that this node's clients use, with the gRPC health protocol")
+	fs.DurationVar(&f.health.Interval, "health-interval", d.Interval, "time between Check calls, and between liveness checks of Watch streams")
+	fs.DurationVar(&f.health.Timeout, "health-timeout", d.Timeout, "deadline of one check, and of a Watch stream's first answer")
+	fs.IntVar(&f.health.UnhealthyThreshold, "health-unhealthy-threshold", d.UnhealthyThreshold, "failed checks in a row that make an endpoint unhealthy")
+	fs.IntVar(&f.health.HealthyThreshold, "health-healthy-threshold", d.HealthyThreshold, "passed checks in a row that make an endpoint healthy again")
+	fs.Float64Var(&f.health.Jitter, "health-jitter", d.Jitter, "spread of check times, as a fraction of the interval")
+	fs.IntVar(&f.health.MaxDials, "health-max-dials", d.MaxDials, "connection attempts to endpoints in flight at once")
+	fs.IntVar(&f.health.MaxEndpoints, "health-max-endpoints", d.MaxEndpoints, "endpoints checked at once; beyond it the least recently used are dropped (metric nodexds_health_evictions_total)")
 }
 
 func newLogger(level string) (*slog.Logger, error) {
@@ -138,6 +151,14 @@ func serve(ctx context.Context, args []string) error {
 	}
 	o.Registry = agent.NewRegistry()
 	o.Metrics = metrics.New(o.Registry)
+	if f.healthChecks {
+		if err := validHealth(f.health); err != nil {
+			return err
+		}
+		prober := health.NewProber(f.health, o.Metrics, log)
+		defer prober.Close()
+		o.Checker = prober
+	}
 	sourceError := func(source string) func(error) {
 		return func(error) { o.Metrics.SourceErrors.WithLabelValues(source).Inc() }
 	}
@@ -173,6 +194,20 @@ func serve(ctx context.Context, args []string) error {
 	}
 	log.Info("starting nodexds", "version", version, "node", f.nodeName, "source", f.source)
 	return agent.Serve(ctx, o)
+}
+
+func validHealth(c health.Config) error {
+	switch {
+	case c.Interval <= 0 || c.Timeout <= 0:
+		return errors.New("-health-interval and -health-timeout must be positive")
+	case c.UnhealthyThreshold < 1 || c.HealthyThreshold < 1:
+		return errors.New("-health-*-threshold must be at least 1")
+	case c.Jitter < 0 || c.Jitter >= 1:
+		return errors.New("-health-jitter must be in [0, 1)")
+	case c.MaxDials < 1 || c.MaxEndpoints < 1:
+		return errors.New("-health-max-dials and -health-max-endpoints must be at least 1")
+	}
+	return nil
 }
 
 func printBootstrap(args []string) error {

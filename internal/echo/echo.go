@@ -31,8 +31,21 @@ type Server struct {
 	grpc   *grpc.Server
 }
 
+// Option changes how Serve sets up a server.
+type Option func(*options)
+
+type options struct{ noHealth bool }
+
+// WithoutHealth leaves out the health service, like servers that never
+// registered it.
+func WithoutHealth() Option { return func(o *options) { o.noHealth = true } }
+
 // Serve starts an echo server named name on lis.
-func Serve(lis net.Listener, name string) *Server {
+func Serve(lis net.Listener, name string, opts ...Option) *Server {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
 	s := &Server{Name: name, Addr: lis.Addr().String(), Health: health.NewServer(), grpc: grpc.NewServer()}
 	s.grpc.RegisterService(&grpc.ServiceDesc{
 		ServiceName: "nodexds.echo.Echo",
@@ -48,7 +61,9 @@ func Serve(lis net.Listener, name string) *Server {
 			},
 		}},
 	}, struct{}{})
-	healthpb.RegisterHealthServer(s.grpc, s.Health)
+	if !o.noHealth {
+		healthpb.RegisterHealthServer(s.grpc, s.Health)
+	}
 	go s.grpc.Serve(lis) //nolint:errcheck // returns when stopped
 	return s
 }

@@ -1,0 +1,200 @@
+package agent_test
+
+import (
+	"io"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/nodexds/nodexds/health"
+	"github.com/nodexds/nodexds/internal/echo"
+)
+
+const (
+	serving    = healthpb.HealthCheckResponse_SERVING
+	notServing = healthpb.HealthCheckResponse_NOT_SERVING
+)
+
+// localAndZone is be1 with one backend on this node and one in its zone.
+func localAndZone(t *testing.T) (*world, *service, *backend, *backend) {
+	w := newWorld(t)
+	be1 := w.addService("default", "be1")
+	return w, be1, w.startBackend(be1, "on-a1", "a1"), w.startBackend(be1, "on-a2", "a2")
+}
+
+func TestNotServingEndpointIsAvoidedUntilItRecovers(t *testing.T) {
+	w, _, local, _ := localAndZone(t)
+	a := startAgent(t, w, withHealth(t, fastHealth))
+	cc := dial(t, a, "be1:8080")
+	eventually(t, cc, "on-a1")
+
+	// The pod stays Ready in Kubernetes; only its health service says no.
+	local.srv.Health.SetServingStatus("", notServing)
+	eventually(t, cc, "on-a2")
+	local.srv.Health.SetServingStatus("", serving)
+	eventually(t, cc, "on-a1")
+}
+
+func TestKilledEndpointIsMarkedUnhealthyAndComesBack(t *testing.T) {
+	w, _, local, _ := localAndZone(t)
+	a := startAgent(t, w, withHealth(t, fastHealth))
+	cc := dial(t, a, "be1:8080")
+	eventually(t, cc, "on-a1")
+
+	local.srv.Stop()
+	eventually(t, cc, "on-a2")
+	waitFor(t, "the agent marks the dead endpoint UNHEALTHY", func() bool {
+		return testutil.ToFloat64(a.Metrics.HealthTransitions.WithLabelValues("UNHEALTHY")) >= 1
+	})
+
+	lis, err := net.Listen("tcp", local.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	local.srv = echo.Serve(lis, "on-a1")
+	t.Cleanup(local.srv.Stop)
+	eventually(t, cc, "on-a1")
+}
+
+func TestBlackHoledEndpointCostsOneTimeoutNotAStall(t *testing.T) {
+	w := newWorld(t)
+	be1 := w.addService("default", "be1")
+	local := w.startBackend(be1, "on-a1", "a1")
+	w.startBackend(be1, "on-a2", "a2")
+	// The local endpoint is reached through a proxy that can swallow
+	// traffic without closing anything, like a dropped route.
+	hole := startBlackHole(t, local.addr)
+	local.addr = hole.addr
+	a := startAgent(t, w, withHealth(t, fastHealth))
+	cc := dial(t, a, "be1:8080")
+	eventually(t, cc, "on-a1")
+
+	hole.swallow()
+	eventually(t, cc, "on-a2")
+}
+
+func TestEveryEndpointFailingIsServedAnywayFailOpen(t *testing.T) {
+	w, _, local, zone := localAndZone(t)
+	a := startAgent(t, w, withHealth(t, fastHealth))
+	cc := dial(t, a, "be1:8080")
+	eventually(t, cc, "on-a1")
+
+	zone.srv.Health.SetServingStatus("", notServing)
+	local.srv.Health.SetServingStatus("", notServing)
+	waitFor(t, "fail-open is reported", func() bool { return testutil.ToFloat64(a.Metrics.HealthFailOpen) == 1 })
+	// A broken health check must not be an outage: topology still applies.
+	eventually(t, cc, "on-a1")
+
+	zone.srv.Health.SetServingStatus("", serving)
+	waitFor(t, "fail-open ends", func() bool { return testutil.ToFloat64(a.Metrics.HealthFailOpen) == 0 })
+	eventually(t, cc, "on-a2")
+}
+
+func TestEndpointWithoutHealthServiceIsTreatedHealthy(t *testing.T) {
+	w := newWorld(t)
+	be1 := w.addService("default", "be1")
+	w.startBackend(be1, "on-a1", "a1", echo.WithoutHealth())
+	a := startAgent(t, w, withHealth(t, fastHealth))
+	cc := dial(t, a, "be1:8080")
+	eventually(t, cc, "on-a1")
+	waitFor(t, "the missing health service is reported once", func() bool {
+		return testutil.ToFloat64(a.Metrics.HealthUnimplemented) == 1
+	})
+	eventually(t, cc, "on-a1")
+}
+
+func TestHealthCheckOffAnnotationSkipsChecking(t *testing.T) {
+	w, be1, local, _ := localAndZone(t)
+	be1.Annotations = map[string]string{health.AnnotationCheck: "off"}
+	local.srv.Health.SetServingStatus("", notServing)
+	a := startAgent(t, w, withHealth(t, fastHealth))
+	cc := dial(t, a, "be1:8080")
+	eventually(t, cc, "on-a1")
+	if n := testutil.ToFloat64(a.Metrics.HealthTracked); n != 0 {
+		t.Errorf("%v endpoints tracked, want 0 for a Service with checks off", n)
+	}
+}
+
+func TestChecksFollowSubscriptions(t *testing.T) {
+	w, _, _, _ := localAndZone(t)
+	a := startAgent(t, w, withHealth(t, fastHealth))
+	if n := testutil.ToFloat64(a.Metrics.HealthTracked); n != 0 {
+		t.Fatalf("%v endpoints checked before any client asked", n)
+	}
+	cc := dial(t, a, "be1:8080")
+	eventually(t, cc, "on-a1")
+	waitFor(t, "both endpoints are checked", func() bool { return testutil.ToFloat64(a.Metrics.HealthTracked) == 2 })
+	cc.Close()
+	waitFor(t, "checks stop when the last client leaves", func() bool { return testutil.ToFloat64(a.Metrics.HealthTracked) == 0 })
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if cond() {
+			return
+		}
+	}
+	t.Fatalf("timed out waiting until %s", what)
+}
+
+// blackHole is a TCP proxy that can stop forwarding while keeping every
+// connection open.
+type blackHole struct {
+	addr string
+	mu   sync.Mutex
+	dead bool
+}
+
+func startBlackHole(t *testing.T, target string) *blackHole {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &blackHole{addr: lis.Addr().String()}
+	t.Cleanup(func() { lis.Close() })
+	go func() {
+		for {
+			c, err := lis.Accept()
+			if err != nil {
+				return
+			}
+			up, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			t.Cleanup(func() { c.Close(); up.Close() })
+			go h.pipe(c, up)
+			go h.pipe(up, c)
+		}
+	}()
+	return h
+}
+
+func (h *blackHole) swallow() { h.mu.Lock(); h.dead = true; h.mu.Unlock() }
+
+func (h *blackHole) pipe(from, to net.Conn) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := from.Read(buf)
+		if err != nil {
+			return
+		}
+		h.mu.Lock()
+		dead := h.dead
+		h.mu.Unlock()
+		if dead {
+			io.Discard.Write(buf[:n])
+			continue
+		}
+		if _, err := to.Write(buf[:n]); err != nil {
+			return
+		}
+	}
+}
