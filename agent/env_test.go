@@ -193,7 +193,7 @@ func startAgent(t *testing.T, w *world, mut ...func(*agent.Options)) *testAgent 
 // fastHealth is active checking tuned for tests: failures are noticed in a
 // few hundred milliseconds.
 var fastHealth = health.Config{
-	Interval: 200 * time.Millisecond, Timeout: 200 * time.Millisecond,
+	Interval: 200 * time.Millisecond, LivenessInterval: 200 * time.Millisecond, Timeout: 200 * time.Millisecond,
 	UnhealthyThreshold: 2, HealthyThreshold: 1, Jitter: 0.1, MaxDials: 8, MaxEndpoints: 100,
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"sync"
 	"time"
 
@@ -20,9 +21,16 @@ import (
 
 // Config tunes active checking.
 type Config struct {
-	// Interval between Check calls, and between liveness checks of an open
-	// Watch stream (Watch alone cannot tell a quiet server from a dead link).
+	// Interval between Check calls where Watch is not implemented, and the
+	// idle time after which TCP keepalive probes a quiet Watch connection: a
+	// Watch stream is silent while nothing changes, so only probes can tell a
+	// quiet server from a dead link. Kernel probes cost the agent nothing.
 	Interval time.Duration
+	// LivenessInterval is how often an open Watch stream is confirmed with a
+	// Check call, which catches servers that hang with their sockets open
+	// (TCP keepalive cannot). 0 disables it. It is an RPC per endpoint, so it
+	// is kept slower than Interval.
+	LivenessInterval time.Duration
 	// Timeout bounds each Check, and the wait for a Watch stream's first message.
 	Timeout time.Duration
 	// UnhealthyThreshold failed checks in a row make an endpoint Unhealthy;
@@ -41,9 +49,11 @@ type Config struct {
 
 // DefaultConfig is what the agent's flags default to.
 var DefaultConfig = Config{
-	Interval: 5 * time.Second, Timeout: time.Second,
+	Interval: 5 * time.Second, LivenessInterval: 30 * time.Second, Timeout: time.Second,
 	UnhealthyThreshold: 2, HealthyThreshold: 1,
-	Jitter: 0.2, MaxDials: 32, MaxEndpoints: 10000,
+	// About 85 KiB per endpoint (mostly gRPC's per-connection goroutines, see
+	// docs/BENCHMARKS.md): 4000 fit the DaemonSet's memory limit.
+	Jitter: 0.2, MaxDials: 32, MaxEndpoints: 4000,
 }
 
 // Prober checks endpoints with the gRPC health protocol: one long-lived
@@ -206,8 +216,17 @@ func (p *Prober) set(pr *probe, s Status) {
 
 // run checks one endpoint until ctx is cancelled.
 func (p *Prober) run(ctx context.Context, pr *probe) {
+	dialer := &net.Dialer{KeepAliveConfig: net.KeepAliveConfig{
+		Enable:   true,
+		Idle:     p.cfg.Interval,
+		Interval: p.cfg.Timeout,
+		Count:    p.cfg.UnhealthyThreshold,
+	}}
 	conn, err := grpc.NewClient(pr.target.Addr.String(),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
+			return dialer.DialContext(ctx, "tcp", addr)
+		}),
 		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig": [{"pick_first": {}}]}`),
 	)
 	if err != nil { // only for malformed targets, which an AddrPort never is
@@ -298,8 +317,12 @@ func (c *checker) watch(ctx context.Context) error {
 	}()
 	first := time.NewTimer(c.p.cfg.Timeout)
 	defer first.Stop()
-	live := time.NewTicker(c.jitter(c.p.cfg.Interval))
-	defer live.Stop()
+	var live <-chan time.Time
+	if c.p.cfg.LivenessInterval > 0 {
+		t := time.NewTicker(c.jitter(c.p.cfg.LivenessInterval))
+		defer t.Stop()
+		live = t.C
+	}
 	for {
 		select {
 		case r := <-results:
@@ -312,9 +335,8 @@ func (c *checker) watch(ctx context.Context) error {
 		case <-first.C:
 			release()
 			return status.Error(codes.DeadlineExceeded, "no health status within the timeout")
-		case <-live.C:
-			// A Watch stream is silent while nothing changes; only a call can
-			// tell that the link still works (a black-holed port never closes).
+		case <-live:
+			// A server can hang with its sockets open: only a call tells.
 			if err := c.check(ctx); err != nil && status.Code(err) != codes.Unimplemented {
 				if c.failures >= c.p.cfg.UnhealthyThreshold {
 					return err // reconnect

@@ -105,7 +105,8 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 
 	d := health.DefaultConfig
 	fs.BoolVar(&f.healthChecks, "health-checks", true, "actively check endpoints that this node's clients use, with the gRPC health protocol")
-	fs.DurationVar(&f.health.Interval, "health-interval", d.Interval, "time between Check calls, and between liveness checks of Watch streams")
+	fs.DurationVar(&f.health.Interval, "health-interval", d.Interval, "time between Check calls (servers without Watch), and idle time before TCP keepalive probes a Watch connection")
+	fs.DurationVar(&f.health.LivenessInterval, "health-liveness-interval", d.LivenessInterval, "how often an open Watch stream is confirmed with a Check call, to catch hung servers; 0 disables")
 	fs.DurationVar(&f.health.Timeout, "health-timeout", d.Timeout, "deadline of one check, and of a Watch stream's first answer")
 	fs.IntVar(&f.health.UnhealthyThreshold, "health-unhealthy-threshold", d.UnhealthyThreshold, "failed checks in a row that make an endpoint unhealthy")
 	fs.IntVar(&f.health.HealthyThreshold, "health-healthy-threshold", d.HealthyThreshold, "passed checks in a row that make an endpoint healthy again")
@@ -198,8 +199,8 @@ func serve(ctx context.Context, args []string) error {
 
 func validHealth(c health.Config) error {
 	switch {
-	case c.Interval <= 0 || c.Timeout <= 0:
-		return errors.New("-health-interval and -health-timeout must be positive")
+	case c.Interval <= 0 || c.Timeout <= 0 || c.LivenessInterval < 0:
+		return errors.New("-health-interval and -health-timeout must be positive, -health-liveness-interval not negative")
 	case c.UnhealthyThreshold < 1 || c.HealthyThreshold < 1:
 		return errors.New("-health-*-threshold must be at least 1")
 	case c.Jitter < 0 || c.Jitter >= 1:
