@@ -42,7 +42,7 @@ var testNodes = []discovery.Node{
 // world is a cluster described to an agent through a file source: tests
 // change it and call write, as the API server would change.
 type world struct {
-	t        *testing.T
+	t        testing.TB
 	path     string
 	mu       sync.Mutex
 	services []*service
@@ -65,7 +65,7 @@ type backend struct {
 	addr       string
 }
 
-func newWorld(t *testing.T) *world {
+func newWorld(t testing.TB) *world {
 	return &world{t: t, path: filepath.Join(t.TempDir(), "cluster.yaml")}
 }
 
@@ -153,7 +153,7 @@ type testAgent struct {
 }
 
 // startAgent runs an agent for node a1 on w's file, until the test ends.
-func startAgent(t *testing.T, w *world, mut ...func(*agent.Options)) *testAgent {
+func startAgent(t testing.TB, w *world, mut ...func(*agent.Options)) *testAgent {
 	t.Helper()
 	w.write()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
@@ -198,7 +198,7 @@ var fastHealth = health.Config{
 }
 
 // withHealth runs the agent with a real prober.
-func withHealth(t *testing.T, cfg health.Config) func(*agent.Options) {
+func withHealth(t testing.TB, cfg health.Config) func(*agent.Options) {
 	return func(o *agent.Options) {
 		p := health.NewProber(cfg, o.Metrics, o.Log)
 		t.Cleanup(p.Close) // registered before the agent's, so it runs after it
@@ -208,7 +208,7 @@ func withHealth(t *testing.T, cfg health.Config) func(*agent.Options) {
 
 // dial opens a real grpc-go xDS channel to xds:///target, with its own
 // bootstrap pointing at the agent.
-func dial(t *testing.T, a *testAgent, target string) *grpc.ClientConn {
+func dial(t testing.TB, a *testAgent, target string) *grpc.ClientConn {
 	t.Helper()
 	bs, err := bootstrap.JSON(bootstrap.Options{Server: a.Addr, NodeID: "test/" + t.Name(), Zone: "a", Region: "r1"})
 	if err != nil {
@@ -245,7 +245,7 @@ func hits(cc *grpc.ClientConn, n int) map[string]int {
 // eventually sends batches of RPCs until the backends that answer a batch are
 // exactly want (sorted names, or "ERR <code>"), and fails after 20 s showing
 // what the last batch reached.
-func eventually(t *testing.T, cc *grpc.ClientConn, want ...string) {
+func eventually(t testing.TB, cc *grpc.ClientConn, want ...string) {
 	t.Helper()
 	sort.Strings(want)
 	var last map[string]int

@@ -198,3 +198,42 @@ func (h *blackHole) pipe(from, to net.Conn) {
 		}
 	}
 }
+
+// BenchmarkHealthFlipToClient is the time from a backend's health service
+// flipping (the pod stays Ready) to a real grpc-go client's next RPC going
+// where it should: NOT_SERVING → away to the zone tier, SERVING → back.
+func BenchmarkHealthFlipToClient(b *testing.B) {
+	w := newWorld(b)
+	be1 := w.addService("default", "be1")
+	local := w.startBackend(be1, "on-a1", "a1")
+	w.startBackend(be1, "on-a2", "a2")
+	a := startAgent(b, w, withHealth(b, health.DefaultConfig))
+	cc := dial(b, a, "be1:8080")
+	eventually(b, cc, "on-a1")
+	eventually(b, cc, "on-a1") // both tiers' endpoints are checked by now
+
+	var away, back []time.Duration
+	until := func(want string) time.Duration {
+		start := time.Now()
+		for time.Since(start) < 10*time.Second {
+			if got := hits(cc, 1); got[want] == 1 {
+				return time.Since(start)
+			}
+		}
+		b.Fatalf("RPCs never reached %s", want)
+		return 0
+	}
+	for b.Loop() {
+		local.srv.Health.SetServingStatus("", notServing)
+		away = append(away, until("on-a2"))
+		local.srv.Health.SetServingStatus("", serving)
+		back = append(back, until("on-a1"))
+	}
+	b.StopTimer()
+	slicesSort(away)
+	slicesSort(back)
+	b.ReportMetric(float64(away[len(away)/2].Microseconds()), "p50-away-µs")
+	b.ReportMetric(float64(away[len(away)*99/100].Microseconds()), "p99-away-µs")
+	b.ReportMetric(float64(back[len(back)/2].Microseconds()), "p50-back-µs")
+	b.ReportMetric(float64(back[len(back)*99/100].Microseconds()), "p99-back-µs")
+}
