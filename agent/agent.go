@@ -62,6 +62,7 @@ type Agent struct {
 	metrics  *metrics.Metrics
 	log      *slog.Logger
 	queue    chan queued
+	debug    chan chan View
 
 	// Owned by Run.
 	store    *discovery.Store
@@ -98,6 +99,7 @@ func New(cfg Config, cache *xds.Cache, checker health.Checker, reporter Reporter
 		metrics:  m,
 		log:      log,
 		queue:    make(chan queued, 4096),
+		debug:    make(chan chan View),
 		store:    discovery.NewStore(),
 		here:     topology.Here{Node: cfg.NodeName},
 		subs:     newSubscriptions(),
@@ -170,6 +172,9 @@ func (a *Agent) Run(ctx context.Context) error {
 
 		case <-a.cache.Interests():
 			a.interests(a.cache.TakeInterests())
+
+		case reply := <-a.debug:
+			reply <- a.view()
 
 		case <-a.checker.Changed():
 			// Health changes skip the coalescing window: a failing endpoint
