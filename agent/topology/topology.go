@@ -25,12 +25,20 @@ type Priority struct {
 //
 // Usable endpoints are the ready ones; serving-but-terminating ones only when
 // nothing is ready (like kube-proxy, so a rolling update never drops traffic).
+// A strict policy decides that among the endpoints inside its tiers: a Local
+// Service whose only local pod is terminating keeps using it while it serves,
+// even if ready pods exist on other nodes it may never reach.
 func Prioritize(eps []discovery.Endpoint, p Policy, here Here) []Priority {
+	hints := hintsUsable(usable(eps), here)
+	if p.Tiers.Strict() {
+		eps, _ = partition(eps, func(e *discovery.Endpoint) bool {
+			return slices.ContainsFunc(p.Tiers, func(t Tier) bool { return inTier(e, t, here, hints) })
+		})
+	}
 	remaining := usable(eps)
 	if len(remaining) == 0 {
 		return nil
 	}
-	hints := hintsUsable(remaining, here)
 
 	var out []Priority
 	var pending Priority // tiers too small so far, waiting to merge into the next

@@ -156,6 +156,22 @@ func TestPrioritize(t *testing.T) {
 			want:   "node: 10.0.0.1:80 | *: 10.0.0.4:80",
 		},
 		{
+			name: "strict node policy keeps a serving terminating local pod although ready pods exist elsewhere",
+			eps: []discovery.Endpoint{
+				terminating(ep("10.0.0.1:80@a1"), true), ep("10.0.0.2:80@a2"),
+			},
+			policy: policy("node", 1),
+			want:   "node: 10.0.0.1:80",
+		},
+		{
+			name: "strict zone policy prefers a ready zone pod over a terminating local one",
+			eps: []discovery.Endpoint{
+				terminating(ep("10.0.0.1:80@a1"), true), ep("10.0.0.2:80@a2"), ep("10.0.0.4:80@c1"),
+			},
+			policy: policy("node,zone", 1),
+			want:   "zone: 10.0.0.2:80",
+		},
+		{
 			name: "not-serving endpoints are never used",
 			eps: []discovery.Endpoint{
 				terminating(ep("10.0.0.1:80@a1"), false), terminating(ep("10.0.0.4:80@c1"), true),

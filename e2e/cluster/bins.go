@@ -18,14 +18,16 @@ const (
 	binEtcd      = "etcd"
 	binAPIServer = "kube-apiserver"
 	binKCM       = "kube-controller-manager"
+	binKubectl   = "kubectl"
 )
 
 // EnvBinDir names an environment variable that, when set, points at a
-// directory holding prebuilt etcd, kube-apiserver and
-// kube-controller-manager; build-bins.sh is then not consulted.
+// directory holding prebuilt etcd, kube-apiserver, kube-controller-manager
+// and kubectl; build-bins.sh is then not consulted.
 const EnvBinDir = "NODEXDS_BIN_DIR"
 
-// findBinaries returns the directory holding the control-plane binaries:
+// findBinaries returns the directory holding the control-plane binaries
+// and kubectl:
 // Options.BinDir, else $NODEXDS_BIN_DIR, else the version-keyed cache
 // directory of e2e/build-bins.sh, running the script when a binary is
 // missing there.
@@ -79,7 +81,7 @@ func findBinaries(t testing.TB, explicit string) string {
 
 func missingBinaries(dir string) []string {
 	var missing []string
-	for _, b := range []string{binEtcd, binAPIServer, binKCM} {
+	for _, b := range []string{binEtcd, binAPIServer, binKCM, binKubectl} {
 		if fi, err := os.Stat(filepath.Join(dir, b)); err != nil || fi.Mode()&0o111 == 0 {
 			missing = append(missing, b)
 		}

@@ -44,9 +44,10 @@ type Options struct {
 	// Namespaces to create, each with its "default" ServiceAccount. The
 	// "default" namespace always gets one.
 	Namespaces []string
-	// BinDir overrides where etcd, kube-apiserver and
-	// kube-controller-manager are found (default: $NODEXDS_BIN_DIR, else
-	// e2e/build-bins.sh's cache directory, building when needed).
+	// BinDir overrides where etcd, kube-apiserver,
+	// kube-controller-manager and kubectl are found (default:
+	// $NODEXDS_BIN_DIR, else e2e/build-bins.sh's cache directory, building
+	// when needed).
 	BinDir string
 	// ExtraAPIServerArgs and ExtraControllerManagerArgs are appended to the
 	// components' command lines (later flags win).
@@ -74,6 +75,10 @@ type Cluster struct {
 	net        *network
 	dir        string // pki, kubeconfigs, etcd data
 	logDir     string
+	binDir     string
+	// adminKubeconfig authenticates as the harness's system:masters user.
+	adminKubeconfig string
+	apiserver       apiServer
 }
 
 // Start brings up etcd, kube-apiserver and kube-controller-manager (only the
@@ -102,7 +107,7 @@ func Start(t testing.TB, opts Options) *Cluster {
 	netw := setupNetwork(t, names)
 	binDir := findBinaries(t, opts.BinDir)
 
-	c := &Cluster{net: netw, dir: t.TempDir()}
+	c := &Cluster{net: netw, dir: t.TempDir(), binDir: binDir}
 	c.logDir = c.makeLogDir(t)
 
 	pki, err := generatePKI(c.dir,
@@ -129,8 +134,8 @@ func Start(t testing.TB, opts Options) *Cluster {
 	if err != nil {
 		t.Fatalf("e2e: client: %v", err)
 	}
-	adminKubeconfig := c.WriteKubeconfig(t, c.adminToken)
-	c.startControllerManager(t, binDir, adminKubeconfig, opts.ExtraControllerManagerArgs)
+	c.adminKubeconfig = c.WriteKubeconfig(t, c.adminToken)
+	c.startControllerManager(t, binDir, c.adminKubeconfig, opts.ExtraControllerManagerArgs)
 
 	for _, name := range names {
 		c.createNode(t, nodes[name])
@@ -291,7 +296,7 @@ func (c *Cluster) startAPIServer(t testing.TB, binDir, etcdURL string, pki *pkiF
 	httpClient := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
 	bind := c.net.bridgeIP.String()
 
-	c.startComponent(t, binAPIServer, 90*time.Second, func() (*exec.Cmd, readyFunc) {
+	p := c.startComponent(t, binAPIServer, 90*time.Second, func() (*exec.Cmd, readyFunc) {
 		port := freePort(t, bind)
 		c.url = "https://" + net.JoinHostPort(bind, strconv.Itoa(port))
 		args := []string{
@@ -320,7 +325,7 @@ func (c *Cluster) startAPIServer(t testing.TB, binDir, etcdURL string, pki *pkiF
 		}
 		cmd := exec.Command(filepath.Join(binDir, binAPIServer), append(args, extra...)...)
 		u := c.url
-		return cmd, func(ctx context.Context) error {
+		ready := func(ctx context.Context) error {
 			body, err := httpGet(ctx, httpClient, u+"/readyz", c.adminToken)
 			if err != nil {
 				return err
@@ -329,6 +334,20 @@ func (c *Cluster) startAPIServer(t testing.TB, binDir, etcdURL string, pki *pkiF
 				return fmt.Errorf("/readyz: %s", body)
 			}
 			return nil
+		}
+		// Kept for StartAPIServer, which restarts with these exact flags.
+		c.apiserver.argv, c.apiserver.ready = cmd.Args, ready
+		return cmd, ready
+	})
+	c.apiserver.proc = p
+	// startComponent's cleanup stops the first process; a restarted one
+	// (StartAPIServer) is stopped here, at the same point of the teardown
+	// order, so pods created before the restart can still be deleted.
+	t.Cleanup(func() {
+		if cur := c.apiserver.current(); cur != p {
+			if err := cur.Stop(10 * time.Second); err != nil {
+				t.Errorf("e2e: teardown: %v", err)
+			}
 		}
 	})
 }

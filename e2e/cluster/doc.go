@@ -32,12 +32,17 @@
 //	c.FinishPodDeletion(t, p) // what the kubelet does once the process is gone
 //
 // Requirements: root (namespaces, veths, a bridge) — otherwise Start skips
-// the test with a message saying so — and the control-plane binaries, which
-// e2e/build-bins.sh compiles from the Go module proxy into
+// the test with a message saying so — and the control-plane binaries and
+// kubectl, which e2e/build-bins.sh compiles from the Go module proxy into
 // ~/.cache/nodexds/bin/<versions>/ (Start runs it when they are missing;
 // about 6-15 minutes cold on 2 cores, so run it beforehand or use
 // go test -timeout 30m). $NODEXDS_BIN_DIR points at prebuilt binaries
 // instead; $NODEXDS_E2E_LOGDIR keeps component logs after the test.
+//
+// StopAPIServer and StartAPIServer play a control-plane outage: the API
+// server comes back with the same flags, address, certificates and etcd
+// data. Kubectl runs the kubectl built with the control plane (same
+// version) as the harness's admin.
 //
 // Every Start*, *Pod and *InNode call registers its teardown with t.Cleanup:
 // processes are stopped by process group (and carry PR_SET_PDEATHSIG, so

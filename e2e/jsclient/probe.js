@@ -4,7 +4,7 @@
 // end-to-end tests.
 //
 //	GRPC_XDS_BOOTSTRAP_CONFIG='{...}' node probe.js [--interval 50ms] [--timeout 1s] \
-//	    [--header name:value]... xds:///be1:8080
+//	    [--header name:value]... xds:///be1:8080 [xds:///be2:8080 ...]
 //
 // It calls /nodexds.echo.Echo/Hello (google.protobuf.StringValue in and out,
 // encoded by hand: no protos, no codegen) once per interval, one RPC in flight
@@ -13,6 +13,11 @@
 //
 //	ok <backend-name> <latency-microseconds>
 //	err <GoCodeName> "<message>"
+//
+// Several targets share the process, and so grpc-js-xds' one xDS client and
+// ADS stream: each target is probed by its own loop, and its lines end with
+// " <target>". A target starts once the previous one's first RPC is done, so
+// every later target is a subscription added to a stream that is already up.
 //
 // The bootstrap comes from GRPC_XDS_BOOTSTRAP (a file) or, if that is unset,
 // GRPC_XDS_BOOTSTRAP_CONFIG (the JSON itself); grpc-js-xds reads both.
@@ -165,7 +170,7 @@ function parseDuration(s) {
 
 function usage(msg, code = 2) {
   if (msg) process.stderr.write(`${PROG}: ${msg}\n`);
-  process.stderr.write(`usage: node probe.js [--interval 50ms] [--timeout 1s] [--header name:value]... xds:///NAME
+  process.stderr.write(`usage: node probe.js [--interval 50ms] [--timeout 1s] [--header name:value]... xds:///NAME [xds:///NAME2 ...]
 
   --interval d        time between RPCs (default 50ms)
   --timeout d         per-RPC deadline (default 1s)
@@ -175,7 +180,7 @@ function usage(msg, code = 2) {
 }
 
 function parseArgs(argv) {
-  const opts = { intervalMs: 50, timeoutMs: 1000, headers: [], target: null };
+  const opts = { intervalMs: 50, timeoutMs: 1000, headers: [], targets: [] };
   const rest = [];
   for (let i = 0; i < argv.length; i++) {
     let a = argv[i];
@@ -210,8 +215,8 @@ function parseArgs(argv) {
       usage(e.message);
     }
   }
-  if (rest.length !== 1) usage('want exactly one target, e.g. xds:///be1:8080');
-  opts.target = rest[0];
+  if (rest.length < 1) usage('want a target, e.g. xds:///be1:8080');
+  opts.targets = rest;
   if (!(opts.intervalMs > 0)) usage('--interval must be positive');
   return opts;
 }
@@ -237,9 +242,11 @@ function main() {
     usage(`--header: ${e.message}`);
   }
 
-  let client;
+  const clients = [];
   try {
-    client = new grpc.Client(opts.target, grpc.credentials.createInsecure());
+    for (const target of opts.targets) {
+      clients.push(new grpc.Client(target, grpc.credentials.createInsecure()));
+    }
   } catch (e) {
     process.stderr.write(`${PROG}: ${e.message}\n`);
     process.exit(1);
@@ -250,67 +257,90 @@ function main() {
 
   const request = encodeStringValue('hi');
   let stopping = false;
-  let inflight = null; // the call in flight
-  let timer = null; // the wait for the next tick
+  const loops = []; // per target: { inflight, timer }
 
   stop = () => {
     if (stopping) return;
     stopping = true;
-    if (timer) clearTimeout(timer);
-    if (inflight) inflight.cancel();
-    try { client.close(); } catch (_) { /* closing anyway */ }
+    for (const l of loops) {
+      if (l.timer) clearTimeout(l.timer);
+      if (l.inflight) l.inflight.cancel();
+    }
+    for (const client of clients) {
+      try { client.close(); } catch (_) { /* closing anyway */ }
+    }
     // stdout writes to pipes and files are synchronous on Linux, so every
     // line is out already; exit without waiting for the xDS client's timers.
     process.exit(0);
   };
 
-  // Ticks as time.Ticker: every interval from the start. A tick that passes
-  // while an RPC is in flight lets the next RPC start at once; ticks beyond
-  // that one are dropped.
-  const t0 = process.hrtime.bigint();
-  const intervalNs = BigInt(Math.max(1, Math.round(opts.intervalMs * 1e6)));
-  let lastTick = 0n; // index of the last tick consumed
-
-  const waitTick = () => {
-    const now = process.hrtime.bigint();
-    const next = lastTick + 1n;
-    const at = t0 + next * intervalNs;
-    if (at <= now) {
-      lastTick = (now - t0) / intervalNs;
-      setImmediate(once);
-      return;
-    }
-    lastTick = next;
-    timer = setTimeout(() => { timer = null; once(); }, Math.ceil(Number(at - now) / 1e6));
+  // With one target the output is exactly the Go probe's; with several,
+  // each line names its target.
+  const suffix = (i) => (clients.length > 1 ? ` ${opts.targets[i]}` : '');
+  const startLoop = (i) => {
+    if (i >= clients.length || stopping) return;
+    const l = { inflight: null, timer: null };
+    loops.push(l);
+    probeLoop(clients[i], l, suffix(i), () => startLoop(i + 1));
   };
+  startLoop(0);
 
-  const once = () => {
-    if (stopping) return;
-    const start = process.hrtime.bigint();
-    inflight = client.makeUnaryRequest(
-      METHOD,
-      (arg) => arg, // already encoded
-      decodeStringValue,
-      request,
-      metadata,
-      { deadline: new Date(Date.now() + opts.timeoutMs) },
-      (err, value) => {
-        inflight = null;
-        if (stopping) return;
-        let line;
-        if (err) {
-          line = `err ${codeName(err.code)} ${goQuote(String(err.details ?? ''))}\n`;
-        } else {
-          const us = (process.hrtime.bigint() - start) / 1000n;
-          line = `ok ${backendName(value)} ${us}\n`;
-        }
-        process.stdout.write(line);
-        waitTick();
-      },
-    );
-  };
+  // probeLoop probes one target until stop; firstDone is called once, when
+  // its first RPC has finished.
+  function probeLoop(client, l, lineSuffix, firstDone) {
+    // Ticks as time.Ticker: every interval from the start. A tick that passes
+    // while an RPC is in flight lets the next RPC start at once; ticks beyond
+    // that one are dropped.
+    const t0 = process.hrtime.bigint();
+    const intervalNs = BigInt(Math.max(1, Math.round(opts.intervalMs * 1e6)));
+    let lastTick = 0n; // index of the last tick consumed
 
-  once();
+    const waitTick = () => {
+      const now = process.hrtime.bigint();
+      const next = lastTick + 1n;
+      const at = t0 + next * intervalNs;
+      if (at <= now) {
+        lastTick = (now - t0) / intervalNs;
+        setImmediate(once);
+        return;
+      }
+      lastTick = next;
+      l.timer = setTimeout(() => { l.timer = null; once(); }, Math.ceil(Number(at - now) / 1e6));
+    };
+
+    const once = () => {
+      if (stopping) return;
+      const start = process.hrtime.bigint();
+      l.inflight = client.makeUnaryRequest(
+        METHOD,
+        (arg) => arg, // already encoded
+        decodeStringValue,
+        request,
+        metadata,
+        { deadline: new Date(Date.now() + opts.timeoutMs) },
+        (err, value) => {
+          l.inflight = null;
+          if (stopping) return;
+          let line;
+          if (err) {
+            line = `err ${codeName(err.code)} ${goQuote(String(err.details ?? ''))}${lineSuffix}\n`;
+          } else {
+            const us = (process.hrtime.bigint() - start) / 1000n;
+            line = `ok ${backendName(value)} ${us}${lineSuffix}\n`;
+          }
+          process.stdout.write(line);
+          if (firstDone) {
+            const f = firstDone;
+            firstDone = null;
+            f();
+          }
+          waitTick();
+        },
+      );
+    };
+
+    once();
+  }
 }
 
 if (require.main === module) {

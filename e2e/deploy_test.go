@@ -1,0 +1,165 @@
+package e2e
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+
+	"github.com/nodexds/nodexds/e2e/cluster"
+)
+
+// TestDeployManifestsPassServerSideDryRun: what deploy/ tells users to run
+// (kubectl apply -k deploy/) is accepted by a real API server of the pinned
+// Kubernetes version, with full server-side validation and admission; so
+// are deploy/examples/ if they exist. The ClusterRole it renders is exactly
+// what the agent needs (the agent tests prove it is also enough).
+func TestDeployManifestsPassServerSideDryRun(t *testing.T) {
+	c := cluster.Start(t, cluster.Options{Nodes: clusterNodes[:1]})
+	repo, err := repoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	kubectl := func(args ...string) string {
+		t.Helper()
+		out, err := c.Kubectl(t.Context(), args...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	deploy := filepath.Join(repo, "deploy")
+
+	rendered := kubectl("kustomize", deploy)
+	objs := decodeAll(t, strings.NewReader(rendered))
+	checkClusterRoleIsMinimal(t, objs)
+
+	// A server-side dry run persists nothing, so the namespaced objects
+	// are refused (NotFound) for want of the namespace the same run
+	// "creates". Create the namespaces first, for real; apply then updates
+	// them (--save-config: as if they had been applied).
+	for _, ns := range namespacesOf(objs) {
+		kubectl("create", "namespace", "--save-config", ns)
+	}
+	out := kubectl("apply", "--dry-run=server", "-k", deploy)
+	t.Logf("kubectl apply --dry-run=server -k deploy/:\n%s", out)
+
+	examples := filepath.Join(deploy, "examples")
+	if _, err := os.Stat(examples); errors.Is(err, fs.ErrNotExist) {
+		t.Logf("no deploy/examples/ to check")
+		return
+	}
+	var exampleObjs []*unstructured.Unstructured
+	err = filepath.WalkDir(examples, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !(strings.HasSuffix(path, ".yaml") || strings.HasSuffix(path, ".yml")) {
+			return err
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		exampleObjs = append(exampleObjs, decodeAll(t, bytes.NewReader(b))...)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ns := range namespacesOf(exampleObjs) {
+		if _, err := c.Kubectl(t.Context(), "get", "namespace", ns).CombinedOutput(); err != nil {
+			kubectl("create", "namespace", "--save-config", ns)
+		}
+	}
+	out = kubectl("apply", "--dry-run=server", "-R", "-f", examples)
+	t.Logf("kubectl apply --dry-run=server -R -f deploy/examples/:\n%s", out)
+}
+
+// decodeAll reads every object of a multi-document YAML stream.
+func decodeAll(t testing.TB, r io.Reader) []*unstructured.Unstructured {
+	t.Helper()
+	var out []*unstructured.Unstructured
+	dec := utilyaml.NewYAMLOrJSONDecoder(r, 4096)
+	for {
+		var m map[string]any
+		err := dec.Decode(&m)
+		if errors.Is(err, io.EOF) {
+			return out
+		}
+		if err != nil {
+			t.Fatalf("decode manifests: %v", err)
+		}
+		if len(m) > 0 {
+			out = append(out, &unstructured.Unstructured{Object: m})
+		}
+	}
+}
+
+// namespacesOf lists the namespaces objects live in or create.
+func namespacesOf(objs []*unstructured.Unstructured) []string {
+	var out []string
+	for _, o := range objs {
+		ns := o.GetNamespace()
+		if o.GetKind() == "Namespace" {
+			ns = o.GetName()
+		}
+		if ns != "" && !slices.Contains(out, ns) {
+			out = append(out, ns)
+		}
+	}
+	return out
+}
+
+// checkClusterRoleIsMinimal compares the rendered ClusterRole's rules,
+// flattened to group/resource:verb, with what the agent uses: informers
+// (list, watch) on Services, Nodes and EndpointSlices, and Events
+// (create, patch) for annotations it ignores.
+func checkClusterRoleIsMinimal(t *testing.T, objs []*unstructured.Unstructured) {
+	t.Helper()
+	want := []string{
+		"/events:create", "/events:patch",
+		"/nodes:list", "/nodes:watch",
+		"/services:list", "/services:watch",
+		"discovery.k8s.io/endpointslices:list", "discovery.k8s.io/endpointslices:watch",
+	}
+	found := false
+	for _, o := range objs {
+		if o.GetKind() != "ClusterRole" {
+			continue
+		}
+		found = true
+		var role rbacv1.ClusterRole
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(o.Object, &role); err != nil {
+			t.Fatalf("ClusterRole %s: %v", o.GetName(), err)
+		}
+		var got []string
+		for _, r := range role.Rules {
+			if len(r.ResourceNames) > 0 || len(r.NonResourceURLs) > 0 {
+				t.Errorf("ClusterRole %s: unexpected rule %+v", role.Name, r)
+			}
+			for _, g := range r.APIGroups {
+				for _, res := range r.Resources {
+					for _, v := range r.Verbs {
+						got = append(got, g+"/"+res+":"+v)
+					}
+				}
+			}
+		}
+		slices.Sort(got)
+		got = slices.Compact(got)
+		if !slices.Equal(got, want) {
+			t.Errorf("ClusterRole %s grants\n  %s\nwant exactly\n  %s", role.Name, strings.Join(got, " "), strings.Join(want, " "))
+		}
+	}
+	if !found {
+		t.Errorf("deploy/ renders no ClusterRole")
+	}
+}
