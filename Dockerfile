@@ -7,8 +7,16 @@ COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
 ARG VERSION=dev
-RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" -o /out/nodexds ./cmd/nodexds
+RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" -o /out/nodexds ./cmd/nodexds && \
+    CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" -o /out/nodexds-echo ./cmd/nodexds-echo
 
+# The demo and example workload (deploy/examples): docker build --target echo ...
+FROM gcr.io/distroless/static-debian12:nonroot AS echo
+COPY --from=build /out/nodexds-echo /nodexds-echo
+USER 65532:65532
+ENTRYPOINT ["/nodexds-echo"]
+
+# The agent; the default target.
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/nodexds /nodexds
 USER 65532:65532

@@ -11,8 +11,11 @@ package agent
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
+	"strings"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -37,7 +40,14 @@ type Config struct {
 	// Coalesce is the burst window: the first change after a quiet period is
 	// applied at once, later ones are batched until the window ends.
 	Coalesce time.Duration
+	// MaxPickerEndpoints bounds the endpoint picker: a Service port with more
+	// endpoints gets no picker routes (each member costs clients a route, a
+	// cluster and a load assignment).
+	MaxPickerEndpoints int
 }
+
+// DefaultMaxPickerEndpoints is the endpoint picker's default size limit.
+const DefaultMaxPickerEndpoints = 1000
 
 // Reporter is told about Service annotations that could not be used, so they
 // can be surfaced where their authors look (Kubernetes Events).
@@ -70,9 +80,9 @@ type Agent struct {
 	subs     *subscriptions
 	dirty    map[discovery.ServiceKey]bool
 	dirtyAll bool
-	observed time.Time // first change not yet flushed
-	reported map[discovery.ServiceKey]string
-	failOpen map[string]bool // clusters whose endpoints all fail checks
+	observed time.Time         // first change not yet flushed
+	reported map[string]string // report key → errors last reported
+	failOpen map[string]bool   // clusters whose endpoints all fail checks
 	barriers []chan struct{}
 }
 
@@ -91,6 +101,9 @@ func New(cfg Config, cache *xds.Cache, checker health.Checker, reporter Reporter
 	if checker == nil {
 		checker = health.None{}
 	}
+	if cfg.MaxPickerEndpoints <= 0 {
+		cfg.MaxPickerEndpoints = DefaultMaxPickerEndpoints
+	}
 	return &Agent{
 		cfg:      cfg,
 		cache:    cache,
@@ -104,7 +117,7 @@ func New(cfg Config, cache *xds.Cache, checker health.Checker, reporter Reporter
 		here:     topology.Here{Node: cfg.NodeName},
 		subs:     newSubscriptions(),
 		dirty:    map[discovery.ServiceKey]bool{},
-		reported: map[discovery.ServiceKey]string{},
+		reported: map[string]string{},
 		failOpen: map[string]bool{},
 	}
 }
@@ -178,11 +191,13 @@ func (a *Agent) Run(ctx context.Context) error {
 
 		case <-a.checker.Changed():
 			// Health changes skip the coalescing window: a failing endpoint
-			// should be avoided now, and only its cluster is rebuilt.
+			// should be avoided now. Only its Service is rebuilt (its load
+			// assignment, and its picker routes if any; the rest is unchanged
+			// and not resent).
 			now := time.Now()
 			for _, cluster := range a.checker.TakeChanged() {
 				if k, ok := a.subs.service(resources.EndpointType, cluster); ok {
-					a.build(k, resources.EndpointType, cluster, now)
+					a.rebuild(k, now)
 				}
 			}
 		}
@@ -311,30 +326,44 @@ func (a *Agent) build(k discovery.ServiceKey, typ, name string, observed time.Ti
 		a.set(typ, name, resources.Listener(name, canonical), observed)
 
 	case resources.RouteType, resources.ClusterType, resources.EndpointType:
-		port, ok := a.subs.canonicalPort(name)
-		var p discovery.Port
-		exists := false
-		if ok && svc != nil {
+		ref, _ := a.subs.ref(name)
+		canonical, _, _ := strings.Cut(name, subsetSep)
+		p, exists := discovery.Port{}, false
+		if svc != nil {
 			for _, sp := range svc.Ports {
-				if sp.Port == port {
+				if sp.Port == ref.port {
 					p, exists = sp, true
 				}
 			}
 		}
+		if !exists {
+			if typ == resources.EndpointType {
+				// Clients keep deleted listeners and clusters (ignore_resource_deletion),
+				// so a deleted Service port is told as "no endpoints": RPCs fail fast.
+				if ref.subset == "" {
+					a.checker.Track(name, nil)
+				}
+				a.set(typ, name, resources.LoadAssignment(name, nil, nil), observed)
+			} else {
+				a.set(typ, name, nil, observed)
+			}
+			return
+		}
+		cfg := a.config(svc)
 		switch {
-		case typ == resources.RouteType && exists:
-			a.set(typ, name, resources.RouteConfig(name, name), observed)
-		case typ == resources.ClusterType && exists:
-			a.set(typ, name, resources.Cluster(name), observed)
-		case typ == resources.EndpointType && exists:
-			a.set(typ, name, a.loadAssignment(svc, p, name), observed)
-		case typ == resources.EndpointType:
-			// Clients keep deleted listeners and clusters (ignore_resource_deletion),
-			// so a deleted Service port is told as "no endpoints": RPCs fail fast.
-			a.checker.Track(name, nil)
+		case typ == resources.RouteType:
+			picks, fail := a.picks(svc, p, canonical, cfg)
+			a.set(typ, name, resources.RouteConfig(name, name, cfg.lb, picks, fail), observed)
+		case typ == resources.ClusterType && ref.subset == "":
+			a.set(typ, name, resources.Cluster(name, cfg.lb), observed)
+		case typ == resources.ClusterType:
+			a.set(typ, name, resources.Cluster(name, resources.DefaultLB), observed)
+		case ref.subset == "":
+			a.set(typ, name, a.loadAssignment(svc, p, name, cfg), observed)
+		case ref.subset == subsetNone:
 			a.set(typ, name, resources.LoadAssignment(name, nil, nil), observed)
 		default:
-			a.set(typ, name, nil, observed)
+			a.set(typ, name, a.pickedEndpoint(svc, p, canonical, name, ref.subset, cfg), observed)
 		}
 	}
 }
@@ -354,28 +383,38 @@ func (a *Agent) resolve(name string, svc *discovery.Service) (string, error) {
 	return a.cfg.Names.Canonical(svc.Key, p.Port), nil
 }
 
-// loadAssignment prioritizes a Service port's endpoints for this node, with
-// what active health checking knows about them.
-func (a *Agent) loadAssignment(svc *discovery.Service, p discovery.Port, name string) proto.Message {
+// serviceConfig is everything a Service's annotations decide.
+type serviceConfig struct {
+	policy topology.Policy
+	health health.ServiceConfig
+	lb     resources.LBConfig
+}
+
+// config reads a Service's annotations, reporting the ones it cannot use.
+func (a *Agent) config(svc *discovery.Service) serviceConfig {
 	policy, errs := topology.PolicyFor(svc, a.cfg.DefaultTiers)
 	hc, herrs := health.ConfigFor(svc)
-	a.report(svc, append(errs, herrs...))
-	prios := topology.Prioritize(a.store.Endpoints(svc.Key, p.Name), policy, a.here)
+	lb, lerrs := resources.LBConfigFor(svc)
+	a.report(svc.Key.String(), svc, slices.Concat(errs, herrs, lerrs))
+	return serviceConfig{policy: policy, health: hc, lb: lb}
+}
 
+// loadAssignment prioritizes a Service port's endpoints for this node, with
+// what active health checking knows about them.
+func (a *Agent) loadAssignment(svc *discovery.Service, p discovery.Port, name string, cfg serviceConfig) proto.Message {
+	prios := topology.Prioritize(a.store.Endpoints(svc.Key, p.Name), cfg.policy, a.here)
 	var targets []health.Target
-	if hc.Enabled {
+	if cfg.health.Enabled {
 		for _, pr := range prios {
 			for _, e := range pr.Endpoints {
-				targets = append(targets, health.Target{Addr: e.Addr, Service: hc.Name})
+				targets = append(targets, health.Target{Addr: e.Addr, Service: cfg.health.Name})
 			}
 		}
 	}
 	a.checker.Track(name, targets)
-	statuses := make(map[netip.AddrPort]health.Status, len(targets))
 	list := make([]health.Status, len(targets))
 	for i, t := range targets {
 		list[i] = a.checker.Status(t)
-		statuses[t.Addr] = list[i]
 	}
 	failOpen := health.FailOpen(list)
 	if failOpen != a.failOpen[name] {
@@ -388,28 +427,79 @@ func (a *Agent) loadAssignment(svc *discovery.Service, p discovery.Port, name st
 		}
 		a.metrics.HealthFailOpen.Set(float64(len(a.failOpen)))
 	}
-	return resources.LoadAssignment(name, prios, func(ap netip.AddrPort) health.Status {
-		if failOpen {
-			return health.Unknown
-		}
-		return statuses[ap]
-	})
+	return resources.LoadAssignment(name, prios, a.status(name, cfg))
 }
 
-// report logs, counts and reports annotation errors once per distinct set.
-func (a *Agent) report(svc *discovery.Service, errs []*discovery.AnnotationError) {
+// status is what clients are told of an endpoint's health in cluster.
+func (a *Agent) status(cluster string, cfg serviceConfig) func(netip.AddrPort) health.Status {
+	if !cfg.health.Enabled || a.failOpen[cluster] {
+		return nil // all Unknown
+	}
+	return func(ap netip.AddrPort) health.Status {
+		return a.checker.Status(health.Target{Addr: ap, Service: cfg.health.Name})
+	}
+}
+
+// picks lists the endpoints a request may pick by header, and the cluster for
+// requests that name none when the Service fails them closed. Members are the
+// Service port's serving endpoints, minus those failing health checks.
+func (a *Agent) picks(svc *discovery.Service, p discovery.Port, canonical string, cfg serviceConfig) ([]resources.Pick, string) {
+	if cfg.lb.EndpointHeader == "" {
+		return nil, ""
+	}
+	eps := a.store.Endpoints(svc.Key, p.Name)
+	if len(eps) > a.cfg.MaxPickerEndpoints {
+		a.report(canonical+"/picker", svc, []*discovery.AnnotationError{{
+			Key: resources.AnnotationEndpointHeader, Value: cfg.lb.EndpointHeader,
+			Err: fmt.Errorf("port %d has %d endpoints, more than the agent's limit of %d: endpoint picking is off", p.Port, len(eps), a.cfg.MaxPickerEndpoints),
+		}})
+		return nil, ""
+	}
+	a.report(canonical+"/picker", svc, nil)
+	status := a.status(canonical, cfg)
+	var picks []resources.Pick
+	for _, e := range eps {
+		if !e.Serving || (status != nil && status(e.Addr) == health.Unhealthy) {
+			continue
+		}
+		pk := resources.Pick{Cluster: pickCluster(canonical, e.Addr), Values: []string{e.Addr.String()}}
+		if e.Pod != "" {
+			pk.Values = append([]string{e.Pod}, pk.Values...)
+		}
+		picks = append(picks, pk)
+	}
+	fail := ""
+	if cfg.lb.PickerFailClosed {
+		fail = noneCluster(canonical)
+	}
+	return picks, fail
+}
+
+// pickedEndpoint is the load assignment of one endpoint-picker cluster.
+func (a *Agent) pickedEndpoint(svc *discovery.Service, p discovery.Port, canonical, name, addr string, cfg serviceConfig) proto.Message {
+	for _, e := range a.store.Endpoints(svc.Key, p.Name) {
+		if e.Addr.String() == addr && e.Serving {
+			return resources.SingleEndpoint(name, &e, a.status(canonical, cfg))
+		}
+	}
+	return resources.SingleEndpoint(name, nil, nil)
+}
+
+// report logs, counts and reports errors about a Service once per distinct
+// set, under key (several builds of one Service report the same set).
+func (a *Agent) report(key string, svc *discovery.Service, errs []*discovery.AnnotationError) {
 	var sig string
 	for _, e := range errs {
 		sig += e.Error() + "\n"
 	}
-	if a.reported[svc.Key] == sig {
+	if a.reported[key] == sig {
 		return
 	}
 	if sig == "" {
-		delete(a.reported, svc.Key)
+		delete(a.reported, key)
 		return
 	}
-	a.reported[svc.Key] = sig
+	a.reported[key] = sig
 	for _, e := range errs {
 		a.metrics.AnnotationErrors.WithLabelValues(e.Key).Inc()
 		a.log.Warn("ignoring service annotation", "service", svc.Key.String(), "annotation", e.Key, "value", e.Value, "error", e.Err)

@@ -83,7 +83,11 @@ func (a *Agent) view() View {
 		}
 		svc, _ := a.store.Service(k)
 		for name := range clusters {
-			port, _ := a.subs.canonicalPort(name)
+			ref, _ := a.subs.ref(name)
+			if ref.subset != "" {
+				continue // endpoint-picker clusters are shown through their Service
+			}
+			port := ref.port
 			sv := ServiceView{Cluster: name, Service: k.String(), Port: port, FailOpen: a.failOpen[name], Listeners: []string{}}
 			for _, l := range byType[resources.ListenerType] {
 				if c, err := a.resolve(l, svc); err == nil && c == name {

@@ -162,6 +162,10 @@ func startAgent(t testing.TB, w *world, mut ...func(*agent.Options)) *testAgent 
 	}
 	reg := prometheus.NewRegistry()
 	m := metrics.New(reg)
+	log := slog.New(slog.DiscardHandler)
+	if os.Getenv("NODEXDS_TEST_LOG") != "" { // the agent's logs, when debugging a test
+		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
 	o := agent.Options{
 		Config: agent.Config{
 			NodeName:     "a1",
@@ -169,11 +173,11 @@ func startAgent(t testing.TB, w *world, mut ...func(*agent.Options)) *testAgent 
 			DefaultTiers: topology.DefaultTiers,
 			Coalesce:     10 * time.Millisecond,
 		},
-		Source:   &discovery.FileSource{Path: w.path, Poll: 10 * time.Millisecond, Log: slog.New(slog.DiscardHandler)},
+		Source:   &discovery.FileSource{Path: w.path, Poll: 10 * time.Millisecond, Log: log},
 		XDS:      lis,
 		Registry: reg,
 		Metrics:  m,
-		Log:      slog.New(slog.DiscardHandler),
+		Log:      log,
 	}
 	for _, m := range mut {
 		m(&o)
@@ -266,4 +270,17 @@ func keys(m map[string]int) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// withAdmin serves the agent's admin port on a free loopback address, and
+// stores that address in *addr.
+func withAdmin(t testing.TB, addr *string) func(*agent.Options) {
+	return func(o *agent.Options) {
+		lis, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		o.Admin = lis
+		*addr = lis.Addr().String()
+	}
 }

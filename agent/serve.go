@@ -12,7 +12,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/keepalive"
 
@@ -26,11 +25,14 @@ import (
 type Options struct {
 	Config
 	Source discovery.Source
-	// XDS is where ADS is served; Admin (optional) serves /metrics, /healthz
-	// and /readyz.
+	// XDS is where ADS is served. Admin (optional) serves HTTP (/metrics,
+	// /healthz, /readyz, /debug/services, /debug/clients) and, on the same
+	// listener, gRPC: CSDS (envoy.service.status.v3).
 	XDS, Admin net.Listener
-	Reporter   Reporter
-	Checker    health.Checker
+	// Pprof adds net/http/pprof's handlers under /debug/pprof/ on Admin.
+	Pprof    bool
+	Reporter Reporter
+	Checker  health.Checker
 	// Registry is served on /metrics; Metrics must be registered with it.
 	// When both are nil, fresh ones are made.
 	Registry *prometheus.Registry
@@ -65,25 +67,17 @@ func Serve(ctx context.Context, o Options) error {
 	errc := make(chan error, 3)
 	go func() { errc <- a.Run(ctx) }()
 
-	var admin *http.Server
+	ads := xds.NewServer(cache, m, o.Log)
 	if o.Admin != nil {
-		mux := http.NewServeMux()
-		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
-		mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-			if !ready.Load() {
-				http.Error(w, "not synced yet", http.StatusServiceUnavailable)
-				return
-			}
-			fmt.Fprintln(w, "ok")
-		})
-		admin = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		ad := newAdmin(reg, ready.Load, a, ads, o.Pprof)
+		srv := ad.server()
 		go func() {
-			if err := admin.Serve(o.Admin); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			if err := srv.Serve(o.Admin); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				errc <- fmt.Errorf("admin server: %w", err)
 			}
 		}()
-		defer admin.Close()
+		defer ad.grpc.Stop()
+		defer srv.Close()
 	}
 
 	start := time.Now()
@@ -100,7 +94,7 @@ func Serve(ctx context.Context, o Options) error {
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 	)
-	xds.NewServer(cache, m, o.Log).Register(g)
+	ads.Register(g)
 	go func() { errc <- g.Serve(o.XDS) }()
 	ready.Store(true)
 	o.Log.Info("serving ADS", "addr", o.XDS.Addr().String(), "node", o.NodeName)

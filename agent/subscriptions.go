@@ -2,7 +2,9 @@ package agent
 
 import (
 	"fmt"
+	"net/netip"
 	"strconv"
+	"strings"
 
 	"github.com/nodexds/nodexds/agent/names"
 	"github.com/nodexds/nodexds/agent/resources"
@@ -15,14 +17,14 @@ import (
 type subscriptions struct {
 	bySvc  map[discovery.ServiceKey]map[string]map[string]bool // service → type → names
 	byName map[string]map[string]discovery.ServiceKey          // type → name → service
-	ports  map[string]int32                                    // canonical name → port
+	ports  map[string]portRef                                  // canonical name → port
 }
 
 func newSubscriptions() *subscriptions {
 	return &subscriptions{
 		bySvc:  map[discovery.ServiceKey]map[string]map[string]bool{},
 		byName: map[string]map[string]discovery.ServiceKey{},
-		ports:  map[string]int32{},
+		ports:  map[string]portRef{},
 	}
 }
 
@@ -36,18 +38,49 @@ func (s *subscriptions) addListener(name string, p names.Parser) (discovery.Serv
 	return t.Service, nil
 }
 
+// portRef is what a route, cluster or endpoints name refers to.
+type portRef struct {
+	port int32
+	// subset is "" for the Service port's own resources; subsetNone for the
+	// endpoint picker's no-endpoint cluster; an ip:port for a picked endpoint.
+	subset string
+}
+
+// Names of the endpoint picker's clusters: canonical + "|endpoint|ip:port",
+// and canonical + "|none" for requests naming no member.
+const (
+	subsetSep      = "|"
+	subsetEndpoint = "endpoint|"
+	subsetNone     = "none"
+)
+
+func pickCluster(canonical string, ep netip.AddrPort) string {
+	return canonical + subsetSep + subsetEndpoint + ep.String()
+}
+
+func noneCluster(canonical string) string { return canonical + subsetSep + subsetNone }
+
 // addCanonical records a route, cluster or endpoints name. Those are names the
-// agent handed out, so only the canonical form is accepted.
+// agent handed out, so only the canonical form (and its subsets) is accepted.
 func (s *subscriptions) addCanonical(typ, name string, p names.Parser) (discovery.ServiceKey, error) {
-	t, err := p.Parse(name)
+	base, subset, _ := strings.Cut(name, subsetSep)
+	t, err := p.Parse(base)
 	if err != nil {
 		return discovery.ServiceKey{}, err
 	}
 	port, err := strconv.Atoi(t.Port)
-	if err != nil || p.Canonical(t.Service, int32(port)) != name {
+	validSubset := subset == "" || subset == subsetNone || strings.HasPrefix(subset, subsetEndpoint)
+	if err != nil || p.Canonical(t.Service, int32(port)) != base || !validSubset {
 		return discovery.ServiceKey{}, fmt.Errorf("%q is not a name this agent hands out", name)
 	}
-	s.ports[name] = int32(port)
+	ref := portRef{port: int32(port), subset: subset}
+	if a, ok := strings.CutPrefix(subset, subsetEndpoint); ok {
+		if _, err := netip.ParseAddrPort(a); err != nil {
+			return discovery.ServiceKey{}, fmt.Errorf("%q is not a name this agent hands out", name)
+		}
+		ref.subset = a
+	}
+	s.ports[name] = ref
 	s.add(t.Service, typ, name)
 	return t.Service, nil
 }
@@ -113,7 +146,7 @@ func (s *subscriptions) service(typ, name string) (discovery.ServiceKey, bool) {
 	return k, ok
 }
 
-func (s *subscriptions) canonicalPort(name string) (int32, bool) {
+func (s *subscriptions) ref(name string) (portRef, bool) {
 	p, ok := s.ports[name]
 	return p, ok
 }

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"errors"
 	"io"
 	"io/fs"
@@ -59,28 +58,14 @@ func TestDeployManifestsPassServerSideDryRun(t *testing.T) {
 		t.Logf("no deploy/examples/ to check")
 		return
 	}
-	var exampleObjs []*unstructured.Unstructured
-	err = filepath.WalkDir(examples, func(path string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() || !(strings.HasSuffix(path, ".yaml") || strings.HasSuffix(path, ".yml")) {
-			return err
-		}
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		exampleObjs = append(exampleObjs, decodeAll(t, bytes.NewReader(b))...)
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	exampleObjs := decodeAll(t, strings.NewReader(kubectl("kustomize", examples)))
 	for _, ns := range namespacesOf(exampleObjs) {
 		if _, err := c.Kubectl(t.Context(), "get", "namespace", ns).CombinedOutput(); err != nil {
 			kubectl("create", "namespace", "--save-config", ns)
 		}
 	}
-	out = kubectl("apply", "--dry-run=server", "-R", "-f", examples)
-	t.Logf("kubectl apply --dry-run=server -R -f deploy/examples/:\n%s", out)
+	out = kubectl("apply", "--dry-run=server", "-k", examples)
+	t.Logf("kubectl apply --dry-run=server -k deploy/examples/:\n%s", out)
 }
 
 // decodeAll reads every object of a multi-document YAML stream.

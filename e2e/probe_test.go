@@ -52,6 +52,8 @@ type ProbeOptions struct {
 	Name string
 	// Interval between RPCs (default probeInterval).
 	Interval time.Duration
+	// Headers ("name:value") are sent with every RPC.
+	Headers []string
 }
 
 // RPC is one line of a probe's output.
@@ -135,11 +137,19 @@ func (e *Env) StartProbe(t testing.TB, o ProbeOptions) *Probe {
 	var argv, env []string
 	switch o.Stack {
 	case Go:
-		argv = []string{e.Bins.Echo, "probe", "-interval", interval, "-timeout", probeTimeout.String(), o.Targets[0]}
+		argv = []string{e.Bins.Echo, "probe", "-interval", interval, "-timeout", probeTimeout.String()}
+		for _, h := range o.Headers {
+			argv = append(argv, "-header", h)
+		}
+		argv = append(argv, o.Targets[0])
 		// Warnings (xDS stream errors, NACKs) are worth having in the log.
 		env = []string{"GRPC_GO_LOG_SEVERITY_LEVEL=warning", "GRPC_GO_LOG_VERBOSITY_LEVEL=0"}
 	case JS:
-		argv = append([]string{e.Bins.Node, e.Bins.JSProbe, "--interval", interval, "--timeout", probeTimeout.String()}, o.Targets...)
+		argv = []string{e.Bins.Node, e.Bins.JSProbe, "--interval", interval, "--timeout", probeTimeout.String()}
+		for _, h := range o.Headers {
+			argv = append(argv, "--header", h)
+		}
+		argv = append(argv, o.Targets...)
 		env = []string{"GRPC_VERBOSITY=NONE"}
 	default:
 		t.Fatalf("e2e: unknown stack %q", o.Stack)

@@ -12,6 +12,7 @@ import (
 	"cmp"
 	"net/netip"
 	"slices"
+	"strings"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -20,11 +21,18 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	leastrequestv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/least_request/v3"
+	roundrobinv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/round_robin/v3"
+	wrrlocalityv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/wrr_locality/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/nodexds/nodexds/agent/topology"
+	"github.com/nodexds/nodexds/discovery"
 	"github.com/nodexds/nodexds/health"
 )
 
@@ -72,29 +80,133 @@ func Listener(name, routeConfig string) *listenerv3.Listener {
 	}
 }
 
-// RouteConfig sends every request to cluster. Its one virtual host matches
-// any authority, because every alias of the Service shares it.
-func RouteConfig(name, cluster string) *routev3.RouteConfiguration {
-	return &routev3.RouteConfiguration{
-		Name: name,
-		VirtualHosts: []*routev3.VirtualHost{{
-			Name:    name,
-			Domains: []string{"*"},
-			Routes: []*routev3.Route{{
-				Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: ""}},
-				Action: &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: cluster}}},
-			}},
-		}},
-	}
-}
-
 // Cluster is an EDS cluster whose load assignment has the same name.
-func Cluster(name string) *clusterv3.Cluster {
-	return &clusterv3.Cluster{
+func Cluster(name string, lb LBConfig) *clusterv3.Cluster {
+	c := &clusterv3.Cluster{
 		Name:                 name,
 		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
 		EdsClusterConfig:     &clusterv3.Cluster_EdsClusterConfig{EdsConfig: ads(), ServiceName: name},
 		LbPolicy:             clusterv3.Cluster_ROUND_ROBIN,
+	}
+	switch lb.Policy {
+	case RingHash:
+		c.LbPolicy = clusterv3.Cluster_RING_HASH
+		c.LbConfig = &clusterv3.Cluster_RingHashLbConfig_{RingHashLbConfig: &clusterv3.Cluster_RingHashLbConfig{
+			MinimumRingSize: wrapperspb.UInt64(lb.RingMin),
+			MaximumRingSize: wrapperspb.UInt64(lb.RingMax),
+			HashFunction:    clusterv3.Cluster_RingHashLbConfig_XX_HASH,
+		}}
+	case LeastRequest:
+		// Clients take the first policy they know (gRFC A52): grpc-go knows
+		// least_request, grpc-js-xds falls back to round_robin. The legacy
+		// LEAST_REQUEST enum would be a NACK from grpc-js-xds.
+		c.LoadBalancingPolicy = &clusterv3.LoadBalancingPolicy{Policies: []*clusterv3.LoadBalancingPolicy_Policy{{
+			TypedExtensionConfig: &corev3.TypedExtensionConfig{
+				Name: "envoy.load_balancing_policies.wrr_locality",
+				TypedConfig: mustAny(&wrrlocalityv3.WrrLocality{EndpointPickingPolicy: &clusterv3.LoadBalancingPolicy{
+					Policies: []*clusterv3.LoadBalancingPolicy_Policy{
+						{TypedExtensionConfig: &corev3.TypedExtensionConfig{
+							Name:        "envoy.load_balancing_policies.least_request",
+							TypedConfig: mustAny(&leastrequestv3.LeastRequest{ChoiceCount: wrapperspb.UInt32(2)}),
+						}},
+						{TypedExtensionConfig: &corev3.TypedExtensionConfig{
+							Name:        "envoy.load_balancing_policies.round_robin",
+							TypedConfig: mustAny(&roundrobinv3.RoundRobin{}),
+						}},
+					},
+				}}),
+			},
+		}}}
+	}
+	if o := lb.Outlier; o != nil {
+		od := &clusterv3.OutlierDetection{
+			Interval:                       durationpb.New(o.Interval),
+			BaseEjectionTime:               durationpb.New(o.BaseEjection),
+			MaxEjectionTime:                durationpb.New(o.MaxEjection),
+			MaxEjectionPercent:             wrapperspb.UInt32(o.MaxEjectionPercent),
+			EnforcingSuccessRate:           wrapperspb.UInt32(0), // Envoy's default is 100: off unless asked
+			EnforcingFailurePercentage:     wrapperspb.UInt32(0),
+			SuccessRateMinimumHosts:        wrapperspb.UInt32(o.SuccessRateMinHosts),
+			SuccessRateRequestVolume:       wrapperspb.UInt32(o.SuccessRateRequestVolume),
+			FailurePercentageMinimumHosts:  wrapperspb.UInt32(o.FailurePercentageMinHosts),
+			FailurePercentageRequestVolume: wrapperspb.UInt32(o.FailurePercentageRequestVolume),
+		}
+		if o.SuccessRateStdevFactor > 0 {
+			od.EnforcingSuccessRate = wrapperspb.UInt32(100)
+			od.SuccessRateStdevFactor = wrapperspb.UInt32(o.SuccessRateStdevFactor)
+		}
+		if o.FailurePercentage > 0 {
+			od.EnforcingFailurePercentage = wrapperspb.UInt32(100)
+			od.FailurePercentageThreshold = wrapperspb.UInt32(o.FailurePercentage)
+		}
+		c.OutlierDetection = od
+	}
+	if lb.MaxRequests > 0 {
+		c.CircuitBreakers = &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{{
+			Priority: corev3.RoutingPriority_DEFAULT, MaxRequests: wrapperspb.UInt32(lb.MaxRequests),
+		}}}
+	}
+	return c
+}
+
+// Pick is one endpoint a request may name in the endpoint-picker header, by
+// any of Values (pod name, ip:port), routed to its single-endpoint Cluster.
+type Pick struct {
+	Values  []string
+	Cluster string
+}
+
+// RouteConfig routes a Service port's requests. Its one virtual host matches
+// any authority, because every alias of the Service shares it. With an
+// endpoint header, each pick gets a route matching the header exactly, ahead
+// of the default route; when failCluster is set, a request that carries the
+// header but names no pick goes there (it has no endpoints: UNAVAILABLE).
+// Only members can be picked: routes are built from the Service's own
+// endpoints, never from what a request says.
+func RouteConfig(name, cluster string, lb LBConfig, picks []Pick, failCluster string) *routev3.RouteConfiguration {
+	action := func(cluster string) *routev3.Route_Route {
+		a := &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: cluster}}
+		if lb.HashHeader != "" {
+			a.HashPolicy = []*routev3.RouteAction_HashPolicy{{PolicySpecifier: &routev3.RouteAction_HashPolicy_Header_{
+				Header: &routev3.RouteAction_HashPolicy_Header{HeaderName: lb.HashHeader},
+			}}}
+		}
+		if lb.Timeout > 0 {
+			a.MaxStreamDuration = &routev3.RouteAction_MaxStreamDuration{MaxStreamDuration: durationpb.New(lb.Timeout)}
+		}
+		if r := lb.Retry; r != nil {
+			a.RetryPolicy = &routev3.RetryPolicy{
+				RetryOn:      strings.Join(r.On, ","),
+				NumRetries:   wrapperspb.UInt32(r.Attempts - 1),
+				RetryBackOff: &routev3.RetryPolicy_RetryBackOff{BaseInterval: durationpb.New(r.BaseBackoff), MaxInterval: durationpb.New(r.MaxBackoff)},
+			}
+		}
+		return &routev3.Route_Route{Route: a}
+	}
+	anyPath := func(headers ...*routev3.HeaderMatcher) *routev3.RouteMatch {
+		return &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: ""}, Headers: headers}
+	}
+	var routes []*routev3.Route
+	for _, p := range picks {
+		for _, v := range p.Values {
+			routes = append(routes, &routev3.Route{
+				Match: anyPath(&routev3.HeaderMatcher{Name: lb.EndpointHeader, HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{
+					StringMatch: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: v}},
+				}}),
+				Action: action(p.Cluster),
+			})
+		}
+	}
+	if lb.EndpointHeader != "" && failCluster != "" {
+		routes = append(routes, &routev3.Route{
+			Match:  anyPath(&routev3.HeaderMatcher{Name: lb.EndpointHeader, HeaderMatchSpecifier: &routev3.HeaderMatcher_PresentMatch{PresentMatch: true}}),
+			Action: action(failCluster),
+		})
+	}
+	routes = append(routes, &routev3.Route{Match: anyPath(), Action: action(cluster)})
+	return &routev3.RouteConfiguration{
+		Name:         name,
+		VirtualHosts: []*routev3.VirtualHost{{Name: name, Domains: []string{"*"}, Routes: routes}},
 	}
 }
 
@@ -115,16 +227,42 @@ func LoadAssignment(name string, prios []topology.Priority, status func(netip.Ad
 				Priority:            uint32(prio),
 			}
 			for _, e := range loc.eps {
-				lle.LbEndpoints = append(lle.LbEndpoints, &endpointv3.LbEndpoint{
-					HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{
-						Address:  socketAddress(e.Addr),
-						Hostname: e.Pod,
-					}},
-					HealthStatus: healthStatus(e.Addr, status),
-				})
+				lle.LbEndpoints = append(lle.LbEndpoints, lbEndpoint(e, status))
 			}
 			cla.Endpoints = append(cla.Endpoints, lle)
 		}
+	}
+	return cla
+}
+
+// lbEndpoint is one endpoint. Its ring-hash key is the pod name (gRFC A76),
+// so session affinity survives a pod's IP changing.
+func lbEndpoint(e endpoint, status func(netip.AddrPort) health.Status) *endpointv3.LbEndpoint {
+	lb := &endpointv3.LbEndpoint{
+		HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{
+			Address:  socketAddress(e.Addr),
+			Hostname: e.Pod,
+		}},
+		HealthStatus: healthStatus(e.Addr, status),
+	}
+	if e.Pod != "" {
+		lb.Metadata = &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{
+			"envoy.lb": {Fields: map[string]*structpb.Value{"hash_key": structpb.NewStringValue(e.Pod)}},
+		}}
+	}
+	return lb
+}
+
+// SingleEndpoint is the load assignment of an endpoint-picker cluster: just
+// the picked endpoint, or nothing when it is not (or no longer) a member.
+func SingleEndpoint(name string, e *discovery.Endpoint, status func(netip.AddrPort) health.Status) *endpointv3.ClusterLoadAssignment {
+	cla := &endpointv3.ClusterLoadAssignment{ClusterName: name}
+	if e != nil {
+		cla.Endpoints = []*endpointv3.LocalityLbEndpoints{{
+			Locality:            &corev3.Locality{Region: e.Region, Zone: e.Zone},
+			LoadBalancingWeight: wrapperspb.UInt32(1),
+			LbEndpoints:         []*endpointv3.LbEndpoint{lbEndpoint(endpoint{Addr: e.Addr, Pod: e.Pod}, status)},
+		}}
 	}
 	return cla
 }

@@ -155,7 +155,7 @@ func TestListenerPointsAtTheSharedRouteConfig(t *testing.T) {
 	if f := hcm.GetHttpFilters(); len(f) != 1 || f[len(f)-1].GetTypedConfig().GetTypeUrl() != "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router" {
 		t.Errorf("filters = %v, want the router last", f)
 	}
-	c := Cluster("be1.default.svc.cluster.local:8080")
+	c := Cluster("be1.default.svc.cluster.local:8080", DefaultLB)
 	if c.GetType().String() != "EDS" || c.GetEdsClusterConfig().GetServiceName() != c.Name || c.GetEdsClusterConfig().GetEdsConfig().GetAds() == nil {
 		t.Errorf("cluster = %v", c)
 	}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -14,6 +15,7 @@ import (
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/anypb"
 
@@ -34,11 +36,14 @@ type Server struct {
 	metrics *metrics.Metrics
 	log     *slog.Logger
 	ids     atomic.Uint64
+
+	mu      sync.Mutex
+	streams map[uint64]*stream // open streams, for Clients
 }
 
 // NewServer returns a Server answering from cache.
 func NewServer(cache *Cache, m *metrics.Metrics, log *slog.Logger) *Server {
-	return &Server{cache: cache, metrics: m, log: log}
+	return &Server{cache: cache, metrics: m, log: log, streams: map[uint64]*stream{}}
 }
 
 // Register adds the ADS service to g.
@@ -61,8 +66,20 @@ func (s *Server) StreamAggregatedResources(grpcStream discoveryv3.AggregatedDisc
 		dirty:  map[string]bool{},
 		types:  map[string]*typeState{},
 	}
+	st.info.since = time.Now()
+	if p, ok := peer.FromContext(grpcStream.Context()); ok && p.Addr != nil {
+		st.info.peer = p.Addr.String()
+	}
 	s.metrics.ConnectedClients.Inc()
 	defer s.metrics.ConnectedClients.Dec()
+	s.mu.Lock()
+	s.streams[st.id] = st
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.streams, st.id)
+		s.mu.Unlock()
+	}()
 	defer st.close()
 	return st.run(grpcStream.Context())
 }
@@ -81,6 +98,10 @@ type stream struct {
 
 	types map[string]*typeState
 	nonce uint64
+
+	// info is the summary other goroutines read (Server.Clients); the
+	// stream's goroutine updates it as it handles requests and responds.
+	info clientInfo
 }
 
 // typeState is what one stream knows about one resource type.
@@ -89,6 +110,8 @@ type typeState struct {
 	sent     map[string]string // name → version last sent on this stream
 	nonce    string            // of the last response
 	answered bool              // a response was sent on this stream
+	added    bool              // names were added since the last response
+	nacked   string            // nonce of the last NACK, not to count it twice
 }
 
 // wake marks typ as changed. Called with the Cache lock held.
@@ -114,20 +137,38 @@ func (st *stream) takeDirty() []string {
 	return out
 }
 
+// maxInbox bounds requests received but not yet handled on one stream.
+const maxInbox = 4096
+
 func (st *stream) run(ctx context.Context) error {
-	reqs := make(chan *discoveryv3.DiscoveryRequest)
-	errc := make(chan error, 1)
+	// Requests are read by their own goroutine into an inbox, so the stream
+	// always reads, even while a Send waits for the client to read: a client
+	// that stops reading until its own requests are sent (grpc-go's xDS
+	// client does, under flow control) would otherwise deadlock with us.
+	var (
+		inMu    sync.Mutex
+		inbox   []*discoveryv3.DiscoveryRequest
+		arrived = make(chan struct{}, 1)
+		errc    = make(chan error, 1)
+	)
 	go func() {
 		for {
 			req, err := st.grpc.Recv()
+			if err == nil {
+				inMu.Lock()
+				inbox = append(inbox, req)
+				if len(inbox) > maxInbox {
+					err = status.Errorf(codes.ResourceExhausted, "more than %d requests pending on one stream", maxInbox)
+				}
+				inMu.Unlock()
+			}
 			if err != nil {
 				errc <- err
 				return
 			}
 			select {
-			case reqs <- req:
-			case <-ctx.Done():
-				return
+			case arrived <- struct{}{}:
+			default:
 			}
 		}
 	}()
@@ -140,9 +181,23 @@ func (st *stream) run(ctx context.Context) error {
 				return nil
 			}
 			return err
-		case req := <-reqs:
-			if err := st.handle(req); err != nil {
-				return err
+		case <-arrived:
+			inMu.Lock()
+			reqs := inbox
+			inbox = nil
+			inMu.Unlock()
+			// Handle every request that is already here before answering: a
+			// client adding names one by one gets one answer, not one each.
+			var answer []string
+			for _, req := range reqs {
+				if typ, ok := st.handle(req); ok && !slices.Contains(answer, typ) {
+					answer = append(answer, typ)
+				}
+			}
+			for _, typ := range answer {
+				if err := st.respond(typ); err != nil {
+					return err
+				}
 			}
 		case <-st.wakeCh:
 			for _, typ := range st.takeDirty() {
@@ -154,26 +209,35 @@ func (st *stream) run(ctx context.Context) error {
 	}
 }
 
-func (st *stream) handle(req *discoveryv3.DiscoveryRequest) error {
+// handle applies one request; it reports the request's type and whether it
+// needs an answer.
+func (st *stream) handle(req *discoveryv3.DiscoveryRequest) (string, bool) {
 	typ := req.GetTypeUrl()
 	if st.node == "" && req.GetNode().GetId() != "" {
 		st.node = req.GetNode().GetId()
+		st.info.identify(req.GetNode())
 		st.srv.log.Info("client connected", "stream", st.id, "node", st.node,
-			"locality", req.GetNode().GetLocality().String())
+			"locality", req.GetNode().GetLocality().String(), "user_agent", st.info.userAgent)
 	}
 	if !slices.Contains(served, typ) {
 		st.srv.log.Warn("ignoring request for unserved type", "stream", st.id, "node", st.node, "type", typ)
-		return nil
+		return typ, false
 	}
 	ts := st.types[typ]
 	if ts == nil {
 		ts = &typeState{names: map[string]bool{}, sent: map[string]string{}}
 		st.types[typ] = ts
 	}
-	if req.GetResponseNonce() != "" && req.GetResponseNonce() == ts.nonce && req.GetErrorDetail() != nil {
+	// A NACK names the response it rejects by nonce. It may be an older one
+	// than the last sent (a newer response crossed it), and it still counts;
+	// a client repeating the error on later requests does not count again.
+	nonce := req.GetResponseNonce()
+	nack := nonce != "" && req.GetErrorDetail() != nil && nonce != ts.nacked
+	if nack {
+		ts.nacked = nonce
 		st.srv.metrics.NACKs.WithLabelValues(shortType(typ)).Inc()
 		st.srv.log.Error("client rejected a response (NACK)", "stream", st.id, "node", st.node,
-			"type", shortType(typ), "version", req.GetVersionInfo(), "error", req.GetErrorDetail().GetMessage())
+			"type", shortType(typ), "nonce", nonce, "version", req.GetVersionInfo(), "error", req.GetErrorDetail().GetMessage())
 	}
 
 	// An empty list means "none": grpc clients always name what they want, and
@@ -195,17 +259,18 @@ func (st *stream) handle(req *discoveryv3.DiscoveryRequest) error {
 		}
 	}
 	ts.names = want
+	st.info.requested(typ, req, nack, add, remove)
 	if len(add)+len(remove) > 0 {
 		st.srv.cache.subscribe(st, typ, add, remove)
 		st.srv.metrics.Subscriptions.WithLabelValues(shortType(typ)).Set(float64(st.srv.cache.counts()[typ]))
 	}
-	// Answer every request whose names changed, and the first one of a type even
+	// Answer every request that adds names, and the first one of a type even
 	// if nothing did: a reconnecting client re-sends the version it had, and must
 	// still hear from a server that has no memory of it.
-	if len(add) > 0 || !ts.answered {
-		return st.respond(typ)
+	if len(add) > 0 {
+		ts.added = true
 	}
-	return nil
+	return typ, ts.added || !ts.answered
 }
 
 // respond sends what changed in typ since the last response, if anything did
@@ -214,11 +279,6 @@ func (st *stream) respond(typ string) error {
 	ts := st.types[typ]
 	if ts == nil {
 		return nil
-	}
-	type item struct {
-		name, version string
-		res           *anypb.Any
-		observed      time.Time
 	}
 	var present []item
 	c := st.srv.cache
@@ -234,15 +294,7 @@ func (st *stream) respond(typ string) error {
 		}
 	}
 	c.mu.Unlock()
-	slices.SortFunc(present, func(a, b item) int {
-		if a.name < b.name {
-			return -1
-		}
-		if a.name > b.name {
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(present, func(a, b item) int { return strings.Compare(a.name, b.name) })
 
 	var changed []item
 	var oldest time.Time
@@ -256,19 +308,23 @@ func (st *stream) respond(typ string) error {
 	}
 	deleted := false
 	for n := range ts.sent {
-		if !slices.ContainsFunc(present, func(it item) bool { return it.name == n }) {
+		if _, ok := slices.BinarySearchFunc(present, n, func(it item, n string) int { return strings.Compare(it.name, n) }); !ok {
 			delete(ts.sent, n)
 			deleted = true
 		}
 	}
 
+	// A request that added names is answered once they are all resolved, even
+	// when none of them exists: for Listeners and Clusters the full state then
+	// says "does not exist" at once (instead of after the client's watch timer).
 	send := changed
 	switch {
-	case fullState[typ] && (len(changed) > 0 || deleted || !ts.answered):
+	case fullState[typ] && (len(changed) > 0 || deleted || !ts.answered || ts.added):
 		send = present
 	case !fullState[typ] && !ts.answered:
 		send = present
 	case len(changed) == 0:
+		ts.added = false // nothing new to say about Routes or Endpoints
 		return nil
 	}
 
@@ -296,7 +352,8 @@ func (st *stream) respond(typ string) error {
 	for _, it := range send {
 		ts.sent[it.name] = it.version
 	}
-	ts.nonce, ts.answered = resp.Nonce, true
+	ts.nonce, ts.answered, ts.added = resp.Nonce, true, false
+	st.info.responded(typ, resp.VersionInfo, resp.Nonce, st.nonce, send, fullState[typ])
 	st.srv.metrics.Pushes.WithLabelValues(shortType(typ)).Inc()
 	if !oldest.IsZero() {
 		st.srv.metrics.PushLatency.WithLabelValues(shortType(typ)).Observe(time.Since(oldest).Seconds())
@@ -304,6 +361,13 @@ func (st *stream) respond(typ string) error {
 	st.srv.log.Debug("sent", "stream", st.id, "node", st.node, "type", shortType(typ),
 		"version", resp.VersionInfo, "resources", len(send), "subscribed", len(ts.names))
 	return nil
+}
+
+// item is one resource as read from the cache for a response.
+type item struct {
+	name, version string
+	res           *anypb.Any
+	observed      time.Time
 }
 
 // close drops every subscription of the stream.

@@ -1,6 +1,7 @@
 package xds
 
 import (
+	"cmp"
 	"context"
 	"log/slog"
 	"net"
@@ -57,6 +58,7 @@ func (w *world) update(name string, res proto.Message) {
 
 type testServer struct {
 	world   *world
+	srv     *Server
 	metrics *metrics.Metrics
 	addr    string
 }
@@ -66,7 +68,7 @@ func startServer(t *testing.T, clusters ...string) *testServer {
 	ctx, cancel := context.WithCancel(context.Background())
 	w := &world{cache: NewCache(), data: map[string]proto.Message{}}
 	for _, c := range clusters {
-		w.data[c] = resources.Cluster(c)
+		w.data[c] = resources.Cluster(c, resources.DefaultLB)
 	}
 	go w.run(ctx)
 	m := metrics.New(prometheus.NewRegistry())
@@ -75,15 +77,18 @@ func startServer(t *testing.T, clusters ...string) *testServer {
 		t.Fatal(err)
 	}
 	g := grpc.NewServer()
-	NewServer(w.cache, m, slog.New(slog.DiscardHandler)).Register(g)
+	srv := NewServer(w.cache, m, slog.New(slog.DiscardHandler))
+	srv.Register(g)
+	srv.RegisterCSDS(g)
 	go g.Serve(lis)
 	t.Cleanup(func() { g.Stop(); cancel() })
-	return &testServer{world: w, metrics: m, addr: lis.Addr().String()}
+	return &testServer{world: w, srv: srv, metrics: m, addr: lis.Addr().String()}
 }
 
 // adsClient is a raw ADS client: it speaks the protocol step by step.
 type adsClient struct {
 	t         *testing.T
+	node      string // the Node id it sends; "test" unless set
 	stream    discoveryv3.AggregatedDiscoveryService_StreamAggregatedResourcesClient
 	responses chan *discoveryv3.DiscoveryResponse // one reader, so no response is lost
 	last      *discoveryv3.DiscoveryResponse
@@ -119,7 +124,7 @@ func dial(t *testing.T, s *testServer) *adsClient {
 func (c *adsClient) request(names ...string) {
 	c.t.Helper()
 	req := &discoveryv3.DiscoveryRequest{
-		Node:          &corev3.Node{Id: "test"},
+		Node:          &corev3.Node{Id: cmp.Or(c.node, "test")},
 		TypeUrl:       resources.ClusterType,
 		ResourceNames: names,
 	}
@@ -174,7 +179,7 @@ func (c *adsClient) expectNothing() {
 func (c *adsClient) names() []string {
 	var out []string
 	for _, a := range c.last.GetResources() {
-		var r = resources.Cluster("")
+		var r = resources.Cluster("", resources.DefaultLB)
 		if err := a.UnmarshalTo(r); err != nil {
 			c.t.Fatal(err)
 		}
@@ -222,7 +227,7 @@ func TestChangeIsPushedOnlyToItsSubscribers(t *testing.T) {
 	c1.request("be1")
 	c2.request("be2")
 
-	changed := resources.Cluster("be2")
+	changed := resources.Cluster("be2", resources.DefaultLB)
 	changed.LbPolicy = 1
 	s.world.update("be2", changed)
 	c2.expect("be2")

@@ -13,12 +13,14 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
 	_ "google.golang.org/grpc/xds" // xds:/// resolver and balancers
 
 	"github.com/nodexds/nodexds/internal/echo"
@@ -64,9 +66,11 @@ func serve(ctx context.Context, args []string) error {
 		s.Health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	}
 	// SIGUSR1 / SIGUSR2 flip health to NOT_SERVING / SERVING, so tests can
-	// make a backend unhealthy while its process and Pod stay up.
+	// make a backend unhealthy while its process and Pod stay up; SIGHUP
+	// toggles failing every RPC with INTERNAL (for outlier detection).
 	flips := make(chan os.Signal, 1)
-	signal.Notify(flips, syscall.SIGUSR1, syscall.SIGUSR2)
+	signal.Notify(flips, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGHUP)
+	failing := false
 	fmt.Fprintf(os.Stderr, "nodexds-echo: %s serving on %s\n", *name, lis.Addr())
 	for {
 		select {
@@ -74,6 +78,12 @@ func serve(ctx context.Context, args []string) error {
 			s.Stop()
 			return nil
 		case sig := <-flips:
+			if sig == syscall.SIGHUP {
+				failing = !failing
+				s.SetFailing(failing)
+				fmt.Fprintf(os.Stderr, "nodexds-echo: %s failing=%t\n", *name, failing)
+				continue
+			}
 			st := healthpb.HealthCheckResponse_SERVING
 			if sig == syscall.SIGUSR1 {
 				st = healthpb.HealthCheckResponse_NOT_SERVING
@@ -88,6 +98,8 @@ func probe(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("probe", flag.ExitOnError)
 	interval := fs.Duration("interval", 50*time.Millisecond, "time between RPCs")
 	timeout := fs.Duration("timeout", time.Second, "per-RPC deadline")
+	var headers headerFlags
+	fs.Var(&headers, "header", "request header name:value sent with every RPC (repeatable)")
 	fs.Parse(args)
 	if fs.NArg() != 1 {
 		return fmt.Errorf("usage: nodexds-echo probe [flags] xds:///NAME")
@@ -97,6 +109,23 @@ func probe(ctx context.Context, args []string) error {
 		return err
 	}
 	defer cc.Close()
-	echo.Probe(ctx, cc, *interval, *timeout, os.Stdout)
+	echo.Probe(metadata.NewOutgoingContext(ctx, metadata.MD(headers)), cc, *interval, *timeout, os.Stdout)
+	return nil
+}
+
+// headerFlags collects -header name:value flags.
+type headerFlags metadata.MD
+
+func (h *headerFlags) String() string { return fmt.Sprint(map[string][]string(*h)) }
+
+func (h *headerFlags) Set(v string) error {
+	name, value, ok := strings.Cut(v, ":")
+	if !ok || name == "" {
+		return fmt.Errorf("want name:value, got %q", v)
+	}
+	if *h == nil {
+		*h = headerFlags{}
+	}
+	(*h)[strings.ToLower(name)] = append((*h)[strings.ToLower(name)], value)
 	return nil
 }

@@ -87,6 +87,8 @@ type serveFlags struct {
 	defaultTopology, logLevel       string
 	coalesce, filePoll              time.Duration
 	healthChecks                    bool
+	maxPicker                       int
+	pprof                           bool
 	health                          health.Config
 }
 
@@ -95,12 +97,14 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.kubeconfig, "kubeconfig", os.Getenv("KUBECONFIG"), "kubeconfig for -source=kube; empty means in-cluster")
 	fs.StringVar(&f.nodeName, "node-name", os.Getenv("NODE_NAME"), "the node this agent serves (default $NODE_NAME)")
 	fs.StringVar(&f.xdsListen, "xds-listen", ":18000", "address to serve ADS on (the hostPort clients dial)")
-	fs.StringVar(&f.adminListen, "admin-listen", ":18001", `address for /metrics, /healthz, /readyz; "" disables`)
+	fs.StringVar(&f.adminListen, "admin-listen", ":18001", `address for /metrics, /healthz, /readyz, /debug/services, /debug/clients and CSDS (gRPC); "" disables`)
+	fs.BoolVar(&f.pprof, "pprof", false, "also serve net/http/pprof under /debug/pprof/ on the admin port")
 	fs.StringVar(&f.defaultNamespace, "default-namespace", "default", "namespace of names that give none (xds:///svc:port)")
 	fs.StringVar(&f.clusterDomain, "cluster-domain", "cluster.local", "cluster DNS domain, as in svc.ns.svc.<domain>")
 	fs.StringVar(&f.defaultTopology, "default-topology", topology.DefaultTiers.String(), "tiers for Services that set no policy: comma-separated node, zone, region, *")
 	fs.DurationVar(&f.coalesce, "coalesce", 20*time.Millisecond, "burst window: the first change is pushed at once, later ones within the window together")
 	fs.DurationVar(&f.filePoll, "file-poll", time.Second, "how often -source=file re-reads its files")
+	fs.IntVar(&f.maxPicker, "endpoint-picker-max-endpoints", agent.DefaultMaxPickerEndpoints, "Service ports with more endpoints get no endpoint-picker routes (each member costs clients a route, a cluster and a load assignment)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 
 	d := health.DefaultConfig
@@ -143,12 +147,14 @@ func serve(ctx context.Context, args []string) error {
 	}
 	o := agent.Options{
 		Config: agent.Config{
-			NodeName:     f.nodeName,
-			Names:        names.Parser{DefaultNamespace: f.defaultNamespace, ClusterDomain: f.clusterDomain},
-			DefaultTiers: tiers,
-			Coalesce:     f.coalesce,
+			NodeName:           f.nodeName,
+			Names:              names.Parser{DefaultNamespace: f.defaultNamespace, ClusterDomain: f.clusterDomain},
+			DefaultTiers:       tiers,
+			Coalesce:           f.coalesce,
+			MaxPickerEndpoints: f.maxPicker,
 		},
-		Log: log,
+		Log:   log,
+		Pprof: f.pprof,
 	}
 	o.Registry = agent.NewRegistry()
 	o.Metrics = metrics.New(o.Registry)

@@ -11,9 +11,11 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
@@ -25,11 +27,16 @@ const Method = "/nodexds.echo.Echo/Hello"
 
 // Server is a running echo backend.
 type Server struct {
-	Name   string
-	Addr   string
-	Health *health.Server // flip with SetServingStatus("", ...)
-	grpc   *grpc.Server
+	Name    string
+	Addr    string
+	Health  *health.Server // flip with SetServingStatus("", ...)
+	grpc    *grpc.Server
+	failing atomic.Bool
 }
+
+// SetFailing makes Hello fail with INTERNAL (or succeed again), as a broken
+// backend would: what outlier detection is for.
+func (s *Server) SetFailing(failing bool) { s.failing.Store(failing) }
 
 // Option changes how Serve sets up a server.
 type Option func(*options)
@@ -56,6 +63,9 @@ func Serve(lis net.Listener, name string, opts ...Option) *Server {
 				in := new(wrapperspb.StringValue)
 				if err := dec(in); err != nil {
 					return nil, err
+				}
+				if s.failing.Load() {
+					return nil, status.Errorf(codes.Internal, "%s is failing", name)
 				}
 				return wrapperspb.String("Hello from " + name), nil
 			},

@@ -1,0 +1,155 @@
+package e2e
+
+import (
+	"syscall"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+)
+
+// signalPods sends sig to the processes of pods on nodes: nodexds-echo turns
+// NOT_SERVING on SIGUSR1, SERVING on SIGUSR2, and toggles failing every RPC
+// on SIGHUP, while its Pod stays Ready in Kubernetes.
+func (f *fleet) signal(t testing.TB, sig syscall.Signal, nodes ...string) {
+	t.Helper()
+	for _, node := range nodes {
+		for _, p := range f.pods[node] {
+			if err := p.Process.Signal(sig); err != nil {
+				t.Fatalf("e2e: signal %s: %v", p.Name, err)
+			}
+		}
+	}
+}
+
+func annotate(kv ...string) func(*corev1.Service) {
+	return func(s *corev1.Service) {
+		if s.Annotations == nil {
+			s.Annotations = map[string]string{}
+		}
+		for i := 0; i+1 < len(kv); i += 2 {
+			s.Annotations[kv[i]] = kv[i+1]
+		}
+	}
+}
+
+// TestHealthChecksMoveClientsOffNotServingPods (health, issue 4): node-local
+// pods report NOT_SERVING on the gRPC health service while their Pods stay
+// Ready in Kubernetes; the node's agent sees it on its Watch streams and its
+// clients move to the zone tier, then return when the pods serve again —
+// losing no RPC either way.
+func TestHealthChecksMoveClientsOffNotServingPods(t *testing.T) {
+	const ns = "health"
+	e := StartEnv(t, ns)
+	e.CreateService(t, ns, "be")
+	f := newFleet(e, ns, "be")
+	f.start(t, 2, "node-a1")
+	f.start(t, 1, "node-a2")
+	clients := e.StartClients(t, ProbeOptions{Targets: []string{Target(ns, "be")}})
+	e.Step(t, "node", nil, func(t *testing.T, s Stack) { clients[s].WaitServedBy(t, f.names("node-a1")...) })
+	marks := clients.Marks()
+
+	e.Step(t, "zone (node-a1 pods NOT_SERVING)", func() {
+		f.signal(t, syscall.SIGUSR1, "node-a1")
+	}, func(t *testing.T, s Stack) {
+		took := clients[s].WaitServedBy(t, f.names("node-a2")...)
+		t.Logf("%s clients served only by the zone tier %v after the flip (includes the wait for a full window of RPCs; probe interval %v)", s, took.Round(time.Millisecond), probeInterval)
+	})
+	e.Step(t, "node again (SERVING)", func() { f.signal(t, syscall.SIGUSR2, "node-a1") }, func(t *testing.T, s Stack) {
+		clients[s].WaitServedBy(t, f.names("node-a1")...)
+	})
+	e.Step(t, "no RPC lost", nil, func(t *testing.T, s Stack) {
+		clients[s].AssertNoFailures(t, marks[s], "while health moved traffic")
+	})
+}
+
+// TestEndpointPickerRoutesOnlyToMembers (issue 5): a request naming a member
+// pod in the picker header goes to exactly that pod, even in another region;
+// one naming another Service's pod is balanced normally, or fails when the
+// Service fails closed.
+func TestEndpointPickerRoutesOnlyToMembers(t *testing.T) {
+	const ns = "picker"
+	e := StartEnv(t, ns)
+	e.CreateService(t, ns, "be", annotate("nodexds.io/endpoint-header", "x-target-pod"))
+	e.CreateService(t, ns, "other")
+	f := newFleet(e, ns, "be")
+	f.start(t, 2, "node-a1")
+	f.start(t, 1, "node-c1")
+	o := newFleet(e, ns, "other")
+	o.start(t, 1, "node-a1")
+	target := []string{Target(ns, "be")}
+	far := f.names("node-c1")[0]
+	picked := e.StartClients(t, ProbeOptions{Name: "picked", Targets: target, Headers: []string{"x-target-pod:" + far}})
+	outsider := e.StartClients(t, ProbeOptions{Name: "outsider", Targets: target, Headers: []string{"x-target-pod:" + o.names("node-a1")[0]}})
+
+	e.Step(t, "picked pod gets every tagged RPC", nil, func(t *testing.T, s Stack) {
+		picked[s].WaitServedBy(t, far)
+		mark := picked[s].Mark()
+		time.Sleep(time.Second)
+		picked[s].AssertOnlyPods(t, mark, "with the header naming "+far, far)
+	})
+	e.Step(t, "a non-member is balanced normally", nil, func(t *testing.T, s Stack) {
+		outsider[s].WaitServedBy(t, f.names("node-a1")...)
+	})
+	e.Step(t, "fail closed", func() {
+		e.UpdateService(t, ns, "be", annotate("nodexds.io/endpoint-header-fallback", "fail"))
+	}, func(t *testing.T, s Stack) {
+		outsider[s].WaitFailing(t)
+		picked[s].WaitServedBy(t, far)
+	})
+}
+
+// TestHashHeaderKeepsAKeyOnOnePod (issue 5): with nodexds.io/hash-header, a
+// key stays on one pod, also across a scale-up in another tier.
+func TestHashHeaderKeepsAKeyOnOnePod(t *testing.T) {
+	const ns = "affinity"
+	e := StartEnv(t, ns)
+	e.CreateService(t, ns, "be", annotate("nodexds.io/hash-header", "x-user"))
+	f := newFleet(e, ns, "be")
+	f.start(t, 3, "node-a1")
+	clients := e.StartClients(t, ProbeOptions{Targets: []string{Target(ns, "be")}, Headers: []string{"x-user:alice"}})
+	pinned := map[Stack]string{}
+	e.Step(t, "one key, one pod", nil, func(t *testing.T, s Stack) {
+		clients[s].waitFor(t, waitTimeout, "one pod for alice", 40, func(recent []RPC) bool {
+			pods := map[string]bool{}
+			for _, r := range recent {
+				if !r.OK() {
+					return false
+				}
+				pods[r.Pod] = true
+			}
+			for p := range pods {
+				pinned[s] = p
+			}
+			return len(pods) == 1
+		})
+	})
+	marks := clients.Marks()
+	e.Step(t, "scale-up in the zone tier moves no key", func() {
+		f.start(t, 3, "node-a2")
+		time.Sleep(2 * time.Second)
+	}, func(t *testing.T, s Stack) {
+		clients[s].AssertOnlyPods(t, marks[s], "alice after the scale-up", pinned[s])
+	})
+}
+
+// TestOutlierDetectionEjectsAFailingPod (issue 5): a pod that answers every
+// RPC with an error is ejected by the clients' outlier detection.
+func TestOutlierDetectionEjectsAFailingPod(t *testing.T) {
+	const ns = "outlier"
+	e := StartEnv(t, ns)
+	e.CreateService(t, ns, "be", annotate("nodexds.io/outlier-detection",
+		"failure-percentage=50,failure-percentage-min-hosts=3,failure-percentage-request-volume=5,interval=1s,base-ejection-time=60s,max-ejection-percent=50"))
+	f := newFleet(e, ns, "be")
+	f.start(t, 3, "node-a1")
+	clients := e.StartClients(t, ProbeOptions{Targets: []string{Target(ns, "be")}})
+	e.Step(t, "all three", nil, func(t *testing.T, s Stack) { clients[s].WaitServedBy(t, f.names("node-a1")...) })
+	bad := f.pods["node-a1"][0]
+	e.Step(t, "one pod fails every RPC", func() {
+		if err := bad.Process.Signal(syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+	}, func(t *testing.T, s Stack) {
+		clients[s].WaitServedBy(t, f.names("node-a1")[1:]...)
+	})
+}
