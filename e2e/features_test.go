@@ -1,11 +1,17 @@
 package e2e
 
 import (
+	"encoding/json"
+	"net"
+	"net/http"
+	"slices"
 	"syscall"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/nodexds/nodexds/e2e/cluster"
 )
 
 // signalPods sends sig to the processes of pods on nodes: nodexds-echo turns
@@ -152,4 +158,94 @@ func TestOutlierDetectionEjectsAFailingPod(t *testing.T) {
 	}, func(t *testing.T, s Stack) {
 		clients[s].WaitServedBy(t, f.names("node-a1")[1:]...)
 	})
+}
+
+// debugServices is the part of an agent's /debug/services this suite reads.
+type debugServices struct {
+	Node     string `json:"node"`
+	Services []struct {
+		Cluster    string `json:"cluster"`
+		Service    string `json:"service"`
+		Policy     string `json:"policy"`
+		Priorities []struct {
+			Tiers     string `json:"tiers"`
+			Endpoints []struct {
+				Pod    string `json:"pod"`
+				Health string `json:"health"`
+			} `json:"endpoints"`
+		} `json:"priorities"`
+		Clients []struct {
+			Node string `json:"node"`
+		} `json:"clients"`
+	} `json:"services"`
+}
+
+// fetchDebug reads node's agent's /debug/services.
+func (e *Env) fetchDebug(t testing.TB, node string) debugServices {
+	t.Helper()
+	resp, err := http.Get("http://" + net.JoinHostPort(e.Agents[node].IP, "18001") + "/debug/services?format=json")
+	if err != nil {
+		t.Fatalf("e2e: /debug/services: %v", err)
+	}
+	defer resp.Body.Close()
+	var d debugServices
+	if err := json.NewDecoder(resp.Body).Decode(&d); err != nil {
+		t.Fatalf("e2e: /debug/services: %v", err)
+	}
+	return d
+}
+
+// TestDebugServicesShowsWhatClientsReach (issue 6): an agent's
+// /debug/services answers "why does my client on this node go to that pod?":
+// its first priority is exactly the pods the node's clients reach, and it
+// lists those clients — before and after the node's pods go away.
+func TestDebugServicesShowsWhatClientsReach(t *testing.T) {
+	const ns = "debug"
+	e := StartEnv(t, ns)
+	e.CreateService(t, ns, "be")
+	f := newFleet(e, ns, "be")
+	f.start(t, 2, "node-a1")
+	f.start(t, 1, "node-a2")
+	clients := e.StartClients(t, ProbeOptions{Targets: []string{Target(ns, "be")}})
+
+	check := func(t *testing.T, want []string) {
+		t.Helper()
+		d := e.fetchDebug(t, "node-a1")
+		for _, s := range d.Services {
+			if s.Service != ns+"/be" {
+				continue
+			}
+			if len(s.Priorities) == 0 {
+				t.Fatalf("/debug/services shows no priorities for %s", s.Cluster)
+			}
+			var first []string
+			for _, ep := range s.Priorities[0].Endpoints {
+				first = append(first, ep.Pod)
+			}
+			slices.Sort(first)
+			if !slices.Equal(first, want) {
+				t.Errorf("/debug/services priority 0 (%s) = %v; clients reach %v", s.Priorities[0].Tiers, first, want)
+			}
+			if len(s.Clients) < len(Stacks) {
+				t.Errorf("/debug/services lists %d clients of %s, want at least %d", len(s.Clients), s.Cluster, len(Stacks))
+			}
+			t.Logf("node-a1 serves %s with policy %s, priority 0 %v, to %d clients", s.Cluster, s.Policy, first, len(s.Clients))
+			return
+		}
+		t.Fatalf("/debug/services on node-a1 does not show %s/be: %+v", ns, d)
+	}
+	e.Step(t, "node", nil, func(t *testing.T, s Stack) { clients[s].WaitServedBy(t, f.names("node-a1")...) })
+	t.Run("debug view, node tier", func(t *testing.T) { check(t, sortedCopy(f.names("node-a1"))) })
+	var leaving []*cluster.Pod
+	e.Step(t, "zone", func() { leaving = f.terminate(t, "node-a1") }, func(t *testing.T, s Stack) {
+		clients[s].WaitServedBy(t, f.names("node-a2")...)
+	})
+	t.Run("debug view, zone tier", func(t *testing.T) { check(t, sortedCopy(f.names("node-a2"))) })
+	f.finish(t, leaving)
+}
+
+func sortedCopy(s []string) []string {
+	out := slices.Clone(s)
+	slices.Sort(out)
+	return out
 }
