@@ -228,6 +228,9 @@ func (a *Agent) apply(e discovery.Event, at time.Time) {
 	kind, op := eventLabels(e)
 	a.metrics.DiscoveryEvents.WithLabelValues(kind, op).Inc()
 	ch := a.store.Apply(e)
+	for _, k := range a.store.TakeMoved() {
+		a.dirty[k] = true
+	}
 	switch {
 	case ch.Service != nil:
 		a.dirty[*ch.Service] = true
@@ -326,7 +329,7 @@ func (a *Agent) build(k discovery.ServiceKey, typ, name string, observed time.Ti
 		a.set(typ, name, resources.Listener(name, canonical), observed)
 
 	case resources.RouteType, resources.ClusterType, resources.EndpointType:
-		ref, _ := a.subs.ref(name)
+		ref, _ := a.subs.ref(typ, name)
 		canonical, _, _ := strings.Cut(name, subsetSep)
 		p, exists := discovery.Port{}, false
 		if svc != nil {

@@ -75,15 +75,15 @@ func (a *Agent) view() View {
 	v := View{Node: a.here.Node, Zone: a.here.Zone, Region: a.here.Region, Services: []ServiceView{}}
 	for _, k := range a.subs.services() {
 		byType := a.subs.of(k)
-		clusters := map[string]bool{}
+		clusters := map[string]string{} // name → a type it is subscribed as
 		for _, typ := range []string{resources.RouteType, resources.ClusterType, resources.EndpointType} {
 			for _, n := range byType[typ] {
-				clusters[n] = true
+				clusters[n] = typ
 			}
 		}
 		svc, _ := a.store.Service(k)
-		for name := range clusters {
-			ref, _ := a.subs.ref(name)
+		for name, typ := range clusters {
+			ref, _ := a.subs.ref(typ, name)
 			if ref.subset != "" {
 				continue // endpoint-picker clusters are shown through their Service
 			}

@@ -3,6 +3,7 @@ package agent_test
 import (
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
@@ -181,4 +182,24 @@ func TestDeletedServiceFailsFast(t *testing.T) {
 	w.services = nil
 	w.write()
 	eventually(t, cc, "ERR Unavailable")
+}
+
+// A listener may be named exactly like the route, cluster and assignment it
+// leads to. One client leaving that listener must not unhook the others'
+// route, cluster or endpoints (they are subscribed by type).
+func TestClientDiallingTheCanonicalNameLeavingBreaksNoOther(t *testing.T) {
+	w := newWorld(t)
+	be1 := w.addService("default", "be1")
+	w.startBackend(be1, "be1-0", "a1")
+	a := startAgent(t, w)
+	canonical := dial(t, a, "be1.default.svc.cluster.local:8080")
+	short := dial(t, a, "be1:8080")
+	eventually(t, canonical, "be1-0")
+	eventually(t, short, "be1-0")
+
+	canonical.Close()
+	time.Sleep(100 * time.Millisecond)
+	w.startBackend(be1, "be1-1", "a1") // a change, so everything subscribed is rebuilt
+	w.write()
+	eventually(t, short, "be1-0", "be1-1")
 }

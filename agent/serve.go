@@ -93,6 +93,9 @@ func Serve(ctx context.Context, o Options) error {
 		// Find clients that vanished without closing (node reboots, netns gone).
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		// Requests name resources; none comes near this. It bounds what a
+		// misbehaving client can make the agent hold.
+		grpc.MaxRecvMsgSize(1<<20),
 	)
 	ads.Register(g)
 	go func() { errc <- g.Serve(o.XDS) }()

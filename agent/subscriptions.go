@@ -17,14 +17,14 @@ import (
 type subscriptions struct {
 	bySvc  map[discovery.ServiceKey]map[string]map[string]bool // service → type → names
 	byName map[string]map[string]discovery.ServiceKey          // type → name → service
-	ports  map[string]portRef                                  // canonical name → port
+	ports  map[typedName]portRef                               // route, cluster or endpoints name → port
 }
 
 func newSubscriptions() *subscriptions {
 	return &subscriptions{
 		bySvc:  map[discovery.ServiceKey]map[string]map[string]bool{},
 		byName: map[string]map[string]discovery.ServiceKey{},
-		ports:  map[string]portRef{},
+		ports:  map[typedName]portRef{},
 	}
 }
 
@@ -80,7 +80,7 @@ func (s *subscriptions) addCanonical(typ, name string, p names.Parser) (discover
 		}
 		ref.subset = a
 	}
-	s.ports[name] = ref
+	s.ports[typedName{typ, name}] = ref
 	s.add(t.Service, typ, name)
 	return t.Service, nil
 }
@@ -108,7 +108,7 @@ func (s *subscriptions) remove(typ, name string) {
 		return
 	}
 	delete(s.byName[typ], name)
-	delete(s.ports, name)
+	delete(s.ports, typedName{typ, name})
 	byType := s.bySvc[k]
 	delete(byType[typ], name)
 	if len(byType[typ]) == 0 {
@@ -146,7 +146,13 @@ func (s *subscriptions) service(typ, name string) (discovery.ServiceKey, bool) {
 	return k, ok
 }
 
-func (s *subscriptions) ref(name string) (portRef, bool) {
-	p, ok := s.ports[name]
+// ref returns what a subscribed route, cluster or endpoints name refers to.
+func (s *subscriptions) ref(typ, name string) (portRef, bool) {
+	p, ok := s.ports[typedName{typ, name}]
 	return p, ok
 }
+
+// typedName keys by type as well as name: a route, a cluster and a load
+// assignment share their name, and each type's subscription comes and goes
+// on its own.
+type typedName struct{ typ, name string }

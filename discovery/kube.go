@@ -59,6 +59,9 @@ func (k *KubeSource) Start(ctx context.Context, sink func(Event)) error {
 			}
 			sl, err := FromEndpointSlice(es)
 			if err != nil {
+				// A slice that lost its Service label (or holds a bad address)
+				// serves no Service: drop whatever it served before.
+				sink(Event{Slice: &Slice{Service: ServiceKey{Namespace: es.Namespace}, Name: es.Name}, Deleted: true})
 				return Event{}, err
 			}
 			return Event{Slice: sl, Deleted: deleted}, nil

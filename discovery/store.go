@@ -13,7 +13,11 @@ import (
 type Store struct {
 	services map[ServiceKey]*Service
 	slices   map[ServiceKey]map[string]*Slice
-	nodes    map[string]Node
+	// owners finds a slice's Service by the slice's namespace and name: a
+	// slice can be relabelled to another Service, or lose its label.
+	owners map[ServiceKey]ServiceKey
+	nodes  map[string]Node
+	moved  []ServiceKey
 }
 
 // NewStore returns an empty Store.
@@ -21,6 +25,7 @@ func NewStore() *Store {
 	return &Store{
 		services: map[ServiceKey]*Service{},
 		slices:   map[ServiceKey]map[string]*Slice{},
+		owners:   map[ServiceKey]ServiceKey{},
 		nodes:    map[string]Node{},
 	}
 }
@@ -53,20 +58,25 @@ func (s *Store) Apply(e Event) Change {
 		return Change{Service: &k}
 
 	case e.Slice != nil:
-		k := e.Slice.Service
-		bySlice := s.slices[k]
-		old, ok := bySlice[e.Slice.Name]
+		id := ServiceKey{Namespace: e.Slice.Service.Namespace, Name: e.Slice.Name}
+		owner, owned := s.owners[id]
 		if e.Deleted {
-			if !ok {
+			if !owned {
 				return Change{}
 			}
-			delete(bySlice, e.Slice.Name)
-			if len(bySlice) == 0 {
-				delete(s.slices, k)
-			}
-			return Change{Service: &k}
+			s.removeSlice(owner, e.Slice.Name)
+			delete(s.owners, id)
+			return Change{Service: &owner}
 		}
-		if ok && reflect.DeepEqual(old, e.Slice) {
+		k := e.Slice.Service
+		if owned && owner != k {
+			// Relabelled to another Service: both change. Report the old one
+			// now; the new one is reported below.
+			s.removeSlice(owner, e.Slice.Name)
+			s.moved = append(s.moved, owner)
+		}
+		bySlice := s.slices[k]
+		if old, ok := bySlice[e.Slice.Name]; ok && reflect.DeepEqual(old, e.Slice) {
 			return Change{}
 		}
 		if bySlice == nil {
@@ -74,6 +84,7 @@ func (s *Store) Apply(e Event) Change {
 			s.slices[k] = bySlice
 		}
 		bySlice[e.Slice.Name] = e.Slice
+		s.owners[id] = k
 		return Change{Service: &k}
 
 	case e.Node != nil:
@@ -93,6 +104,21 @@ func (s *Store) Apply(e Event) Change {
 		return Change{Node: n.Name}
 	}
 	return Change{}
+}
+
+func (s *Store) removeSlice(k ServiceKey, name string) {
+	delete(s.slices[k], name)
+	if len(s.slices[k]) == 0 {
+		delete(s.slices, k)
+	}
+}
+
+// TakeMoved returns the Services that lost a slice to another Service since
+// the last call: Apply reports only one Service per event.
+func (s *Store) TakeMoved() []ServiceKey {
+	out := s.moved
+	s.moved = nil
+	return out
 }
 
 // Service returns the Service named k.

@@ -139,3 +139,30 @@ func TestStoreReportsOnlyRealChanges(t *testing.T) {
 }
 
 func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }
+
+func TestSliceRelabelledToAnotherServiceLeavesTheFirst(t *testing.T) {
+	s := NewStore()
+	be2 := ServiceKey{Namespace: "ns", Name: "be2"}
+	grpc := Port{Name: "grpc", Port: 8080}
+	s.Apply(Event{Service: svc(Port{Name: "grpc", Port: 80})})
+	s.Apply(Event{Service: &Service{Key: be2, IPFamily: "IPv4", Ports: []Port{{Name: "grpc", Port: 80}}}})
+	s.Apply(Event{Slice: slice("s1", "IPv4", grpc, sep("10.0.0.1", "n1", true))})
+	moved := *slice("s1", "IPv4", grpc, sep("10.0.0.1", "n1", true))
+	moved.Service = be2
+	if c := s.Apply(Event{Slice: &moved}); c.Service == nil || *c.Service != be2 {
+		t.Fatalf("change = %+v, want be2", c)
+	}
+	if got := s.TakeMoved(); len(got) != 1 || got[0] != be1 {
+		t.Errorf("moved = %v, want be1", got)
+	}
+	if eps := s.Endpoints(be1, "grpc"); eps != nil {
+		t.Errorf("be1 still serves %v", show(eps))
+	}
+	if eps := s.Endpoints(be2, "grpc"); len(eps) != 1 {
+		t.Errorf("be2 serves %v, want the moved endpoint", show(eps))
+	}
+	// Deleting by name alone (the label is gone) finds the owner.
+	if c := s.Apply(Event{Slice: &Slice{Service: ServiceKey{Namespace: "ns"}, Name: "s1"}, Deleted: true}); c.Service == nil || *c.Service != be2 {
+		t.Errorf("delete by name: change = %+v, want be2", c)
+	}
+}

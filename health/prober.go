@@ -69,6 +69,10 @@ type Prober struct {
 	mu       sync.Mutex
 	probes   *simplelru.LRU[Target, *probe]
 	clusters map[string]map[Target]bool
+	// over holds evicted targets still listed by clusters (with how many),
+	// left unchecked until room frees up: re-adding them on every rebuild
+	// would evict another, whose change would trigger a rebuild, forever.
+	over     map[Target]int
 	changed  map[string]bool
 	signal   chan struct{}
 	evicting bool // set while Track adds, so removals there count as evictions
@@ -92,6 +96,7 @@ func NewProber(cfg Config, m *metrics.Metrics, log *slog.Logger) *Prober {
 		log:      log,
 		dials:    make(chan struct{}, max(cfg.MaxDials, 1)),
 		clusters: map[string]map[Target]bool{},
+		over:     map[Target]int{},
 		changed:  map[string]bool{},
 		signal:   make(chan struct{}, 1),
 	}
@@ -107,14 +112,10 @@ func (p *Prober) Track(cluster string, targets []Target) {
 	for _, t := range targets {
 		want[t] = true
 	}
-	for t := range p.clusters[cluster] {
+	old := p.clusters[cluster]
+	for t := range old {
 		if !want[t] {
-			if pr, ok := p.probes.Peek(t); ok {
-				delete(pr.clusters, cluster)
-				if len(pr.clusters) == 0 {
-					p.probes.Remove(t)
-				}
-			}
+			p.untrack(cluster, t)
 		}
 	}
 	if len(want) == 0 {
@@ -123,18 +124,51 @@ func (p *Prober) Track(cluster string, targets []Target) {
 		p.clusters[cluster] = want
 	}
 	for t := range want {
-		pr, ok := p.probes.Get(t) // Get marks it recently used
-		if !ok {
-			ctx, cancel := context.WithCancel(context.Background())
-			pr = &probe{target: t, clusters: map[string]bool{}, cancel: cancel}
-			p.evicting = true
-			p.probes.Add(t, pr)
-			p.evicting = false
-			go p.run(ctx, pr)
+		if pr, ok := p.probes.Get(t); ok { // Get marks it recently used
+			pr.clusters[cluster] = true
+			continue
 		}
-		pr.clusters[cluster] = true
+		if n, ok := p.over[t]; ok {
+			if p.probes.Len() >= p.cfg.MaxEndpoints {
+				if !old[t] {
+					p.over[t] = n + 1
+				}
+				continue // still no room: it stays Unknown
+			}
+			delete(p.over, t) // room again: check it
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		pr := &probe{target: t, clusters: map[string]bool{}, cancel: cancel}
+		for c, ts := range p.clusters {
+			if ts[t] {
+				pr.clusters[c] = true
+			}
+		}
+		p.evicting = true
+		p.probes.Add(t, pr) // at the bound, evicts the least recently used
+		p.evicting = false
+		go p.run(ctx, pr)
 	}
 	p.metrics.HealthTracked.Set(float64(p.probes.Len()))
+}
+
+// untrack drops one cluster's interest in t, stopping its checks when no
+// cluster is left.
+func (p *Prober) untrack(cluster string, t Target) {
+	if n, ok := p.over[t]; ok {
+		if n <= 1 {
+			delete(p.over, t)
+		} else {
+			p.over[t] = n - 1
+		}
+		return
+	}
+	if pr, ok := p.probes.Peek(t); ok {
+		delete(pr.clusters, cluster)
+		if len(pr.clusters) == 0 {
+			p.probes.Remove(t)
+		}
+	}
 }
 
 // onRemove stops a probe that is no longer needed or was evicted. Called with
@@ -144,12 +178,13 @@ func (p *Prober) onRemove(t Target, pr *probe) {
 	if !p.evicting {
 		return
 	}
-	// Evicted while still needed: its clusters now see it as Unknown.
+	// Evicted while still needed: it stays unchecked (Unknown) until there is
+	// room, rather than coming back on the next rebuild and evicting another.
 	p.metrics.HealthEvictions.Inc()
 	p.log.Warn("health: tracking bound reached, no longer checking an endpoint", "addr", t.Addr.String(), "bound", p.cfg.MaxEndpoints)
-	for c := range pr.clusters {
-		delete(p.clusters[c], t)
-		if pr.status != Unknown {
+	p.over[t] += len(pr.clusters)
+	if pr.status != Unknown {
+		for c := range pr.clusters {
 			p.markChanged(c)
 		}
 	}
@@ -186,6 +221,7 @@ func (p *Prober) Close() {
 	defer p.mu.Unlock()
 	p.probes.Purge()
 	clear(p.clusters)
+	clear(p.over)
 }
 
 func (p *Prober) markChanged(cluster string) {
@@ -325,6 +361,9 @@ func (c *checker) watch(ctx context.Context) error {
 	}
 	for {
 		select {
+		case <-ctx.Done():
+			release()
+			return ctx.Err()
 		case r := <-results:
 			release()
 			first.Stop()

@@ -59,7 +59,7 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "nodexds_source_errors_total", Help: "Objects or files a source could not read, by source.",
 		}, []string{"source"}),
 		UnresolvedNames: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "nodexds_unresolved_names_total", Help: "Listener names clients asked for that match no Service port.",
+			Name: "nodexds_unresolved_names_total", Help: "Resource names clients asked for that can never be served (malformed, or not a name the agent hands out).",
 		}),
 		HealthChecks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "nodexds_health_checks_total", Help: "Health results: Watch messages and Check calls, by mode and result.",

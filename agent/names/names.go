@@ -37,9 +37,17 @@ func (p Parser) Parse(name string) (Target, error) {
 			return Target{}, fmt.Errorf("name %q: %w", name, err)
 		}
 	}
-	host = strings.TrimSuffix(host, ".svc."+p.ClusterDomain)
-	host = strings.TrimSuffix(host, ".svc")
+	// "svc" is also a valid namespace name: strip the .svc suffix only from
+	// the three-label form svc.ns.svc.
 	labels := strings.Split(host, ".")
+	if trimmed, ok := strings.CutSuffix(host, ".svc."+p.ClusterDomain); ok {
+		labels = strings.Split(trimmed, ".")
+		if len(labels) != 2 {
+			return Target{}, fmt.Errorf("name %q: want svc[.ns[.svc[.%s]]][:port]", name, p.ClusterDomain)
+		}
+	} else if len(labels) == 3 && labels[2] == "svc" {
+		labels = labels[:2]
+	}
 	var key discovery.ServiceKey
 	switch len(labels) {
 	case 1:

@@ -22,6 +22,8 @@ func TestParse(t *testing.T) {
 		{name: "be1.ns", want: "ns/be1 "},
 		{name: "be1", want: "default/be1 "},
 		{name: "be1:grpc", want: "default/be1 grpc"},
+		{name: "be1.svc:8080", want: "svc/be1 8080"}, // a namespace named svc
+		{name: "be1.svc.svc:8080", want: "svc/be1 8080"},
 		{name: "be1.ns.svc.cluster.local:grpc-web", want: "ns/be1 grpc-web"},
 		{name: "be1.ns.svc.other.domain:80", wantErr: "want svc[.ns[.svc[.cluster.local]]][:port]"},
 		{name: "a.b.c", wantErr: "want svc"},

@@ -45,6 +45,7 @@ type Cache struct {
 	entries   map[string]map[string]*entry // type → name → entry
 	interests map[[2]string]bool           // pending, latest wins
 	signal    chan struct{}                // cap 1: interests are pending
+	onCount   func(typ string, n int)
 }
 
 // NewCache returns an empty Cache.
@@ -139,6 +140,18 @@ func (c *Cache) subscribe(s *stream, typ string, add, remove []string) {
 			c.interest(typ, n, false)
 		}
 	}
+	if c.onCount != nil {
+		c.onCount(typ, len(byName)) // under the lock, so updates cannot cross
+	}
+}
+
+// OnSubscriptionCount sets a function told, with the cache locked, how many
+// distinct names of a type are subscribed whenever that changes. It must not
+// call back into the Cache.
+func (c *Cache) OnSubscriptionCount(f func(typ string, n int)) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.onCount = f
 }
 
 func (c *Cache) interest(typ, name string, wanted bool) {
@@ -147,17 +160,6 @@ func (c *Cache) interest(typ, name string, wanted bool) {
 	case c.signal <- struct{}{}:
 	default:
 	}
-}
-
-// counts returns the number of subscribed names per type.
-func (c *Cache) counts() map[string]int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	out := map[string]int{}
-	for typ, byName := range c.entries {
-		out[typ] = len(byName)
-	}
-	return out
 }
 
 func hash(b []byte) string {

@@ -43,6 +43,9 @@ type Server struct {
 
 // NewServer returns a Server answering from cache.
 func NewServer(cache *Cache, m *metrics.Metrics, log *slog.Logger) *Server {
+	cache.OnSubscriptionCount(func(typ string, n int) {
+		m.Subscriptions.WithLabelValues(shortType(typ)).Set(float64(n))
+	})
 	return &Server{cache: cache, metrics: m, log: log, streams: map[uint64]*stream{}}
 }
 
@@ -138,7 +141,7 @@ func (st *stream) takeDirty() []string {
 }
 
 // maxInbox bounds requests received but not yet handled on one stream.
-const maxInbox = 4096
+const maxInbox = 1024
 
 func (st *stream) run(ctx context.Context) error {
 	// Requests are read by their own goroutine into an inbox, so the stream
@@ -262,7 +265,6 @@ func (st *stream) handle(req *discoveryv3.DiscoveryRequest) (string, bool) {
 	st.info.requested(typ, req, nack, add, remove)
 	if len(add)+len(remove) > 0 {
 		st.srv.cache.subscribe(st, typ, add, remove)
-		st.srv.metrics.Subscriptions.WithLabelValues(shortType(typ)).Set(float64(st.srv.cache.counts()[typ]))
 	}
 	// Answer every request that adds names, and the first one of a type even
 	// if nothing did: a reconnecting client re-sends the version it had, and must
@@ -378,7 +380,6 @@ func (st *stream) close() {
 			names = append(names, n)
 		}
 		st.srv.cache.subscribe(st, typ, nil, names)
-		st.srv.metrics.Subscriptions.WithLabelValues(shortType(typ)).Set(float64(st.srv.cache.counts()[typ]))
 	}
 	if st.node != "" {
 		st.srv.log.Info("client disconnected", "stream", st.id, "node", st.node)

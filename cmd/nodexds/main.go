@@ -104,7 +104,7 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.defaultTopology, "default-topology", topology.DefaultTiers.String(), "tiers for Services that set no policy: comma-separated node, zone, region, *")
 	fs.DurationVar(&f.coalesce, "coalesce", 20*time.Millisecond, "burst window: the first change is pushed at once, later ones within the window together")
 	fs.DurationVar(&f.filePoll, "file-poll", time.Second, "how often -source=file re-reads its files")
-	fs.IntVar(&f.maxPicker, "endpoint-picker-max-endpoints", agent.DefaultMaxPickerEndpoints, "Service ports with more endpoints get no endpoint-picker routes (each member costs clients a route, a cluster and a load assignment)")
+	fs.IntVar(&f.maxPicker, "endpoint-picker-max-endpoints", agent.DefaultMaxPickerEndpoints, "Service ports with more endpoints get no endpoint-picker routes (each member costs clients up to two routes, a cluster and a load assignment); 0 or less means the default")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 
 	d := health.DefaultConfig
@@ -140,6 +140,9 @@ func serve(ctx context.Context, args []string) error {
 	}
 	if f.nodeName == "" {
 		return errors.New("-node-name (or $NODE_NAME) is required: the agent prioritizes for its node")
+	}
+	if f.filePoll <= 0 || f.coalesce < 0 {
+		return errors.New("-file-poll must be positive and -coalesce not negative")
 	}
 	tiers, err := topology.ParseTiers(f.defaultTopology)
 	if err != nil {
