@@ -17,7 +17,9 @@ func TestBoundIsKeptWithoutChurn(t *testing.T) {
 	cfg.MaxEndpoints = 2
 	p := NewProber(cfg, m, slog.New(slog.DiscardHandler))
 	defer p.Close()
-	target := func(i int) Target { return Target{Addr: netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(1+i))} }
+	target := func(i int) Target {
+		return Target{Addr: netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(1+i))}
+	}
 	three := []Target{target(1), target(2), target(3)}
 
 	p.Track("a", three)
