@@ -30,14 +30,16 @@ import (
 // so a whole "cluster" can run on one host.
 type FileSource struct {
 	Path string
-	// Poll is how often the files are checked for changes.
+	// Poll is how often the files are checked for changes; a change is
+	// applied when two checks in a row see the same content.
 	Poll time.Duration
 	Log  *slog.Logger
 	// OnError is told about every reload that failed (for a metric); may be nil.
 	OnError func(error)
 
-	digest [sha256.Size]byte
-	last   map[string]Event // by kind/namespace/name, as last sent
+	digest  [sha256.Size]byte // of what was last applied
+	pending [sha256.Size]byte // of a change seen once, applied when seen again
+	last    map[string]Event  // by kind/namespace/name, as last sent
 }
 
 // Start loads the files and sends their objects to sink; an error here (a
@@ -89,6 +91,13 @@ func (f *FileSource) reload(sink func(Event)) error {
 	var digest [sha256.Size]byte
 	h.Sum(digest[:0])
 	if f.last != nil && digest == f.digest {
+		return nil
+	}
+	// A change is applied once it reads the same on two polls in a row: a
+	// file caught mid-write (truncated, half written) must not be taken for
+	// "every object was deleted". The first load is applied at once.
+	if f.last != nil && digest != f.pending {
+		f.pending = digest
 		return nil
 	}
 
