@@ -280,10 +280,7 @@ func (a *Agent) interests(in []xds.Interest) {
 			a.subs.remove(i.Type, i.Name)
 			if i.Type == resources.EndpointType {
 				a.checker.Track(i.Name, nil) // nobody here uses it: stop checking
-				if a.failOpen[i.Name] {
-					delete(a.failOpen, i.Name)
-					a.metrics.HealthFailOpen.Set(float64(len(a.failOpen)))
-				}
+				a.setFailOpen(i.Name, false)
 			}
 			continue
 		}
@@ -331,13 +328,10 @@ func (a *Agent) build(k discovery.ServiceKey, typ, name string, observed time.Ti
 	case resources.RouteType, resources.ClusterType, resources.EndpointType:
 		ref, _ := a.subs.ref(typ, name)
 		canonical, _, _ := strings.Cut(name, subsetSep)
-		p, exists := discovery.Port{}, false
+		var p discovery.Port
+		exists := false
 		if svc != nil {
-			for _, sp := range svc.Ports {
-				if sp.Port == ref.port {
-					p, exists = sp, true
-				}
-			}
+			p, exists = svc.PortNumber(ref.port)
 		}
 		if !exists {
 			if typ == resources.EndpointType {
@@ -393,13 +387,19 @@ type serviceConfig struct {
 	lb     resources.LBConfig
 }
 
-// config reads a Service's annotations, reporting the ones it cannot use.
-func (a *Agent) config(svc *discovery.Service) serviceConfig {
+// readConfig reads a Service's annotations, and returns the ones it cannot use.
+func (a *Agent) readConfig(svc *discovery.Service) (serviceConfig, []*discovery.AnnotationError) {
 	policy, errs := topology.PolicyFor(svc, a.cfg.DefaultTiers)
 	hc, herrs := health.ConfigFor(svc)
 	lb, lerrs := resources.LBConfigFor(svc)
-	a.report(svc.Key.String(), svc, slices.Concat(errs, herrs, lerrs))
-	return serviceConfig{policy: policy, health: hc, lb: lb}
+	return serviceConfig{policy: policy, health: hc, lb: lb}, slices.Concat(errs, herrs, lerrs)
+}
+
+// config is readConfig, reporting the annotations it cannot use.
+func (a *Agent) config(svc *discovery.Service) serviceConfig {
+	cfg, errs := a.readConfig(svc)
+	a.report(svc.Key.String(), svc, errs)
+	return cfg
 }
 
 // loadAssignment prioritizes a Service port's endpoints for this node, with
@@ -419,18 +419,26 @@ func (a *Agent) loadAssignment(svc *discovery.Service, p discovery.Port, name st
 	for i, t := range targets {
 		list[i] = a.checker.Status(t)
 	}
-	failOpen := health.FailOpen(list)
-	if failOpen != a.failOpen[name] {
+	if failOpen := health.FailOpen(list); failOpen != a.failOpen[name] {
 		if failOpen {
-			a.failOpen[name] = true
 			a.log.Warn("every endpoint fails its health checks: serving them all rather than none", "cluster", name, "endpoints", len(list))
 		} else {
-			delete(a.failOpen, name)
 			a.log.Info("health checks pass again: no longer failing open", "cluster", name)
 		}
-		a.metrics.HealthFailOpen.Set(float64(len(a.failOpen)))
+		a.setFailOpen(name, failOpen)
 	}
 	return resources.LoadAssignment(name, prios, a.status(name, cfg))
+}
+
+// setFailOpen records whether a cluster is failing open, for status and the
+// metric.
+func (a *Agent) setFailOpen(cluster string, failOpen bool) {
+	if failOpen {
+		a.failOpen[cluster] = true
+	} else {
+		delete(a.failOpen, cluster)
+	}
+	a.metrics.HealthFailOpen.Set(float64(len(a.failOpen)))
 }
 
 // status is what clients are told of an endpoint's health in cluster.

@@ -96,10 +96,8 @@ func (a *Agent) view() View {
 			}
 			slices.Sort(sv.Listeners)
 			if svc != nil {
-				for _, p := range svc.Ports {
-					if p.Port == port {
-						a.fillView(&sv, svc, p)
-					}
+				if p, ok := svc.PortNumber(port); ok {
+					a.fillView(&sv, svc, p)
 				}
 			}
 			v.Services = append(v.Services, sv)
@@ -111,18 +109,19 @@ func (a *Agent) view() View {
 
 func (a *Agent) fillView(sv *ServiceView, svc *discovery.Service, p discovery.Port) {
 	sv.Exists = true
-	policy, errs := topology.PolicyFor(svc, a.cfg.DefaultTiers)
-	hc, herrs := health.ConfigFor(svc)
+	cfg, errs := a.readConfig(svc)
+	policy := cfg.policy
 	sv.Policy, sv.Source, sv.MinTier = policy.Tiers.String(), string(policy.Source), policy.MinTierEndpoints
-	for _, e := range append(errs, herrs...) {
+	for _, e := range errs {
 		sv.Errors = append(sv.Errors, e.Error())
 	}
+	status := a.status(sv.Cluster, cfg) // what clients are told
 	for _, pr := range topology.Prioritize(a.store.Endpoints(svc.Key, p.Name), policy, a.here) {
 		pv := PriorityView{Tiers: pr.Tiers.String()}
 		for _, e := range pr.Endpoints {
 			st := health.Unknown
-			if hc.Enabled && !sv.FailOpen {
-				st = a.checker.Status(health.Target{Addr: e.Addr, Service: hc.Name})
+			if status != nil {
+				st = status(e.Addr)
 			}
 			pv.Endpoints = append(pv.Endpoints, EndpointView{
 				Addr: e.Addr.String(), Pod: e.Pod, Node: e.Node, Zone: e.Zone, Region: e.Region,

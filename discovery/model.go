@@ -51,8 +51,21 @@ type Service struct {
 
 // Port returns the Service port matching spec, a port number or name.
 func (s *Service) Port(spec string) (Port, bool) {
+	if n, err := strconv.ParseInt(spec, 10, 32); err == nil {
+		return s.PortNumber(int32(n))
+	}
 	for _, p := range s.Ports {
-		if (spec != "" && p.Name == spec) || strconv.Itoa(int(p.Port)) == spec {
+		if spec != "" && p.Name == spec {
+			return p, true
+		}
+	}
+	return Port{}, false
+}
+
+// PortNumber returns the Service port numbered n.
+func (s *Service) PortNumber(n int32) (Port, bool) {
+	for _, p := range s.Ports {
+		if p.Port == n {
 			return p, true
 		}
 	}
