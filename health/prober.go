@@ -3,8 +3,10 @@ package health
 import (
 	"context"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"net"
+	"slices"
 	"sync"
 	"time"
 
@@ -207,10 +209,7 @@ func (p *Prober) Changed() <-chan struct{} { return p.signal }
 func (p *Prober) TakeChanged() []string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	out := make([]string, 0, len(p.changed))
-	for c := range p.changed {
-		out = append(out, c)
-	}
+	out := slices.Collect(maps.Keys(p.changed))
 	clear(p.changed)
 	return out
 }

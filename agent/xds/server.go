@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -131,12 +132,8 @@ func (st *stream) wake(typ string) {
 func (st *stream) takeDirty() []string {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	out := make([]string, 0, len(st.dirty))
-	for t := range st.dirty {
-		out = append(out, t)
-	}
+	out := slices.Sorted(maps.Keys(st.dirty))
 	clear(st.dirty)
-	slices.Sort(out)
 	return out
 }
 
