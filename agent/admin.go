@@ -17,7 +17,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/reflection"
 
-	"github.com/nodexds/nodexds/agent/resources"
 	"github.com/nodexds/nodexds/agent/xds"
 )
 
@@ -177,14 +176,14 @@ func joinClients(v View, clients []xds.ClientStatus) ServicesDebug {
 				uses := false
 				for _, r := range ts.Resources {
 					switch {
-					case ts.TypeURL == resources.ListenerType:
+					case ts.TypeURL == xds.ListenerType:
 						if slices.Contains(sv.Listeners, r.Name) {
 							sc.Via = append(sc.Via, r.Name)
 							uses = true
 						}
 					case r.Name == sv.Cluster || strings.HasPrefix(r.Name, sv.Cluster+"|"):
 						uses = true
-						if ts.TypeURL == resources.EndpointType && r.Name == sv.Cluster {
+						if ts.TypeURL == xds.EndpointType && r.Name == sv.Cluster {
 							sc.EDS = r.State
 						}
 					}

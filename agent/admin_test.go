@@ -227,7 +227,7 @@ func TestAdminShowsWhatIsServedAndToWhom(t *testing.T) {
 	}
 
 	// CSDS, over gRPC on the same port.
-	g := csdsConfig(t, csds(t, admin), node, resources.EndpointType, be1Cluster)
+	g := csdsConfig(t, csds(t, admin), node, xds.EndpointType, be1Cluster)
 	if g.GetConfigStatus() != statusv3.ConfigStatus_SYNCED || g.GetVersionInfo() == "" || g.GetXdsConfig() == nil {
 		t.Errorf("CSDS EDS %s = %v, want SYNCED with a version and the resource", be1Cluster, g)
 	}
@@ -301,7 +301,7 @@ func TestNACKShowsInCSDSAndDebugClients(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := ads.Send(&discoveryv3.DiscoveryRequest{
-		Node: &corev3.Node{Id: "raw-nacker"}, TypeUrl: resources.ClusterType, ResourceNames: []string{be1Cluster},
+		Node: &corev3.Node{Id: "raw-nacker"}, TypeUrl: xds.ClusterType, ResourceNames: []string{be1Cluster},
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -313,7 +313,7 @@ func TestNACKShowsInCSDSAndDebugClients(t *testing.T) {
 		t.Fatalf("CDS response holds %d resources, want 1", len(resp.GetResources()))
 	}
 	if err := ads.Send(&discoveryv3.DiscoveryRequest{
-		TypeUrl: resources.ClusterType, ResourceNames: []string{be1Cluster}, ResponseNonce: resp.GetNonce(),
+		TypeUrl: xds.ClusterType, ResourceNames: []string{be1Cluster}, ResponseNonce: resp.GetNonce(),
 		ErrorDetail: &rpcstatus.Status{Code: 3, Message: "cluster " + be1Cluster + ": unsupported lb policy"},
 	}); err != nil {
 		t.Fatal(err)
@@ -321,7 +321,7 @@ func TestNACKShowsInCSDSAndDebugClients(t *testing.T) {
 
 	c := csds(t, admin)
 	within(t, func() string {
-		g := csdsConfig(t, c, "raw-nacker", resources.ClusterType, be1Cluster)
+		g := csdsConfig(t, c, "raw-nacker", xds.ClusterType, be1Cluster)
 		if g.GetConfigStatus() != statusv3.ConfigStatus_ERROR || !strings.Contains(g.GetErrorState().GetDetails(), "unsupported lb policy") ||
 			g.GetVersionInfo() != resp.GetVersionInfo() {
 			return "CSDS does not show the NACK: " + g.String()

@@ -146,10 +146,22 @@ func (a *Agent) Sync(ctx context.Context) error {
 }
 
 // Run processes events and interests until ctx is done.
+//
+// Changes — discovery events and health transitions alike — are coalesced:
+// the first change after a quiet period is flushed at once, later ones are
+// batched until the window ends, so a flapping endpoint pushes at most once
+// per window, not at its flap rate.
 func (a *Agent) Run(ctx context.Context) error {
 	window := time.NewTimer(0)
 	<-window.C
 	windowOpen := false
+	changed := func(barrier bool) {
+		if barrier || !windowOpen {
+			a.flush()
+			window.Reset(a.cfg.Coalesce)
+			windowOpen = true
+		}
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -166,21 +178,16 @@ func (a *Agent) Run(ctx context.Context) error {
 					drained = true
 				}
 			}
-			if barrier || !windowOpen {
-				a.flush()
-				window.Reset(a.cfg.Coalesce)
-				windowOpen = true
-			}
+			changed(barrier)
 			if barrier {
+				a.cache.Publish() // what Sync promises is visible
 				a.releaseBarriers()
 			}
 
 		case <-window.C:
 			windowOpen = false
 			if a.pending() {
-				a.flush()
-				window.Reset(a.cfg.Coalesce)
-				windowOpen = true
+				changed(false)
 			}
 
 		case <-a.cache.Interests():
@@ -190,17 +197,19 @@ func (a *Agent) Run(ctx context.Context) error {
 			reply <- a.view()
 
 		case <-a.checker.Changed():
-			// Health changes skip the coalescing window: a failing endpoint
-			// should be avoided now. Only its Service is rebuilt (its load
-			// assignment, and its picker routes if any; the rest is unchanged
+			// Only the Services whose endpoints changed health are rebuilt (their
+			// load assignment, and picker routes if any; the rest is unchanged
 			// and not resent).
 			now := time.Now()
 			for _, cluster := range a.checker.TakeChanged() {
-				if k, ok := a.subs.service(resources.EndpointType, cluster); ok {
-					a.rebuild(k, now)
+				if k, ok := a.subs.service(xds.EndpointType, cluster); ok {
+					a.markDirty(k, now)
 				}
 			}
+			changed(false)
 		}
+		// Everything this iteration built becomes visible to streams at once.
+		a.cache.Publish()
 	}
 }
 
@@ -229,11 +238,11 @@ func (a *Agent) apply(e discovery.Event, at time.Time) {
 	a.metrics.DiscoveryEvents.WithLabelValues(kind, op).Inc()
 	ch := a.store.Apply(e)
 	for _, k := range a.store.TakeMoved() {
-		a.dirty[k] = true
+		a.markDirty(k, at)
 	}
 	switch {
 	case ch.Service != nil:
-		a.dirty[*ch.Service] = true
+		a.markDirty(*ch.Service, at)
 	case ch.Node != "":
 		if ch.Node == a.cfg.NodeName {
 			n, _ := a.store.Node(ch.Node)
@@ -242,9 +251,15 @@ func (a *Agent) apply(e discovery.Event, at time.Time) {
 		// A node's zone or region moves every endpoint on it between tiers;
 		// rare enough to rebuild whatever is subscribed.
 		a.dirtyAll = true
-	default:
-		return
+		if a.observed.IsZero() {
+			a.observed = at
+		}
 	}
+}
+
+// markDirty records that a Service must be rebuilt at the next flush.
+func (a *Agent) markDirty(k discovery.ServiceKey, at time.Time) {
+	a.dirty[k] = true
 	if a.observed.IsZero() {
 		a.observed = at
 	}
@@ -278,7 +293,7 @@ func (a *Agent) interests(in []xds.Interest) {
 	for _, i := range in {
 		if !i.Wanted {
 			a.subs.remove(i.Type, i.Name)
-			if i.Type == resources.EndpointType {
+			if i.Type == xds.EndpointType {
 				a.checker.Track(i.Name, nil) // nobody here uses it: stop checking
 				a.setFailOpen(i.Name, false)
 			}
@@ -286,7 +301,7 @@ func (a *Agent) interests(in []xds.Interest) {
 		}
 		var key discovery.ServiceKey
 		var err error
-		if i.Type == resources.ListenerType {
+		if i.Type == xds.ListenerType {
 			key, err = a.subs.addListener(i.Name, a.cfg.Names)
 		} else {
 			key, err = a.subs.addCanonical(i.Type, i.Name, a.cfg.Names)
@@ -316,7 +331,7 @@ func (a *Agent) rebuild(k discovery.ServiceKey, observed time.Time) {
 func (a *Agent) build(k discovery.ServiceKey, typ, name string, observed time.Time) {
 	svc, _ := a.store.Service(k)
 	switch typ {
-	case resources.ListenerType:
+	case xds.ListenerType:
 		canonical, err := a.resolve(name, svc)
 		if err != nil {
 			a.log.Debug("listener name does not resolve (yet)", "name", name, "error", err)
@@ -325,7 +340,7 @@ func (a *Agent) build(k discovery.ServiceKey, typ, name string, observed time.Ti
 		}
 		a.set(typ, name, resources.Listener(name, canonical), observed)
 
-	case resources.RouteType, resources.ClusterType, resources.EndpointType:
+	case xds.RouteType, xds.ClusterType, xds.EndpointType:
 		ref, _ := a.subs.ref(typ, name)
 		canonical, _, _ := strings.Cut(name, subsetSep)
 		var p discovery.Port
@@ -334,7 +349,7 @@ func (a *Agent) build(k discovery.ServiceKey, typ, name string, observed time.Ti
 			p, exists = svc.PortNumber(ref.port)
 		}
 		if !exists {
-			if typ == resources.EndpointType {
+			if typ == xds.EndpointType {
 				// Clients keep deleted listeners and clusters (ignore_resource_deletion),
 				// so a deleted Service port is told as "no endpoints": RPCs fail fast.
 				if ref.subset == "" {
@@ -348,12 +363,12 @@ func (a *Agent) build(k discovery.ServiceKey, typ, name string, observed time.Ti
 		}
 		cfg := a.config(svc)
 		switch {
-		case typ == resources.RouteType:
+		case typ == xds.RouteType:
 			picks, fail := a.picks(svc, p, canonical, cfg)
 			a.set(typ, name, resources.RouteConfig(name, name, cfg.lb, picks, fail), observed)
-		case typ == resources.ClusterType && ref.subset == "":
+		case typ == xds.ClusterType && ref.subset == "":
 			a.set(typ, name, resources.Cluster(name, cfg.lb), observed)
-		case typ == resources.ClusterType:
+		case typ == xds.ClusterType:
 			a.set(typ, name, resources.Cluster(name, resources.DefaultLB), observed)
 		case ref.subset == "":
 			a.set(typ, name, a.loadAssignment(svc, p, name, cfg), observed)

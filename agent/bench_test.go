@@ -12,7 +12,6 @@ import (
 
 	"github.com/nodexds/nodexds/agent/metrics"
 	"github.com/nodexds/nodexds/agent/names"
-	"github.com/nodexds/nodexds/agent/resources"
 	"github.com/nodexds/nodexds/agent/topology"
 	"github.com/nodexds/nodexds/agent/xds"
 	"github.com/nodexds/nodexds/discovery"
@@ -72,8 +71,8 @@ func subscribeAll(b *testing.B, a *Agent, cache *xds.Cache, services int) {
 	for i := range services {
 		key := discovery.ServiceKey{Namespace: fmt.Sprintf("ns%d", i%50), Name: fmt.Sprintf("svc%d", i)}
 		canonical := a.cfg.Names.Canonical(key, 8080)
-		s.Subscribe(resources.ListenerType, key.Name+"."+key.Namespace+":8080")
-		for _, typ := range []string{resources.RouteType, resources.ClusterType, resources.EndpointType} {
+		s.Subscribe(xds.ListenerType, key.Name+"."+key.Namespace+":8080")
+		for _, typ := range []string{xds.RouteType, xds.ClusterType, xds.EndpointType} {
 			s.Subscribe(typ, canonical)
 		}
 	}

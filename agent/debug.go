@@ -5,8 +5,8 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/nodexds/nodexds/agent/resources"
 	"github.com/nodexds/nodexds/agent/topology"
+	"github.com/nodexds/nodexds/agent/xds"
 	"github.com/nodexds/nodexds/discovery"
 	"github.com/nodexds/nodexds/health"
 )
@@ -76,7 +76,7 @@ func (a *Agent) view() View {
 	for _, k := range a.subs.services() {
 		byType := a.subs.of(k)
 		clusters := map[string]string{} // name → a type it is subscribed as
-		for _, typ := range []string{resources.RouteType, resources.ClusterType, resources.EndpointType} {
+		for _, typ := range []string{xds.RouteType, xds.ClusterType, xds.EndpointType} {
 			for _, n := range byType[typ] {
 				clusters[n] = typ
 			}
@@ -89,7 +89,7 @@ func (a *Agent) view() View {
 			}
 			port := ref.port
 			sv := ServiceView{Cluster: name, Service: k.String(), Port: port, FailOpen: a.failOpen[name], Listeners: []string{}}
-			for _, l := range byType[resources.ListenerType] {
+			for _, l := range byType[xds.ListenerType] {
 				if c, err := a.resolve(l, svc); err == nil && c == name {
 					sv.Listeners = append(sv.Listeners, l)
 				}

@@ -67,7 +67,7 @@ func Serve(ctx context.Context, o Options) error {
 	errc := make(chan error, 3)
 	go func() { errc <- a.Run(ctx) }()
 
-	ads := xds.NewServer(cache, m, o.Log)
+	ads := xds.NewServer(cache, m, o.Log, xds.Options{})
 	if o.Admin != nil {
 		ad := newAdmin(reg, ready.Load, a, ads, o.Pprof)
 		srv := ad.server()

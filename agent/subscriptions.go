@@ -7,7 +7,7 @@ import (
 	"strings"
 
 	"github.com/nodexds/nodexds/agent/names"
-	"github.com/nodexds/nodexds/agent/resources"
+	"github.com/nodexds/nodexds/agent/xds"
 	"github.com/nodexds/nodexds/discovery"
 )
 
@@ -34,7 +34,7 @@ func (s *subscriptions) addListener(name string, p names.Parser) (discovery.Serv
 	if err != nil {
 		return discovery.ServiceKey{}, err
 	}
-	s.add(t.Service, resources.ListenerType, name)
+	s.add(t.Service, xds.ListenerType, name)
 	return t.Service, nil
 }
 

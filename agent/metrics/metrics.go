@@ -17,6 +17,7 @@ type Metrics struct {
 	AnnotationErrors *prometheus.CounterVec // annotation
 	SourceErrors     *prometheus.CounterVec // source
 	UnresolvedNames  prometheus.Counter
+	LimitHits        *prometheus.CounterVec // limit
 
 	HealthChecks        *prometheus.CounterVec // mode (watch, check), result (ok, fail)
 	HealthTransitions   *prometheus.CounterVec // to (HEALTHY, UNHEALTHY)
@@ -61,6 +62,9 @@ func New(reg prometheus.Registerer) *Metrics {
 		UnresolvedNames: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "nodexds_unresolved_names_total", Help: "Resource names clients asked for that can never be served (malformed, or not a name the agent hands out).",
 		}),
+		LimitHits: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nodexds_limit_hits_total", Help: "Client requests refused or streams ended for reaching one of the agent's limits, by limit.",
+		}, []string{"limit"}),
 		HealthChecks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "nodexds_health_checks_total", Help: "Health results: Watch messages and Check calls, by mode and result.",
 		}, []string{"mode", "result"}),
@@ -81,7 +85,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		}),
 	}
 	reg.MustRegister(m.ConnectedClients, m.Subscriptions, m.Pushes, m.PushLatency, m.NACKs,
-		m.DiscoveryEvents, m.Rebuilds, m.AnnotationErrors, m.SourceErrors, m.UnresolvedNames,
+		m.DiscoveryEvents, m.Rebuilds, m.AnnotationErrors, m.SourceErrors, m.UnresolvedNames, m.LimitHits,
 		m.HealthChecks, m.HealthTransitions, m.HealthTracked, m.HealthEvictions, m.HealthUnimplemented, m.HealthFailOpen)
 	return m
 }

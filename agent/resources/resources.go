@@ -36,14 +36,6 @@ import (
 	"github.com/nodexds/nodexds/health"
 )
 
-// Type URLs of the resources served.
-const (
-	ListenerType = "type.googleapis.com/envoy.config.listener.v3.Listener"
-	RouteType    = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
-	ClusterType  = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
-	EndpointType = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
-)
-
 // ads is the config source meaning "over this same ADS stream".
 func ads() *corev3.ConfigSource {
 	return &corev3.ConfigSource{

@@ -1,16 +1,23 @@
 // Package xds serves resources over ADS, state-of-the-world, to many clients
 // that each want a different subset of them.
 //
-// The Cache holds one version of each resource that some client subscribes
-// to, by type and name. It does not build anything: when the first stream
-// subscribes to a name it records an Interest, the agent builds the resource
-// and Sets it (or Sets nil: there is none), and every subscribed stream is
-// woken. Versions are hashes of content, so an unchanged resource is never
-// resent and a restarted agent reproduces the same versions.
+// Three parts, each with one job:
+//   - the Cache holds one version of each resource some client subscribes to,
+//     by type and name. It builds nothing: when the first stream subscribes to
+//     a name it records an Interest, the agent builds the resource and Sets it
+//     (or Sets nil: there is none). Versions are hashes of content, so an
+//     unchanged resource is never resent and a restarted agent reproduces the
+//     same versions.
+//   - plan decides, from a stream's subscriptions, what the cache holds for
+//     them and what the stream has told its client, which responses to send
+//     and in which order. It is a pure function.
+//   - the Server owns streams: it reads requests, keeps the index of who
+//     subscribes to what, wakes streams when the Cache says a resource
+//     changed, and sends what plan decides.
 //
 // Unlike go-control-plane's snapshot cache in ADS mode, nothing waits for a
 // client to ask for "all" resources, and a request that only adds a name is
-// answered like any other: each stream tracks what it has sent per name.
+// answered like any other: each stream tracks what it has told its client.
 package xds
 
 import (
@@ -30,29 +37,38 @@ type Interest struct {
 	Wanted     bool
 }
 
-// entry is one subscribed resource.
+// key names one resource.
+type key struct{ typ, name string }
+
+// entry is what the cache holds for one subscribed name.
 type entry struct {
-	known    bool       // the agent has Set it (resource may still be nil: absent)
+	resolved bool       // the agent has Set it (resource may still be nil: absent)
 	resource *anypb.Any // marshalled once, shared by every stream; nil when absent
-	version  string
-	observed time.Time // when the change that produced this version was first seen
-	subs     map[*stream]struct{}
+	version  string     // hash of the resource; "" when absent
+	observed time.Time  // when the change that produced this version was first seen
 }
 
 // Cache is safe for concurrent use.
+//
+// Set stages a change and Publish makes every staged change visible at once:
+// streams never see half of a batch (a Service's cluster without its
+// endpoints, or 499 of 500 clusters a route names), and each is woken once
+// per batch rather than once per resource.
 type Cache struct {
 	mu        sync.Mutex
-	entries   map[string]map[string]*entry // type → name → entry
-	interests map[[2]string]bool           // pending, latest wins
-	signal    chan struct{}                // cap 1: interests are pending
-	onCount   func(typ string, n int)
+	entries   map[key]*entry // subscribed names only, as published
+	staged    map[key]entry  // Set but not yet published
+	interests map[key]bool   // pending for the agent, latest wins
+	signal    chan struct{}  // cap 1: interests are pending
+	changed   func([]key)
 }
 
 // NewCache returns an empty Cache.
 func NewCache() *Cache {
 	return &Cache{
-		entries:   map[string]map[string]*entry{},
-		interests: map[[2]string]bool{},
+		entries:   map[key]*entry{},
+		staged:    map[key]entry{},
+		interests: map[key]bool{},
 		signal:    make(chan struct{}, 1),
 	}
 }
@@ -68,19 +84,19 @@ func (c *Cache) TakeInterests() []Interest {
 	defer c.mu.Unlock()
 	out := make([]Interest, 0, len(c.interests))
 	for k, wanted := range c.interests {
-		out = append(out, Interest{Type: k[0], Name: k[1], Wanted: wanted})
+		out = append(out, Interest{Type: k.typ, Name: k.name, Wanted: wanted})
 	}
 	clear(c.interests)
 	return out
 }
 
-// Set stores the current resource for a subscribed name; nil means there is
+// Set stages the current resource for a subscribed name; nil means there is
 // none. It is a no-op for a name nobody subscribes to, and for content equal
-// to what is stored. observed is when the underlying change was first seen,
-// for push-latency accounting.
+// to what is published. observed is when the underlying change was first
+// seen, for push-latency accounting. Publish makes it visible.
 func (c *Cache) Set(typ, name string, res proto.Message, observed time.Time) error {
 	var packed *anypb.Any
-	version := "absent"
+	var version string
 	if res != nil {
 		b, err := proto.MarshalOptions{Deterministic: true}.Marshal(res)
 		if err != nil {
@@ -92,70 +108,94 @@ func (c *Cache) Set(typ, name string, res proto.Message, observed time.Time) err
 
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	e := c.entries[typ][name]
-	if e == nil || (e.known && e.version == version) {
-		return nil
-	}
-	e.known, e.resource, e.version, e.observed = true, packed, version, observed
-	for s := range e.subs {
-		s.wake(typ)
+	k := key{typ, name}
+	e := c.entries[k]
+	switch {
+	case e == nil:
+	case e.resolved && e.version == version:
+		delete(c.staged, k) // back to what is published
+	default:
+		c.staged[k] = entry{resolved: true, resource: packed, version: version, observed: observed}
 	}
 	return nil
+}
+
+// Publish makes every staged change visible and wakes the streams subscribed
+// to what changed.
+func (c *Cache) Publish() {
+	c.mu.Lock()
+	if len(c.staged) == 0 {
+		c.mu.Unlock()
+		return
+	}
+	keys := make([]key, 0, len(c.staged))
+	for k, st := range c.staged {
+		if e := c.entries[k]; e != nil {
+			*e = st
+			keys = append(keys, k)
+		}
+	}
+	clear(c.staged)
+	changed := c.changed
+	c.mu.Unlock()
+	if changed != nil {
+		changed(keys) // outside the lock: the Server takes its own
+	}
 }
 
 // Subscribed reports whether any stream subscribes to the name.
 func (c *Cache) Subscribed(typ, name string) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.entries[typ][name] != nil
+	return c.entries[key{typ, name}] != nil
 }
 
-// subscribe updates s's subscriptions for typ to names, returning nothing:
-// interest changes are queued for the agent.
-func (c *Cache) subscribe(s *stream, typ string, add, remove []string) {
+// onChange sets the function told, outside the cache's lock, which
+// subscribed resources a Publish changed.
+func (c *Cache) onChange(f func([]key)) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	byName := c.entries[typ]
-	if byName == nil {
-		byName = map[string]*entry{}
-		c.entries[typ] = byName
-	}
-	for _, n := range add {
-		e := byName[n]
-		if e == nil {
-			e = &entry{subs: map[*stream]struct{}{}}
-			byName[n] = e
-			c.interest(typ, n, true)
-		}
-		e.subs[s] = struct{}{}
-	}
-	for _, n := range remove {
-		e := byName[n]
-		if e == nil {
-			continue
-		}
-		delete(e.subs, s)
-		if len(e.subs) == 0 {
-			delete(byName, n)
-			c.interest(typ, n, false)
-		}
-	}
-	if c.onCount != nil {
-		c.onCount(typ, len(byName)) // under the lock, so updates cannot cross
-	}
+	c.changed = f
 }
 
-// OnSubscriptionCount sets a function told, with the cache locked, how many
-// distinct names of a type are subscribed whenever that changes. It must not
-// call back into the Cache.
-func (c *Cache) OnSubscriptionCount(f func(typ string, n int)) {
+// want records that a name has its first subscriber.
+func (c *Cache) want(typ, name string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.onCount = f
+	k := key{typ, name}
+	if c.entries[k] == nil {
+		c.entries[k] = &entry{}
+		c.interest(k, true)
+	}
 }
 
-func (c *Cache) interest(typ, name string, wanted bool) {
-	c.interests[[2]string{typ, name}] = wanted
+// drop records that a name lost its last subscriber.
+func (c *Cache) drop(typ, name string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	k := key{typ, name}
+	if c.entries[k] != nil {
+		delete(c.entries, k)
+		delete(c.staged, k)
+		c.interest(k, false)
+	}
+}
+
+// lookup fills subs' entries with what the cache holds now (zero: unresolved).
+func (c *Cache) lookup(typ string, subs []sub) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i := range subs {
+		if e := c.entries[key{typ, subs[i].name}]; e != nil {
+			subs[i].entry = *e
+		} else {
+			subs[i].entry = entry{}
+		}
+	}
+}
+
+func (c *Cache) interest(k key, wanted bool) {
+	c.interests[k] = wanted
 	select {
 	case c.signal <- struct{}{}:
 	default:

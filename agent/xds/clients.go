@@ -9,7 +9,6 @@ import (
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/protobuf/types/known/anypb"
 )
 
@@ -127,8 +126,8 @@ func (c *Cache) fill(clients []ClientStatus) {
 			ts := &clients[i].Types[j]
 			for k := range ts.Resources {
 				r := &ts.Resources[k]
-				e := c.entries[ts.TypeURL][r.Name]
-				if e == nil || !e.known {
+				e := c.entries[key{ts.TypeURL, r.Name}]
+				if e == nil || !e.resolved {
 					continue
 				}
 				r.Absent = e.resource == nil
@@ -151,24 +150,15 @@ type clientInfo struct {
 	types     map[string]*typeInfo
 }
 
-// maxPending bounds the responses remembered while they await an answer.
-const maxPending = 16
-
 type typeInfo struct {
 	resources                        map[string]*resourceInfo // subscribed names
 	requests, responses, acks, nacks uint64
 	lastSent, lastACK                Response // zero until there is one
 	lastNACK                         *NACK
-	// answered is the highest nonce the client has answered (ACK or NACK):
-	// responses are processed in order, so every earlier one of this type was
-	// answered too, and those not NACKed were accepted.
+	// answered is the nonce of the latest response the client has answered
+	// (ACK or NACK); every earlier one of this type was answered too, and
+	// those not NACKed were accepted.
 	answered uint64
-	pending  []sentResponse // unanswered responses, oldest first
-}
-
-type sentResponse struct {
-	nonce   uint64
-	version string
 }
 
 // resourceInfo is what was last sent of one subscribed name.
@@ -195,7 +185,7 @@ func (ci *clientInfo) typ(typ string) *typeInfo {
 	return ti
 }
 
-// identify records the client's Node (from the first request naming one).
+// identify records the client's Node (trimmed, from the first request naming one).
 func (ci *clientInfo) identify(n *corev3.Node) {
 	ua := n.GetUserAgentName()
 	if v := n.GetUserAgentVersion(); v != "" {
@@ -206,9 +196,9 @@ func (ci *clientInfo) identify(n *corev3.Node) {
 	ci.mu.Unlock()
 }
 
-// requested records a request: its subscription changes, and whether it
-// answers (ACKs or NACKs) a response.
-func (ci *clientInfo) requested(typ string, req *discoveryv3.DiscoveryRequest, nack bool, add, remove []string) {
+// requested records a request: its subscription changes, and what it says of
+// the latest response of its type (nonce).
+func (ci *clientInfo) requested(typ string, add, remove []string, v verdict, nonceText, errMsg string) {
 	now := time.Now()
 	ci.mu.Lock()
 	defer ci.mu.Unlock()
@@ -220,54 +210,78 @@ func (ci *clientInfo) requested(typ string, req *discoveryv3.DiscoveryRequest, n
 	for _, n := range remove {
 		delete(ti.resources, n)
 	}
-
-	nonce, err := strconv.ParseUint(req.GetResponseNonce(), 10, 64)
-	if err != nil || nonce == 0 {
-		return // first request of the type, or not a nonce of ours
-	}
-	i := slices.IndexFunc(ti.pending, func(p sentResponse) bool { return p.nonce == nonce })
-	switch {
-	case nack:
-		msg := req.GetErrorDetail().GetMessage()
-		ti.nacks++
-		ti.lastNACK = &NACK{Nonce: req.GetResponseNonce(), Error: msg, At: now}
-		if i >= 0 {
-			ti.lastNACK.Version = ti.pending[i].version
-		}
-		for _, r := range ti.resources {
-			if r.nonce == nonce {
-				r.nackNonce, r.nackErr, r.nackAt = nonce, msg, now
-			}
-		}
-	case i >= 0 && req.GetVersionInfo() == ti.pending[i].version:
-		// An ACK echoes the response's version; a request that only changes
-		// subscriptions after a NACK carries the nonce with an older version.
-		ti.acks++
-		ti.lastACK = Response{Version: req.GetVersionInfo(), Nonce: req.GetResponseNonce(), At: now}
-	default:
+	if v == noVerdict {
 		return
 	}
-	ti.answered = max(ti.answered, nonce)
-	ti.pending = slices.DeleteFunc(ti.pending, func(p sentResponse) bool { return p.nonce <= nonce })
+	nonce, _ := strconv.ParseUint(nonceText, 10, 64) // the server's own nonce, so it parses
+	ti.answered = nonce
+	if v == ack {
+		ti.acks++
+		ti.lastACK = Response{Version: ti.lastSent.Version, Nonce: nonceText, At: now}
+		return
+	}
+	ti.nacks++
+	errMsg = clip(errMsg, maxNACKLen)
+	ti.lastNACK = &NACK{Version: ti.lastSent.Version, Nonce: nonceText, Error: errMsg, At: now}
+	// gRPC clients name the resources they reject in the error ("resource
+	// "x": ..."): mark those; an error naming none rejects the whole response.
+	var carried, named []*resourceInfo
+	for name, r := range ti.resources {
+		if r.nonce == nonce {
+			carried = append(carried, r)
+			if mentions(errMsg, name) {
+				named = append(named, r)
+			}
+		}
+	}
+	if len(named) == 0 {
+		named = carried
+	}
+	for _, r := range named {
+		r.nackNonce, r.nackErr, r.nackAt = nonce, errMsg, now
+	}
+}
+
+// maxNACKLen bounds a NACK's message as kept for the debug views.
+const maxNACKLen = 4096
+
+// mentions reports whether msg names the resource name as a whole word: not
+// as a prefix of a longer name ("be1" in "be10") nor inside one.
+func mentions(msg, name string) bool {
+	for i := 0; name != ""; {
+		j := strings.Index(msg[i:], name)
+		if j < 0 {
+			return false
+		}
+		start, end := i+j, i+j+len(name)
+		if (start == 0 || !nameByte(msg[start-1])) && (end == len(msg) || !nameByte(msg[end]) ||
+			(msg[end] == ':' && (end+1 == len(msg) || msg[end+1] == ' '))) {
+			return true
+		}
+		i = start + 1
+	}
+	return false
+}
+
+// nameByte reports whether b can be part of a resource name.
+func nameByte(b byte) bool {
+	return b >= 'a' && b <= 'z' || b >= 'A' && b <= 'Z' || b >= '0' && b <= '9' ||
+		strings.IndexByte("._-|/:", b) >= 0
 }
 
 // responded records a response that was sent: nonce and version, and what it
 // carried. A full-state response tells the client that the subscribed names
 // it leaves out do not exist.
-func (ci *clientInfo) responded(typ, version, nonceText string, nonce uint64, sent []item, full bool) {
+func (ci *clientInfo) responded(typ, version string, nonce uint64, sent []sub, full bool) {
 	now := time.Now()
 	ci.mu.Lock()
 	defer ci.mu.Unlock()
 	ti := ci.typ(typ)
 	ti.responses++
-	ti.lastSent = Response{Version: version, Nonce: nonceText, At: now, Resources: len(sent)}
-	if len(ti.pending) == maxPending {
-		ti.pending = slices.Delete(ti.pending, 0, 1)
-	}
-	ti.pending = append(ti.pending, sentResponse{nonce, version})
-	for _, it := range sent {
-		if r := ti.resources[it.name]; r != nil {
-			r.version, r.nonce, r.at, r.res = version, nonce, now, it.res
+	ti.lastSent = Response{Version: version, Nonce: strconv.FormatUint(nonce, 10), At: now, Resources: len(sent)}
+	for _, s := range sent {
+		if r := ti.resources[s.name]; r != nil {
+			r.version, r.nonce, r.at, r.res = version, nonce, now, s.entry.resource
 		}
 	}
 	if full {
@@ -295,13 +309,13 @@ func (ci *clientInfo) snapshot(id uint64) ClientStatus {
 	if l := ci.node.GetLocality(); l != nil {
 		cs.Locality = &Locality{Region: l.GetRegion(), Zone: l.GetZone(), SubZone: l.GetSubZone()}
 	}
-	for _, typ := range served {
+	for _, typ := range listOrder {
 		ti := ci.types[typ]
 		if ti == nil {
 			continue
 		}
 		ts := TypeStatus{
-			Type: shortType(typ), TypeURL: typ,
+			Type: ShortType(typ), TypeURL: typ,
 			Requests: ti.requests, Responses: ti.responses, ACKs: ti.acks, NACKs: ti.nacks,
 			LastSent: nonZero(ti.lastSent), LastACK: nonZero(ti.lastACK), LastNACK: copyPtr(ti.lastNACK),
 			Resources: make([]ResourceStatus, 0, len(ti.resources)),

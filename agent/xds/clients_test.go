@@ -15,7 +15,7 @@ func cdsOf(t *testing.T, s *testServer) (ClientStatus, TypeStatus) {
 		t.Fatalf("%d clients, want 1", len(cl))
 	}
 	for _, ts := range cl[0].Types {
-		if ts.TypeURL == resources.ClusterType {
+		if ts.TypeURL == ClusterType {
 			return cl[0], ts
 		}
 	}
@@ -78,14 +78,15 @@ func TestClientsShowWhatEachClientAcceptedAndRejected(t *testing.T) {
 
 	c.request("be1", "be2")
 	c.expect("be1", "be2")
-	c.nack("be2: bad cluster")
-	// The rejected response carried both (CDS is full state): both are in error.
-	ts = waitStates(t, s, map[string]ResourceState{"be1": Error, "be2": Error})
-	if ts.NACKs != 1 || ts.LastNACK == nil || ts.LastNACK.Error != "be2: bad cluster" || ts.LastNACK.Version != c.last.VersionInfo {
+	// grpc-go's form: the response's valid resources are used, the named one rejected.
+	rejected := `error parsing "type.googleapis.com/envoy.config.cluster.v3.Cluster" response: resource "be2": bad cluster`
+	c.nack(rejected)
+	ts = waitStates(t, s, map[string]ResourceState{"be1": Synced, "be2": Error})
+	if ts.NACKs != 1 || ts.LastNACK == nil || ts.LastNACK.Error != rejected || ts.LastNACK.Version != c.last.VersionInfo {
 		t.Errorf("NACKs = %d, last %+v; want 1 with the message and version %s", ts.NACKs, ts.LastNACK, c.last.VersionInfo)
 	}
 	for _, r := range ts.Resources {
-		if r.Error != "be2: bad cluster" || r.ErrorAt.IsZero() {
+		if r.Name == "be2" && (r.Error != rejected || r.ErrorAt.IsZero()) {
 			t.Errorf("%s: error %q at %v, want the NACK's", r.Name, r.Error, r.ErrorAt)
 		}
 	}
@@ -134,20 +135,29 @@ func TestAddingAnAbsentClusterIsAnsweredWithTheFullState(t *testing.T) {
 	c.expect("be1")
 }
 
-func TestNACKOfAnOlderResponseIsCounted(t *testing.T) {
-	s := startServer(t, "be1", "be2")
+func TestNACKNamingNoResourceRejectsTheWholeResponse(t *testing.T) {
+	s := startServer(t, "be1", "be10")
 	c := dial(t, s)
-	c.request("be1")
-	c.expect("be1")
-	older := c.last
-	c.request("be1", "be2")
-	c.expect("be1", "be2")
-	c.last = older // rejects the first response after the second was sent
-	c.nack("bad")
-	c.nack("bad") // repeated: one rejection
-	waitFor(t, func() bool {
-		_, ts := cdsOf(t, s)
-		return ts.NACKs == 1
-	})
-	c.expectNothing()
+	c.request("be1", "be10")
+	c.expect("be1", "be10")
+	c.nack("top level errors: malformed response")
+	waitStates(t, s, map[string]ResourceState{"be1": Error, "be10": Error})
+}
+
+func TestNACKNamesAreMatchedAsWholeNames(t *testing.T) {
+	for _, tc := range []struct {
+		msg, name string
+		want      bool
+	}{
+		{`resource "be1": bad`, "be1", true},
+		{`resource "be10": bad`, "be1", false},
+		{`resource index 0: be1.ns.svc.cluster.local:8080: validation error`, "be1.ns.svc.cluster.local:8080", true},
+		{`resource index 0: be1.ns.svc.cluster.local:80801: validation error`, "be1.ns.svc.cluster.local:8080", false},
+		{`xbe1: bad`, "be1", false},
+		{`be1`, "be1", true},
+	} {
+		if got := mentions(tc.msg, tc.name); got != tc.want {
+			t.Errorf("mentions(%q, %q) = %v, want %v", tc.msg, tc.name, got, tc.want)
+		}
+	}
 }

@@ -84,7 +84,7 @@ func TestCSDSReportsEachClientsResources(t *testing.T) {
 		return len(r.GetConfig()) == 2 && g != nil && g.GetConfigStatus() == statusv3.ConfigStatus_SYNCED
 	})
 	g := configOf(all, "a", "be1")
-	if g.GetTypeUrl() != resources.ClusterType || g.GetVersionInfo() != a.last.VersionInfo ||
+	if g.GetTypeUrl() != ClusterType || g.GetVersionInfo() != a.last.VersionInfo ||
 		g.GetClientStatus() != adminv3.ClientResourceStatus_ACKED || g.GetLastUpdated() == nil {
 		t.Errorf("a's be1 = %v, want CDS at version %s, ACKED, with a time", g, a.last.VersionInfo)
 	}
@@ -108,6 +108,10 @@ func TestCSDSReportsEachClientsResources(t *testing.T) {
 		t.Errorf("exclude_resource_contents: be2 = %v, want no resource", g)
 	}
 
+	changed := resources.Cluster("be1", resources.DefaultLB)
+	changed.LbPolicy = 1
+	s.world.update("be1", changed)
+	a.expect("be1")
 	a.nack("be1: no")
 	nacked := fetchUntil(t, c, &statusv3.ClientStatusRequest{NodeMatchers: exactNode("a")}, func(r *statusv3.ClientStatusResponse) bool {
 		return configOf(r, "a", "be1").GetConfigStatus() == statusv3.ConfigStatus_ERROR

@@ -6,13 +6,15 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"net"
+	"net/netip"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -21,33 +23,56 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/nodexds/nodexds/agent/metrics"
-	"github.com/nodexds/nodexds/agent/resources"
 )
 
-// fullState lists the types whose every response must hold every subscribed
-// resource: for these, a missing name means "deleted" to the client.
-var fullState = map[string]bool{resources.ListenerType: true, resources.ClusterType: true}
+// AdmitFunc decides whether a client may be served, from its address and the
+// Node of its first request (trimmed, see MetadataNodeName). It returns nil
+// to admit, or the error (a status, e.g. PERMISSION_DENIED) that ends the
+// stream. It is called once per stream, before anything is sent, and may
+// block briefly (ctx ends with the stream).
+type AdmitFunc func(ctx context.Context, peer netip.Addr, node *corev3.Node) error
 
-var served = []string{resources.ListenerType, resources.RouteType, resources.ClusterType, resources.EndpointType}
+// Options configure a Server.
+type Options struct {
+	Limits Limits
+	Admit  AdmitFunc // nil admits every client
+}
 
-// Server is an ADS server (state-of-the-world) over a Cache.
+// Server is an ADS server (state-of-the-world) over a Cache. It owns the
+// streams: who subscribes to what, and what each was told.
 type Server struct {
 	discoveryv3.UnimplementedAggregatedDiscoveryServiceServer
 	cache   *Cache
 	metrics *metrics.Metrics
 	log     *slog.Logger
+	limits  Limits
+	admit   AdmitFunc
+	logs    *limiter // shared by every client's log lines
 	ids     atomic.Uint64
 
 	mu      sync.Mutex
 	streams map[uint64]*stream // open streams, for Clients
+	perPeer map[netip.Addr]int
+
+	subMu sync.Mutex
+	subs  map[key]map[*stream]struct{} // who subscribes to each name
+	count map[string]int               // distinct subscribed names per type
 }
 
 // NewServer returns a Server answering from cache.
-func NewServer(cache *Cache, m *metrics.Metrics, log *slog.Logger) *Server {
-	cache.OnSubscriptionCount(func(typ string, n int) {
-		m.Subscriptions.WithLabelValues(shortType(typ)).Set(float64(n))
-	})
-	return &Server{cache: cache, metrics: m, log: log, streams: map[uint64]*stream{}}
+func NewServer(cache *Cache, m *metrics.Metrics, log *slog.Logger, o Options) *Server {
+	s := &Server{
+		cache: cache, metrics: m, log: log,
+		limits:  o.Limits.withDefaults(),
+		admit:   o.Admit,
+		logs:    newLimiter(100, 100*time.Millisecond),
+		streams: map[uint64]*stream{},
+		perPeer: map[netip.Addr]int{},
+		subs:    map[key]map[*stream]struct{}{},
+		count:   map[string]int{},
+	}
+	cache.onChange(s.resourcesChanged)
+	return s
 }
 
 // Register adds the ADS service to g.
@@ -55,70 +80,184 @@ func (s *Server) Register(g *grpc.Server) {
 	discoveryv3.RegisterAggregatedDiscoveryServiceServer(g, s)
 }
 
-// DeltaAggregatedResources is not served: grpc-go speaks state-of-the-world only.
+// DeltaAggregatedResources is not served: every gRPC client speaks
+// state-of-the-world.
 func (s *Server) DeltaAggregatedResources(discoveryv3.AggregatedDiscoveryService_DeltaAggregatedResourcesServer) error {
 	return status.Error(codes.Unimplemented, "nodexds serves state-of-the-world ADS only")
 }
 
 // StreamAggregatedResources serves one client until it goes away.
-func (s *Server) StreamAggregatedResources(grpcStream discoveryv3.AggregatedDiscoveryService_StreamAggregatedResourcesServer) error {
+func (s *Server) StreamAggregatedResources(gs discoveryv3.AggregatedDiscoveryService_StreamAggregatedResourcesServer) error {
 	st := &stream{
 		id:     s.ids.Add(1),
 		srv:    s,
-		grpc:   grpcStream,
+		grpc:   gs,
 		wakeCh: make(chan struct{}, 1),
 		dirty:  map[string]bool{},
 		types:  map[string]*typeState{},
+		stuck:  make(chan struct{}),
 	}
-	st.info.since = time.Now()
-	if p, ok := peer.FromContext(grpcStream.Context()); ok && p.Addr != nil {
-		st.info.peer = p.Addr.String()
+	st.log = clientLog{log: s.log.With("stream", st.id), stream: newLimiter(5, 10*time.Second), global: s.logs}
+	if p, ok := peer.FromContext(gs.Context()); ok && p.Addr != nil {
+		st.peer = peerAddr(p.Addr)
+		st.log.log = st.log.log.With("peer", p.Addr.String())
+	}
+	st.info.since, st.info.peer = time.Now(), st.peer.String()
+	if err := s.open(st); err != nil {
+		return err
+	}
+
+	// The stream runs in its own goroutine so that a client that stops
+	// reading cannot hold it forever: when a Send waits longer than
+	// SendTimeout, returning here ends the RPC, which fails that Send.
+	done := make(chan error, 1)
+	go func() {
+		defer s.close(st)
+		done <- st.run(gs.Context())
+	}()
+	select {
+	case err := <-done:
+		return err
+	case <-st.stuck:
+		s.limitHit(st, "send_timeout", "client took no response in time: ending its stream", "timeout", s.limits.SendTimeout)
+		return status.Errorf(codes.ResourceExhausted, "no response was read for %v", s.limits.SendTimeout)
+	}
+}
+
+// open registers a new stream, within the stream limits.
+func (s *Server) open(st *stream) error {
+	s.mu.Lock()
+	var limit string
+	switch {
+	case len(s.streams) >= s.limits.MaxStreams:
+		limit = "streams"
+	case s.perPeer[st.peer] >= s.limits.MaxStreamsPerPeer:
+		limit = "streams_per_peer"
+	default:
+		s.streams[st.id] = st
+		s.perPeer[st.peer]++
+	}
+	s.mu.Unlock()
+	if limit != "" {
+		s.limitHit(st, limit, "too many ADS streams: refusing a new one",
+			"max_streams", s.limits.MaxStreams, "max_streams_per_peer", s.limits.MaxStreamsPerPeer)
+		return status.Errorf(codes.ResourceExhausted, "too many ADS streams (limit %s)", limit)
 	}
 	s.metrics.ConnectedClients.Inc()
-	defer s.metrics.ConnectedClients.Dec()
+	return nil
+}
+
+// close drops a finished stream and all its subscriptions.
+func (s *Server) close(st *stream) {
+	for typ, ts := range st.types {
+		s.subscribe(st, typ, nil, slices.Collect(maps.Keys(ts.names)))
+	}
 	s.mu.Lock()
-	s.streams[st.id] = st
+	delete(s.streams, st.id)
+	if s.perPeer[st.peer]--; s.perPeer[st.peer] <= 0 {
+		delete(s.perPeer, st.peer)
+	}
 	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		delete(s.streams, st.id)
-		s.mu.Unlock()
-	}()
-	defer st.close()
-	return st.run(grpcStream.Context())
+	s.metrics.ConnectedClients.Dec()
+	if st.node != nil {
+		st.log.at(slog.LevelInfo, "client disconnected", "node", st.node.GetId())
+	}
+}
+
+// limitHit counts and reports a client reaching one of the Limits.
+func (s *Server) limitHit(st *stream, limit, msg string, args ...any) {
+	s.metrics.LimitHits.WithLabelValues(limit).Inc()
+	st.log.at(slog.LevelWarn, msg, append([]any{"limit", limit}, args...)...)
+}
+
+// subscribe updates the index of who subscribes to what; the Cache hears of
+// a name's first subscriber and of its last one leaving.
+func (s *Server) subscribe(st *stream, typ string, add, remove []string) {
+	if len(add)+len(remove) == 0 {
+		return
+	}
+	s.subMu.Lock()
+	defer s.subMu.Unlock()
+	for _, n := range add {
+		k := key{typ, n}
+		set := s.subs[k]
+		if set == nil {
+			set = map[*stream]struct{}{}
+			s.subs[k] = set
+			s.cache.want(typ, n)
+			s.count[typ]++
+		}
+		set[st] = struct{}{}
+	}
+	for _, n := range remove {
+		k := key{typ, n}
+		set := s.subs[k]
+		if _, ok := set[st]; !ok {
+			continue
+		}
+		delete(set, st)
+		if len(set) == 0 {
+			delete(s.subs, k)
+			s.cache.drop(typ, n)
+			s.count[typ]--
+		}
+	}
+	s.metrics.Subscriptions.WithLabelValues(ShortType(typ)).Set(float64(s.count[typ]))
+}
+
+// resourcesChanged wakes the streams subscribed to resources the Cache changed.
+func (s *Server) resourcesChanged(keys []key) {
+	s.subMu.Lock()
+	defer s.subMu.Unlock()
+	for _, k := range keys {
+		for st := range s.subs[k] {
+			st.wake(k.typ)
+		}
+	}
 }
 
 // stream is one client's ADS stream. Its fields are owned by the goroutine
-// running run, except dirty, which the Cache sets when it wakes the stream.
+// running run, except dirty (set by wake) and info (read by Clients).
 type stream struct {
-	id   uint64
-	srv  *Server
-	grpc discoveryv3.AggregatedDiscoveryService_StreamAggregatedResourcesServer
-	node string
+	id       uint64
+	srv      *Server
+	grpc     discoveryv3.AggregatedDiscoveryService_StreamAggregatedResourcesServer
+	peer     netip.Addr
+	log      clientLog
+	node     *corev3.Node // trimmed, from the first request naming one
+	admitted bool
+	nonce    uint64 // of the last response, any type
+	types    map[string]*typeState
 
 	wakeCh chan struct{}
 	mu     sync.Mutex
 	dirty  map[string]bool
 
-	types map[string]*typeState
-	nonce uint64
+	stuck     chan struct{} // closed when a Send outlives SendTimeout
+	stuckOnce sync.Once
 
-	// info is the summary other goroutines read (Server.Clients); the
-	// stream's goroutine updates it as it handles requests and responds.
 	info clientInfo
 }
 
 // typeState is what one stream knows about one resource type.
 type typeState struct {
-	names    map[string]bool   // subscribed
-	sent     map[string]string // name → version last sent on this stream
-	nonce    string            // of the last response
-	answered bool              // a response was sent on this stream
-	added    bool              // names were added since the last response
-	nacked   string            // nonce of the last NACK, not to count it twice
+	names    map[string]struct{} // subscribed
+	sorted   []string            // names, sorted; nil when names changed
+	told     map[string]string   // see typeInput.told
+	nonce    string              // of the latest response of this type
+	sent     string              // its version
+	answered string              // nonce last ACKed or NACKed, not to count a repeat
+	named    bool                // a request has named resources: an empty list is no longer a wildcard
 }
 
-// wake marks typ as changed. Called with the Cache lock held.
+func (ts *typeState) sortedNames() []string {
+	if ts.sorted == nil {
+		ts.sorted = slices.Sorted(maps.Keys(ts.names))
+	}
+	return ts.sorted
+}
+
+// wake marks typ as changed.
 func (st *stream) wake(typ string) {
 	st.mu.Lock()
 	st.dirty[typ] = true
@@ -132,40 +271,64 @@ func (st *stream) wake(typ string) {
 func (st *stream) takeDirty() []string {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	out := slices.Sorted(maps.Keys(st.dirty))
+	out := slices.Collect(maps.Keys(st.dirty))
 	clear(st.dirty)
 	return out
 }
 
-// maxInbox bounds requests received but not yet handled on one stream.
-const maxInbox = 1024
+// inbox holds requests read but not yet handled: the latest one per type.
+// State-of-the-world requests each carry the whole subscription, so a newer
+// one replaces an older one; only an unhandled NACK is carried over. Its size
+// is thus bounded by four requests, however fast a client sends.
+type inbox struct {
+	mu   sync.Mutex
+	reqs map[string]*discoveryv3.DiscoveryRequest
+}
+
+func (in *inbox) put(req *discoveryv3.DiscoveryRequest) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if old := in.reqs[req.GetTypeUrl()]; old != nil && old.GetErrorDetail() != nil &&
+		req.GetErrorDetail() == nil && req.GetResponseNonce() == old.GetResponseNonce() {
+		req.ErrorDetail = old.ErrorDetail
+	}
+	in.reqs[req.GetTypeUrl()] = req
+}
+
+// take returns the pending requests in listOrder.
+func (in *inbox) take() []*discoveryv3.DiscoveryRequest {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	var out []*discoveryv3.DiscoveryRequest
+	for _, typ := range listOrder {
+		if r := in.reqs[typ]; r != nil {
+			out = append(out, r)
+		}
+	}
+	clear(in.reqs)
+	return out
+}
 
 func (st *stream) run(ctx context.Context) error {
-	// Requests are read by their own goroutine into an inbox, so the stream
-	// always reads, even while a Send waits for the client to read: a client
-	// that stops reading until its own requests are sent (grpc-go's xDS
-	// client does, under flow control) would otherwise deadlock with us.
-	var (
-		inMu    sync.Mutex
-		inbox   []*discoveryv3.DiscoveryRequest
-		arrived = make(chan struct{}, 1)
-		errc    = make(chan error, 1)
-	)
+	// Requests are read by their own goroutine, so the stream always reads,
+	// even while a Send waits for the client to read: a client that stops
+	// reading until its own requests are sent (grpc-go's xDS client does,
+	// under flow control) would otherwise deadlock with us.
+	in := inbox{reqs: map[string]*discoveryv3.DiscoveryRequest{}}
+	arrived := make(chan struct{}, 1)
+	errc := make(chan error, 1)
 	go func() {
 		for {
 			req, err := st.grpc.Recv()
-			if err == nil {
-				inMu.Lock()
-				inbox = append(inbox, req)
-				if len(inbox) > maxInbox {
-					err = status.Errorf(codes.ResourceExhausted, "more than %d requests pending on one stream", maxInbox)
-				}
-				inMu.Unlock()
+			if err == nil && !Served(req.GetTypeUrl()) {
+				st.log.at(slog.LevelWarn, "request for a type nodexds does not serve: ending the stream", "type", clip(req.GetTypeUrl(), maxLogLen))
+				err = status.Errorf(codes.InvalidArgument, "type URL %q is not served (nodexds serves LDS, RDS, CDS and EDS)", clip(req.GetTypeUrl(), maxLogLen))
 			}
 			if err != nil {
 				errc <- err
 				return
 			}
+			in.put(req)
 			select {
 			case arrived <- struct{}{}:
 			default:
@@ -182,218 +345,194 @@ func (st *stream) run(ctx context.Context) error {
 			}
 			return err
 		case <-arrived:
-			inMu.Lock()
-			reqs := inbox
-			inbox = nil
-			inMu.Unlock()
 			// Handle every request that is already here before answering: a
 			// client adding names one by one gets one answer, not one each.
 			var answer []string
-			for _, req := range reqs {
-				if typ, ok := st.handle(req); ok && !slices.Contains(answer, typ) {
-					answer = append(answer, typ)
-				}
-			}
-			for _, typ := range answer {
-				if err := st.respond(typ); err != nil {
+			for _, req := range in.take() {
+				asks, err := st.handle(ctx, req)
+				if err != nil {
 					return err
 				}
+				if asks {
+					answer = append(answer, req.GetTypeUrl())
+				}
+			}
+			if err := st.respond(slices.Concat(answer, st.takeDirty())); err != nil {
+				return err
 			}
 		case <-st.wakeCh:
-			for _, typ := range st.takeDirty() {
-				if err := st.respond(typ); err != nil {
-					return err
-				}
+			if err := st.respond(st.takeDirty()); err != nil {
+				return err
 			}
 		}
 	}
 }
 
-// handle applies one request; it reports the request's type and whether it
-// needs an answer.
-func (st *stream) handle(req *discoveryv3.DiscoveryRequest) (string, bool) {
+// verdict is what a request says about the latest response of its type.
+type verdict int
+
+const (
+	noVerdict verdict = iota // first request, or a stale nonce: says nothing
+	ack
+	nack
+)
+
+// handle applies one request. It reports whether the request may call for an
+// answer (it subscribed to names), or the error that ends the stream.
+func (st *stream) handle(ctx context.Context, req *discoveryv3.DiscoveryRequest) (bool, error) {
 	typ := req.GetTypeUrl()
-	if st.node == "" && req.GetNode().GetId() != "" {
-		st.node = req.GetNode().GetId()
-		st.info.identify(req.GetNode())
-		st.srv.log.Info("client connected", "stream", st.id, "node", st.node,
-			"locality", req.GetNode().GetLocality().String(), "user_agent", st.info.userAgent)
+	if st.node == nil && req.GetNode() != nil {
+		st.node = trimNode(req.GetNode())
+		st.info.identify(st.node)
+		st.log.at(slog.LevelInfo, "client connected", "node", st.node.GetId(),
+			"locality", st.node.GetLocality().String(), "user_agent", st.info.userAgent)
 	}
-	if !slices.Contains(served, typ) {
-		st.srv.log.Warn("ignoring request for unserved type", "stream", st.id, "node", st.node, "type", typ)
-		return typ, false
-	}
-	ts := st.types[typ]
-	if ts == nil {
-		ts = &typeState{names: map[string]bool{}, sent: map[string]string{}}
-		st.types[typ] = ts
-	}
-	// A NACK names the response it rejects by nonce. It may be an older one
-	// than the last sent (a newer response crossed it), and it still counts;
-	// a client repeating the error on later requests does not count again.
-	nonce := req.GetResponseNonce()
-	nack := nonce != "" && req.GetErrorDetail() != nil && nonce != ts.nacked
-	if nack {
-		ts.nacked = nonce
-		st.srv.metrics.NACKs.WithLabelValues(shortType(typ)).Inc()
-		st.srv.log.Error("client rejected a response (NACK)", "stream", st.id, "node", st.node,
-			"type", shortType(typ), "nonce", nonce, "version", req.GetVersionInfo(), "error", req.GetErrorDetail().GetMessage())
+	if st.srv.admit != nil && !st.admitted {
+		if err := st.srv.admit(ctx, st.peer, st.node); err != nil {
+			return false, err
+		}
+		st.admitted = true
 	}
 
-	// An empty list means "none": grpc clients always name what they want, and
-	// wildcard subscriptions would send them every Service in the cluster.
-	want := map[string]bool{}
-	for _, n := range req.GetResourceNames() {
-		want[n] = true
+	ts := st.types[typ]
+	if ts == nil {
+		ts = &typeState{names: map[string]struct{}{}, told: map[string]string{}}
+		st.types[typ] = ts
 	}
+	names := req.GetResourceNames()
+	// In the xDS protocol a first LDS or CDS request naming nothing, or "*",
+	// is a wildcard subscription: every Listener (every Service in the
+	// cluster). gRPC clients never send one; refuse it rather than misread it.
+	if fullState(typ) && (slices.Contains(names, "*") || (!ts.named && len(names) == 0)) {
+		st.log.at(slog.LevelWarn, "wildcard subscription refused: ending the stream", "type", ShortType(typ))
+		return false, status.Errorf(codes.InvalidArgument,
+			"nodexds does not serve wildcard %s subscriptions: name the resources you want (gRPC clients do, e.g. xds:///my-service.my-namespace:8080)", ShortType(typ))
+	}
+	if len(names) > st.srv.limits.MaxNamesPerType {
+		st.srv.limitHit(st, "names_per_type", "client subscribed to too many names: ending its stream",
+			"type", ShortType(typ), "names", len(names), "max", st.srv.limits.MaxNamesPerType)
+		return false, status.Errorf(codes.ResourceExhausted, "%d %s names in one request, more than the limit of %d",
+			len(names), ShortType(typ), st.srv.limits.MaxNamesPerType)
+	}
+	ts.named = ts.named || len(names) > 0
+
+	// A request ACKs or NACKs only the latest response of its type; one naming
+	// an older (or never sent) nonce is stale, and says nothing.
+	v, nonce := noVerdict, req.GetResponseNonce()
+	// Clients repeat the nonce on later requests: an answer counts once.
+	switch {
+	case nonce == "" || nonce != ts.nonce || nonce == ts.answered:
+	case req.GetErrorDetail() != nil:
+		ts.answered, v = nonce, nack
+		st.srv.metrics.NACKs.WithLabelValues(ShortType(typ)).Inc()
+		st.log.at(slog.LevelError, "client rejected a response (NACK)", "node", st.node.GetId(),
+			"type", ShortType(typ), "nonce", nonce, "version", ts.sent,
+			"error", clip(req.GetErrorDetail().GetMessage(), maxLogLen))
+	case req.GetVersionInfo() == ts.sent:
+		// An ACK echoes the response's version; a request that only changes
+		// subscriptions after a NACK carries its nonce with an older version.
+		ts.answered, v = nonce, ack
+	}
+
+	want := make(map[string]struct{}, len(names))
 	var add, remove []string
-	for n := range want {
-		if !ts.names[n] {
+	for _, n := range names {
+		if _, dup := want[n]; dup {
+			continue
+		}
+		want[n] = struct{}{}
+		if _, ok := ts.names[n]; !ok {
 			add = append(add, n)
 		}
 	}
 	for n := range ts.names {
-		if !want[n] {
+		if _, ok := want[n]; !ok {
 			remove = append(remove, n)
-			delete(ts.sent, n)
+			delete(ts.told, n)
 		}
 	}
-	ts.names = want
-	st.info.requested(typ, req, nack, add, remove)
 	if len(add)+len(remove) > 0 {
-		st.srv.cache.subscribe(st, typ, add, remove)
+		ts.names, ts.sorted = want, nil
+		st.srv.subscribe(st, typ, add, remove)
 	}
-	// Answer every request that adds names, and the first one of a type even
-	// if nothing did: a reconnecting client re-sends the version it had, and must
-	// still hear from a server that has no memory of it.
-	if len(add) > 0 {
-		ts.added = true
-	}
-	return typ, ts.added || !ts.answered
+	st.info.requested(typ, add, remove, v, nonce, req.GetErrorDetail().GetMessage())
+	return len(add) > 0, nil
 }
 
-// respond sends what changed in typ since the last response, if anything did
-// and every subscribed name has been resolved by the agent.
-func (st *stream) respond(typ string) error {
-	ts := st.types[typ]
-	if ts == nil {
-		return nil
-	}
-	var present []item
-	c := st.srv.cache
-	c.mu.Lock()
-	for n := range ts.names {
-		e := c.entries[typ][n]
-		if e == nil || !e.known {
-			c.mu.Unlock()
-			return nil // woken again when the agent Sets it
+// respond sends what plan decides for the given types.
+func (st *stream) respond(types []string) error {
+	var ins []typeInput
+	for _, typ := range types {
+		ts := st.types[typ]
+		if ts == nil || slices.ContainsFunc(ins, func(in typeInput) bool { return in.typ == typ }) {
+			continue
 		}
-		if e.resource != nil {
-			present = append(present, item{n, e.version, e.resource, e.observed})
+		names := ts.sortedNames()
+		subs := make([]sub, len(names))
+		for i, n := range names {
+			subs[i].name = n
 		}
+		st.srv.cache.lookup(typ, subs)
+		ins = append(ins, typeInput{typ: typ, subs: subs, told: ts.told})
 	}
-	c.mu.Unlock()
-	slices.SortFunc(present, func(a, b item) int { return strings.Compare(a.name, b.name) })
-
-	var changed []item
-	var oldest time.Time
-	for _, it := range present {
-		if prev, ok := ts.sent[it.name]; !ok || prev != it.version {
-			changed = append(changed, it)
-			if ok && (oldest.IsZero() || it.observed.Before(oldest)) {
-				oldest = it.observed // only updates, not first sends, count as push latency
-			}
+	for _, r := range plan(ins) {
+		if err := st.send(r); err != nil {
+			return err
 		}
 	}
-	deleted := false
-	for n := range ts.sent {
-		if _, ok := slices.BinarySearchFunc(present, n, func(it item, n string) int { return strings.Compare(it.name, n) }); !ok {
-			delete(ts.sent, n)
-			deleted = true
-		}
+	for _, in := range ins {
+		settle(in.told, in.subs)
 	}
-
-	// A request that added names is answered once they are all resolved, even
-	// when none of them exists: for Listeners and Clusters the full state then
-	// says "does not exist" at once (instead of after the client's watch timer).
-	send := changed
-	switch {
-	case fullState[typ] && (len(changed) > 0 || deleted || !ts.answered || ts.added):
-		send = present
-	case !fullState[typ] && !ts.answered:
-		send = present
-	case len(changed) == 0:
-		ts.added = false // nothing new to say about Routes or Endpoints
-		return nil
-	}
-
-	// The type's version is a hash of the whole subscribed state, so equal
-	// state gives equal versions on any agent, restarted or not.
-	var sig []byte
-	for _, it := range present {
-		sig = append(sig, it.name...)
-		sig = append(sig, 0)
-		sig = append(sig, it.version...)
-		sig = append(sig, 0)
-	}
-	st.nonce++
-	resp := &discoveryv3.DiscoveryResponse{
-		VersionInfo: hash(sig),
-		TypeUrl:     typ,
-		Nonce:       strconv.FormatUint(st.nonce, 10),
-	}
-	for _, it := range send {
-		resp.Resources = append(resp.Resources, it.res)
-	}
-	if err := st.grpc.Send(resp); err != nil {
-		return err
-	}
-	for _, it := range send {
-		ts.sent[it.name] = it.version
-	}
-	ts.nonce, ts.answered, ts.added = resp.Nonce, true, false
-	st.info.responded(typ, resp.VersionInfo, resp.Nonce, st.nonce, send, fullState[typ])
-	st.srv.metrics.Pushes.WithLabelValues(shortType(typ)).Inc()
-	if !oldest.IsZero() {
-		st.srv.metrics.PushLatency.WithLabelValues(shortType(typ)).Observe(time.Since(oldest).Seconds())
-	}
-	st.srv.log.Debug("sent", "stream", st.id, "node", st.node, "type", shortType(typ),
-		"version", resp.VersionInfo, "resources", len(send), "subscribed", len(ts.names))
 	return nil
 }
 
-// item is one resource as read from the cache for a response.
-type item struct {
-	name, version string
-	res           *anypb.Any
-	observed      time.Time
-}
-
-// close drops every subscription of the stream.
-func (st *stream) close() {
-	for typ, ts := range st.types {
-		names := make([]string, 0, len(ts.names))
-		for n := range ts.names {
-			names = append(names, n)
+// send sends one response.
+func (st *stream) send(r response) error {
+	ts := st.types[r.typ]
+	st.nonce++
+	resp := &discoveryv3.DiscoveryResponse{
+		VersionInfo: r.version,
+		TypeUrl:     r.typ,
+		Nonce:       strconv.FormatUint(st.nonce, 10),
+		Resources:   make([]*anypb.Any, len(r.resources)),
+	}
+	var oldest time.Time // of the updates it carries; first sends are not push latency
+	for i, s := range r.resources {
+		resp.Resources[i] = s.entry.resource
+		if prev, ok := ts.told[s.name]; ok && prev != toldAbsent && prev != s.entry.version &&
+			(oldest.IsZero() || s.entry.observed.Before(oldest)) {
+			oldest = s.entry.observed
 		}
-		st.srv.cache.subscribe(st, typ, nil, names)
 	}
-	if st.node != "" {
-		st.srv.log.Info("client disconnected", "stream", st.id, "node", st.node)
+	watchdog := time.AfterFunc(st.srv.limits.SendTimeout, func() { st.stuckOnce.Do(func() { close(st.stuck) }) })
+	err := st.grpc.Send(resp)
+	watchdog.Stop()
+	if err != nil {
+		return err
 	}
+	ts.nonce, ts.sent = resp.Nonce, resp.VersionInfo
+	st.info.responded(r.typ, resp.VersionInfo, st.nonce, r.resources, fullState(r.typ))
+	typ := ShortType(r.typ)
+	st.srv.metrics.Pushes.WithLabelValues(typ).Inc()
+	if !oldest.IsZero() {
+		st.srv.metrics.PushLatency.WithLabelValues(typ).Observe(time.Since(oldest).Seconds())
+	}
+	if st.srv.log.Enabled(context.Background(), slog.LevelDebug) {
+		st.srv.log.Debug("sent", "stream", st.id, "type", typ,
+			"version", resp.VersionInfo, "resources", len(r.resources), "subscribed", len(ts.names))
+	}
+	return nil
 }
 
-// shortType is a type URL's metric label: "Listener", "Cluster", ...
-func shortType(typ string) string {
-	switch typ {
-	case resources.ListenerType:
-		return "LDS"
-	case resources.RouteType:
-		return "RDS"
-	case resources.ClusterType:
-		return "CDS"
-	case resources.EndpointType:
-		return "EDS"
+// peerAddr is the IP of a peer address (unmapped, without zone), or the zero
+// Addr for a peer that is not on IP (a unix socket, in tests).
+func peerAddr(a net.Addr) netip.Addr {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		ip, _ := netip.AddrFromSlice(ta.IP)
+		return ip.Unmap().WithZone("")
 	}
-	return "other"
+	if ap, err := netip.ParseAddrPort(a.String()); err == nil {
+		return ap.Addr().Unmap().WithZone("")
+	}
+	return netip.Addr{}
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -24,11 +25,13 @@ import (
 )
 
 // world is a stand-in for the agent: it answers interests from a map of
-// clusters, and can change them.
+// clusters (served as a Listener, Cluster, ... of that name for each type),
+// and can change them. Names in held are not resolved until released.
 type world struct {
 	cache *Cache
 	mu    sync.Mutex
 	data  map[string]proto.Message // cluster name → resource
+	held  map[string]bool
 }
 
 func (w *world) run(ctx context.Context) {
@@ -38,22 +41,52 @@ func (w *world) run(ctx context.Context) {
 			return
 		case <-w.cache.Interests():
 			for _, in := range w.cache.TakeInterests() {
-				if in.Wanted {
-					w.mu.Lock()
-					res := w.data[in.Name]
-					w.mu.Unlock()
-					w.cache.Set(in.Type, in.Name, res, time.Now())
+				w.mu.Lock()
+				held := w.held[in.Name]
+				w.mu.Unlock()
+				if in.Wanted && !held {
+					w.resolve(in.Type, in.Name)
 				}
 			}
 		}
 	}
 }
 
+// resolve Sets a name of a type as the world has it now.
+func (w *world) resolve(typ, name string) {
+	w.mu.Lock()
+	res := w.data[name]
+	w.mu.Unlock()
+	if res != nil && typ == ListenerType {
+		res = &listenerv3.Listener{Name: name}
+	}
+	w.cache.Set(typ, name, res, time.Now())
+	w.cache.Publish()
+}
+
+// hold keeps names unresolved, as an agent that has not got to them yet.
+func (w *world) hold(names ...string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, n := range names {
+		w.held[n] = true
+	}
+}
+
+// release resolves a held name of a type.
+func (w *world) release(typ, name string) {
+	w.mu.Lock()
+	delete(w.held, name)
+	w.mu.Unlock()
+	w.resolve(typ, name)
+}
+
 func (w *world) update(name string, res proto.Message) {
 	w.mu.Lock()
 	w.data[name] = res
 	w.mu.Unlock()
-	w.cache.Set(resources.ClusterType, name, res, time.Now())
+	w.cache.Set(ClusterType, name, res, time.Now())
+	w.cache.Publish()
 }
 
 type testServer struct {
@@ -65,8 +98,13 @@ type testServer struct {
 
 func startServer(t *testing.T, clusters ...string) *testServer {
 	t.Helper()
+	return startServerWith(t, Options{}, clusters...)
+}
+
+func startServerWith(t *testing.T, o Options, clusters ...string) *testServer {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	w := &world{cache: NewCache(), data: map[string]proto.Message{}}
+	w := &world{cache: NewCache(), data: map[string]proto.Message{}, held: map[string]bool{}}
 	for _, c := range clusters {
 		w.data[c] = resources.Cluster(c, resources.DefaultLB)
 	}
@@ -77,7 +115,7 @@ func startServer(t *testing.T, clusters ...string) *testServer {
 		t.Fatal(err)
 	}
 	g := grpc.NewServer()
-	srv := NewServer(w.cache, m, slog.New(slog.DiscardHandler))
+	srv := NewServer(w.cache, m, slog.New(slog.DiscardHandler), o)
 	srv.Register(g)
 	srv.RegisterCSDS(g)
 	go g.Serve(lis)
@@ -88,7 +126,9 @@ func startServer(t *testing.T, clusters ...string) *testServer {
 // adsClient is a raw ADS client: it speaks the protocol step by step.
 type adsClient struct {
 	t         *testing.T
-	node      string // the Node id it sends; "test" unless set
+	node      string   // the Node id it sends; "test" unless set
+	typ       string   // the type it asks for; CDS unless set
+	names     []string // what it last asked for
 	stream    discoveryv3.AggregatedDiscoveryService_StreamAggregatedResourcesClient
 	responses chan *discoveryv3.DiscoveryResponse // one reader, so no response is lost
 	last      *discoveryv3.DiscoveryResponse
@@ -125,12 +165,13 @@ func (c *adsClient) request(names ...string) {
 	c.t.Helper()
 	req := &discoveryv3.DiscoveryRequest{
 		Node:          &corev3.Node{Id: cmp.Or(c.node, "test")},
-		TypeUrl:       resources.ClusterType,
+		TypeUrl:       cmp.Or(c.typ, ClusterType),
 		ResourceNames: names,
 	}
 	if c.last != nil {
 		req.VersionInfo, req.ResponseNonce = c.last.VersionInfo, c.last.Nonce
 	}
+	c.names = names
 	if err := c.stream.Send(req); err != nil {
 		c.t.Fatal(err)
 	}
@@ -139,8 +180,8 @@ func (c *adsClient) request(names ...string) {
 func (c *adsClient) nack(msg string) {
 	c.t.Helper()
 	if err := c.stream.Send(&discoveryv3.DiscoveryRequest{
-		TypeUrl: resources.ClusterType, ResponseNonce: c.last.Nonce,
-		ResourceNames: c.names(), ErrorDetail: &status.Status{Code: 3, Message: msg},
+		TypeUrl: cmp.Or(c.typ, ClusterType), ResponseNonce: c.last.Nonce,
+		ResourceNames: c.names, ErrorDetail: &status.Status{Code: 3, Message: msg},
 	}); err != nil {
 		c.t.Fatal(err)
 	}
@@ -155,7 +196,7 @@ func (c *adsClient) expect(want ...string) {
 			c.t.Fatalf("stream ended, want a response holding %v", want)
 		}
 		c.last = r
-		if got := c.names(); !slices.Equal(got, want) {
+		if got := c.got(); !slices.Equal(got, want) {
 			c.t.Fatalf("response holds %v, want %v", got, want)
 		}
 	case <-time.After(5 * time.Second):
@@ -170,20 +211,20 @@ func (c *adsClient) expectNothing() {
 	case r, ok := <-c.responses:
 		if ok {
 			c.last = r
-			c.t.Fatalf("unexpected response holding %v", c.names())
+			c.t.Fatalf("unexpected response holding %v", c.got())
 		}
 	case <-time.After(200 * time.Millisecond):
 	}
 }
 
-func (c *adsClient) names() []string {
+func (c *adsClient) got() []string {
 	var out []string
 	for _, a := range c.last.GetResources() {
-		var r = resources.Cluster("", resources.DefaultLB)
-		if err := a.UnmarshalTo(r); err != nil {
+		r, err := a.UnmarshalNew()
+		if err != nil {
 			c.t.Fatal(err)
 		}
-		out = append(out, r.GetName())
+		out = append(out, r.(interface{ GetName() string }).GetName())
 	}
 	return out
 }
@@ -292,11 +333,11 @@ func TestUnsubscribingReleasesInterest(t *testing.T) {
 	c.request("be1", "be2")
 	c.expect("be1", "be2")
 	c.request("be1")
-	waitFor(t, func() bool { return !s.world.cache.Subscribed(resources.ClusterType, "be2") })
+	waitFor(t, func() bool { return !s.world.cache.Subscribed(ClusterType, "be2") })
 	if err := c.stream.CloseSend(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, func() bool { return !s.world.cache.Subscribed(resources.ClusterType, "be1") })
+	waitFor(t, func() bool { return !s.world.cache.Subscribed(ClusterType, "be1") })
 }
 
 func waitFor(t *testing.T, cond func() bool) {

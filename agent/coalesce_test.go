@@ -1,0 +1,98 @@
+package agent_test
+
+import (
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/nodexds/nodexds/agent"
+	"github.com/nodexds/nodexds/health"
+)
+
+// flapper is a Checker whose first tracked endpoint flips between healthy
+// and unhealthy each time flip is called: a health checker reporting an
+// endpoint that flaps as fast as it likes.
+type flapper struct {
+	mu      sync.Mutex
+	cluster string
+	target  health.Target
+	flips   atomic.Int64
+	changed chan struct{}
+}
+
+func newFlapper() *flapper { return &flapper{changed: make(chan struct{}, 1)} }
+
+func (f *flapper) Track(cluster string, targets []health.Target) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.cluster == "" && len(targets) > 0 {
+		f.cluster, f.target = cluster, targets[0]
+	}
+}
+
+func (f *flapper) Status(t health.Target) health.Status {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if t == f.target && f.flips.Load()%2 == 1 {
+		return health.Unhealthy
+	}
+	return health.Healthy
+}
+
+func (f *flapper) Changed() <-chan struct{} { return f.changed }
+
+func (f *flapper) TakeChanged() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return []string{f.cluster}
+}
+
+func (f *flapper) tracking() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.cluster != ""
+}
+
+func (f *flapper) flip() {
+	f.flips.Add(1)
+	select {
+	case f.changed <- struct{}{}:
+	default:
+	}
+}
+
+func TestFlappingEndpointPushesAtMostOncePerWindow(t *testing.T) {
+	const (
+		window   = 100 * time.Millisecond
+		rate     = 100 // flips per second
+		duration = 2 * time.Second
+	)
+	w, _, _, _ := localAndZone(t)
+	f := newFlapper()
+	a := startAgent(t, w, func(o *agent.Options) { o.Checker, o.Coalesce = f, window })
+	cc := dial(t, a, "be1:8080")
+	eventually(t, cc, "on-a1")
+	waitFor(t, "the checker tracks be1", f.tracking)
+
+	eds := func() float64 { return testutil.ToFloat64(a.Metrics.Pushes.WithLabelValues("EDS")) }
+	before := eds()
+	tick := time.NewTicker(time.Second / rate)
+	for end := time.Now().Add(duration); time.Now().Before(end); <-tick.C {
+		f.flip()
+	}
+	tick.Stop()
+	time.Sleep(2 * window) // let the last window flush
+	pushes := eds() - before
+
+	// One push at the first flip, then at most one per window; a flip
+	// pushed at its own rate would be rate*duration = 200 pushes.
+	limit := float64(duration/window) + 3
+	if pushes > limit || pushes < 5 {
+		t.Errorf("%d flips gave %v EDS pushes, want between 5 (flaps are pushed) and %v (one per %v window)",
+			f.flips.Load(), pushes, limit, window)
+	}
+	t.Logf("%d flips in %v: %v EDS pushes with a %v window", f.flips.Load(), duration, pushes, window)
+}

@@ -1,0 +1,159 @@
+package xds
+
+import (
+	"context"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"google.golang.org/protobuf/types/known/structpb"
+)
+
+// Limits bound what one client can make the agent hold. Zero values mean the
+// defaults.
+type Limits struct {
+	// MaxNamesPerType bounds the names one stream subscribes to per type.
+	MaxNamesPerType int
+	// MaxStreamsPerPeer bounds the ADS streams open at once from one IP.
+	MaxStreamsPerPeer int
+	// MaxStreams bounds the ADS streams open at once in all.
+	MaxStreams int
+	// SendTimeout ends a stream whose client has not taken a response in
+	// that long: it holds the response (and a goroutine) and reads nothing.
+	SendTimeout time.Duration
+}
+
+// DefaultLimits are generous for any real client: a gRPC channel subscribes
+// to a few names per Service it calls, and a pod opens one stream per
+// distinct bootstrap.
+var DefaultLimits = Limits{
+	MaxNamesPerType:   10000,
+	MaxStreamsPerPeer: 100,
+	MaxStreams:        5000,
+	SendTimeout:       30 * time.Second,
+}
+
+func (l Limits) withDefaults() Limits {
+	d := DefaultLimits
+	if l.MaxNamesPerType <= 0 {
+		l.MaxNamesPerType = d.MaxNamesPerType
+	}
+	if l.MaxStreamsPerPeer <= 0 {
+		l.MaxStreamsPerPeer = d.MaxStreamsPerPeer
+	}
+	if l.MaxStreams <= 0 {
+		l.MaxStreams = d.MaxStreams
+	}
+	if l.SendTimeout <= 0 {
+		l.SendTimeout = d.SendTimeout
+	}
+	return l
+}
+
+// MetadataNodeName is the Node metadata key under which a client's bootstrap
+// names the Kubernetes node it runs on. It is the only metadata kept.
+const MetadataNodeName = "nodexds.io/node-name"
+
+// Bounds of the client-supplied strings the agent keeps and logs.
+const (
+	maxIDLen  = 256 // node id, cluster, locality parts, node name
+	maxLogLen = 160 // any client string in a log line
+)
+
+// trimNode keeps what nodexds reads of a client's Node — id, cluster,
+// locality, user agent and the node name — so a client cannot make the agent
+// hold a large metadata Struct for the life of its stream.
+func trimNode(n *corev3.Node) *corev3.Node {
+	out := &corev3.Node{
+		Id:            clip(n.GetId(), maxIDLen),
+		Cluster:       clip(n.GetCluster(), maxIDLen),
+		UserAgentName: clip(n.GetUserAgentName(), maxIDLen),
+	}
+	if v := n.GetUserAgentVersion(); v != "" {
+		out.UserAgentVersionType = &corev3.Node_UserAgentVersion{UserAgentVersion: clip(v, maxIDLen)}
+	}
+	if l := n.GetLocality(); l != nil {
+		out.Locality = &corev3.Locality{
+			Region: clip(l.GetRegion(), maxIDLen), Zone: clip(l.GetZone(), maxIDLen), SubZone: clip(l.GetSubZone(), maxIDLen),
+		}
+	}
+	if v, ok := n.GetMetadata().GetFields()[MetadataNodeName]; ok {
+		if s, ok := v.GetKind().(*structpb.Value_StringValue); ok {
+			out.Metadata = &structpb.Struct{Fields: map[string]*structpb.Value{
+				MetadataNodeName: structpb.NewStringValue(clip(s.StringValue, maxIDLen)),
+			}}
+		}
+	}
+	return out
+}
+
+// clip shortens s to at most n bytes (on a rune boundary), saying how long it was.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	cut := n
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…(" + strconv.Itoa(len(s)) + " bytes)"
+}
+
+// limiter allows bursts of up to burst events, refilled at one per every.
+type limiter struct {
+	mu      sync.Mutex
+	burst   float64
+	every   time.Duration
+	tokens  float64
+	last    time.Time
+	dropped int
+}
+
+func newLimiter(burst int, every time.Duration) *limiter {
+	return &limiter{burst: float64(burst), every: every, tokens: float64(burst)}
+}
+
+// allow takes a token if there is one; it also returns how many events were
+// refused since the last one allowed.
+func (l *limiter) allow(now time.Time) (bool, int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.last.IsZero() {
+		l.tokens = min(l.burst, l.tokens+float64(now.Sub(l.last))/float64(l.every))
+	}
+	l.last = now
+	if l.tokens < 1 {
+		l.dropped++
+		return false, 0
+	}
+	l.tokens--
+	d := l.dropped
+	l.dropped = 0
+	return true, d
+}
+
+// clientLog logs about one client: rate-limited per stream and across all
+// streams, so no client, or crowd of clients, can fill the agent's logs.
+type clientLog struct {
+	log            *slog.Logger
+	stream, global *limiter
+}
+
+func (l clientLog) at(level slog.Level, msg string, args ...any) {
+	now := time.Now()
+	ok, dropped := l.stream.allow(now)
+	if !ok {
+		return
+	}
+	gok, gdropped := l.global.allow(now)
+	if !gok {
+		return
+	}
+	if dropped+gdropped > 0 {
+		args = append(args, "suppressed", dropped+gdropped)
+	}
+	l.log.Log(context.Background(), level, msg, args...)
+}
