@@ -40,6 +40,10 @@ type Config struct {
 	// Coalesce is the burst window: the first change after a quiet period is
 	// applied at once, later ones are batched until the window ends.
 	Coalesce time.Duration
+	// Visibility says which clients see a Service: every client
+	// (VisibilityCluster, the default) or those in its namespace and the
+	// namespaces it exports itself to (VisibilityNamespace).
+	Visibility Visibility
 	// MaxPickerEndpoints bounds the endpoint picker: a Service port with more
 	// endpoints gets no picker routes (each member costs clients a route, a
 	// cluster and a load assignment).
@@ -310,7 +314,7 @@ func (a *Agent) interests(in []xds.Interest) {
 			// Not a name we could ever serve: say so once, and answer "none".
 			a.metrics.UnresolvedNames.Inc()
 			a.log.Warn("client asked for a name that cannot be served", "type", i.Type, "name", i.Name, "error", err)
-			a.set(i.Type, i.Name, nil, now)
+			a.set(i.Type, i.Name, nil, xds.Scope{}, now)
 			continue
 		}
 		a.build(key, i.Type, i.Name, now)
@@ -330,15 +334,20 @@ func (a *Agent) rebuild(k discovery.ServiceKey, observed time.Time) {
 // build computes one resource and stores it in the cache.
 func (a *Agent) build(k discovery.ServiceKey, typ, name string, observed time.Time) {
 	svc, _ := a.store.Service(k)
+	var scope xds.Scope
+	if svc != nil {
+		scope = a.scope(svc)
+	}
+	set := func(res proto.Message) { a.set(typ, name, res, scope, observed) }
 	switch typ {
 	case xds.ListenerType:
 		canonical, err := a.resolve(name, svc)
 		if err != nil {
 			a.log.Debug("listener name does not resolve (yet)", "name", name, "error", err)
-			a.set(typ, name, nil, observed)
+			a.set(typ, name, nil, xds.Scope{}, observed)
 			return
 		}
-		a.set(typ, name, resources.Listener(name, canonical), observed)
+		set(resources.Listener(name, canonical))
 
 	case xds.RouteType, xds.ClusterType, xds.EndpointType:
 		ref, _ := a.subs.ref(typ, name)
@@ -349,35 +358,44 @@ func (a *Agent) build(k discovery.ServiceKey, typ, name string, observed time.Ti
 			p, exists = svc.PortNumber(ref.port)
 		}
 		if !exists {
-			if typ == xds.EndpointType {
-				// Clients keep deleted listeners and clusters (ignore_resource_deletion),
-				// so a deleted Service port is told as "no endpoints": RPCs fail fast.
-				if ref.subset == "" {
-					a.checker.Track(name, nil)
-				}
-				a.set(typ, name, resources.LoadAssignment(name, nil, nil), observed)
-			} else {
-				a.set(typ, name, nil, observed)
+			if typ == xds.EndpointType && ref.subset == "" {
+				a.checker.Track(name, nil)
 			}
+			a.set(typ, name, a.absent(typ, name), xds.Scope{}, observed)
 			return
 		}
 		cfg := a.config(svc)
 		switch {
 		case typ == xds.RouteType:
 			picks, fail := a.picks(svc, p, canonical, cfg)
-			a.set(typ, name, resources.RouteConfig(name, name, cfg.lb, picks, fail), observed)
+			set(resources.RouteConfig(name, name, cfg.lb, picks, fail))
 		case typ == xds.ClusterType && ref.subset == "":
-			a.set(typ, name, resources.Cluster(name, cfg.lb), observed)
+			set(resources.Cluster(name, cfg.lb))
 		case typ == xds.ClusterType:
-			a.set(typ, name, resources.Cluster(name, resources.DefaultLB), observed)
+			set(resources.Cluster(name, resources.DefaultLB))
 		case ref.subset == "":
-			a.set(typ, name, a.loadAssignment(svc, p, name, cfg), observed)
+			set(a.loadAssignment(svc, p, name, cfg))
 		case ref.subset == subsetNone:
-			a.set(typ, name, resources.LoadAssignment(name, nil, nil), observed)
+			set(resources.LoadAssignment(name, nil, nil))
 		default:
-			a.set(typ, name, a.pickedEndpoint(svc, p, canonical, name, ref.subset, cfg), observed)
+			set(a.pickedEndpoint(svc, p, canonical, name, ref.subset, cfg))
 		}
 	}
+}
+
+// absent is what clients are told of a name whose Service port does not
+// exist (and, by the ADS server, of one they may not see). Clients keep
+// deleted listeners and clusters (ignore_resource_deletion), so the load
+// assignment of a name the agent hands out says "no endpoints": RPCs fail
+// fast. Everything else is absent.
+func (a *Agent) absent(typ, name string) proto.Message {
+	if typ != xds.EndpointType {
+		return nil
+	}
+	if _, _, err := parseCanonical(name, a.cfg.Names); err != nil {
+		return nil
+	}
+	return resources.LoadAssignment(name, nil, nil)
 }
 
 func (a *Agent) resolve(name string, svc *discovery.Service) (string, error) {
@@ -533,8 +551,8 @@ func (a *Agent) report(key string, svc *discovery.Service, errs []*discovery.Ann
 	}
 }
 
-func (a *Agent) set(typ, name string, res proto.Message, observed time.Time) {
-	if err := a.cache.Set(typ, name, res, observed); err != nil {
+func (a *Agent) set(typ, name string, res proto.Message, scope xds.Scope, observed time.Time) {
+	if err := a.cache.Set(typ, name, res, scope, observed); err != nil {
 		a.log.Error("cannot store resource", "type", typ, "name", name, "error", err)
 	}
 }

@@ -33,12 +33,20 @@ type Options struct {
 	Pprof    bool
 	Reporter Reporter
 	Checker  health.Checker
+	// Admit decides which clients are served (nil: all); Limits bound what
+	// each may cost.
+	Admit  xds.AdmitFunc
+	Limits xds.Limits
 	// Registry is served on /metrics; Metrics must be registered with it.
 	// When both are nil, fresh ones are made.
 	Registry *prometheus.Registry
 	Metrics  *metrics.Metrics
 	Log      *slog.Logger
 }
+
+// MaxRequestBytes is the largest ADS request accepted (RESOURCE_EXHAUSTED
+// beyond): 10,000 names of 100 bytes.
+const MaxRequestBytes = 1 << 20
 
 // NewRegistry returns a registry with the Go runtime and process collectors.
 func NewRegistry() *prometheus.Registry {
@@ -67,7 +75,8 @@ func Serve(ctx context.Context, o Options) error {
 	errc := make(chan error, 3)
 	go func() { errc <- a.Run(ctx) }()
 
-	ads := xds.NewServer(cache, m, o.Log, xds.Options{})
+	limits := o.Limits.WithDefaults()
+	ads := xds.NewServer(cache, m, o.Log, xds.Options{Limits: limits, Admit: o.Admit, Absent: a.absent})
 	if o.Admin != nil {
 		ad := newAdmin(reg, ready.Load, a, ads, o.Pprof)
 		srv := ad.server()
@@ -95,10 +104,18 @@ func Serve(ctx context.Context, o Options) error {
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		// Requests name resources; none comes near this. It bounds what a
 		// misbehaving client can make the agent hold.
-		grpc.MaxRecvMsgSize(1<<20),
+		grpc.MaxRecvMsgSize(MaxRequestBytes),
+		// Small per-connection buffers: requests are small, and responses are
+		// written in one go; the write buffer is returned to a pool after
+		// each flush instead of being held by every idle connection.
+		grpc.ReadBufferSize(8<<10),
+		grpc.WriteBufferSize(16<<10),
+		grpc.SharedWriteBuffer(true),
+		grpc.ConnectionTimeout(10*time.Second),
 	)
 	ads.Register(g)
-	go func() { errc <- g.Serve(o.XDS) }()
+	lis := xds.LimitListener(o.XDS, limits.MaxConnsPerPeer, limits.MaxConns, ads.ConnRefused)
+	go func() { errc <- g.Serve(lis) }()
 	ready.Store(true)
 	o.Log.Info("serving ADS", "addr", o.XDS.Addr().String(), "node", o.NodeName)
 

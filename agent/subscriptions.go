@@ -63,26 +63,35 @@ func noneCluster(canonical string) string { return canonical + subsetSep + subse
 // addCanonical records a route, cluster or endpoints name. Those are names the
 // agent handed out, so only the canonical form (and its subsets) is accepted.
 func (s *subscriptions) addCanonical(typ, name string, p names.Parser) (discovery.ServiceKey, error) {
+	k, ref, err := parseCanonical(name, p)
+	if err != nil {
+		return k, err
+	}
+	s.ports[typedName{typ, name}] = ref
+	s.add(k, typ, name)
+	return k, nil
+}
+
+// parseCanonical reads a route, cluster or endpoints name the agent hands out.
+func parseCanonical(name string, p names.Parser) (discovery.ServiceKey, portRef, error) {
 	base, subset, _ := strings.Cut(name, subsetSep)
 	t, err := p.Parse(base)
 	if err != nil {
-		return discovery.ServiceKey{}, err
+		return discovery.ServiceKey{}, portRef{}, err
 	}
 	port, err := strconv.Atoi(t.Port)
 	validSubset := subset == "" || subset == subsetNone || strings.HasPrefix(subset, subsetEndpoint)
 	if err != nil || p.Canonical(t.Service, int32(port)) != base || !validSubset {
-		return discovery.ServiceKey{}, fmt.Errorf("%q is not a name this agent hands out", name)
+		return discovery.ServiceKey{}, portRef{}, fmt.Errorf("%q is not a name this agent hands out", name)
 	}
 	ref := portRef{port: int32(port), subset: subset}
 	if a, ok := strings.CutPrefix(subset, subsetEndpoint); ok {
 		if _, err := netip.ParseAddrPort(a); err != nil {
-			return discovery.ServiceKey{}, fmt.Errorf("%q is not a name this agent hands out", name)
+			return discovery.ServiceKey{}, portRef{}, fmt.Errorf("%q is not a name this agent hands out", name)
 		}
 		ref.subset = a
 	}
-	s.ports[typedName{typ, name}] = ref
-	s.add(t.Service, typ, name)
-	return t.Service, nil
+	return t.Service, ref, nil
 }
 
 func (s *subscriptions) add(k discovery.ServiceKey, typ, name string) {

@@ -105,13 +105,15 @@ func namespacesOf(objs []*unstructured.Unstructured) []string {
 
 // checkClusterRoleIsMinimal compares the rendered ClusterRole's rules,
 // flattened to group/resource:verb, with what the agent uses: informers
-// (list, watch) on Services, Nodes and EndpointSlices, and Events
+// (list, watch) on Services, Nodes, Pods (this node's, for admission) and
+// EndpointSlices, and Events
 // (create, patch) for annotations it ignores.
 func checkClusterRoleIsMinimal(t *testing.T, objs []*unstructured.Unstructured) {
 	t.Helper()
 	want := []string{
 		"/events:create", "/events:patch",
 		"/nodes:list", "/nodes:watch",
+		"/pods:list", "/pods:watch",
 		"/services:list", "/services:watch",
 		"discovery.k8s.io/endpointslices:list", "discovery.k8s.io/endpointslices:watch",
 	}

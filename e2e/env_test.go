@@ -77,6 +77,12 @@ func StartEnv(t *testing.T, namespaces ...string) *Env {
 	for _, n := range clusterNodes {
 		e.Agents[n.Name].waitReady(t)
 	}
+	// The clients run in the nodes' network namespaces, as processes of a
+	// hostNetwork pod do; the agents admit them because such a pod exists
+	// on their node, with the node's IP.
+	for _, n := range clusterNodes {
+		e.StartPod(t, cluster.PodSpec{Name: "host-clients-" + n.Name, Node: n.Name, HostNetwork: true})
+	}
 	t.Logf("e2e: cluster and %d agents ready in %s", len(clusterNodes), time.Since(start).Round(time.Millisecond))
 	return e
 }

@@ -18,6 +18,7 @@ type Metrics struct {
 	SourceErrors     *prometheus.CounterVec // source
 	UnresolvedNames  prometheus.Counter
 	LimitHits        *prometheus.CounterVec // limit
+	Refused          *prometheus.CounterVec // code
 
 	HealthChecks        *prometheus.CounterVec // mode (watch, check), result (ok, fail)
 	HealthTransitions   *prometheus.CounterVec // to (HEALTHY, UNHEALTHY)
@@ -65,6 +66,9 @@ func New(reg prometheus.Registerer) *Metrics {
 		LimitHits: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "nodexds_limit_hits_total", Help: "Client requests refused or streams ended for reaching one of the agent's limits, by limit.",
 		}, []string{"limit"}),
+		Refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nodexds_admission_refused_total", Help: "ADS streams refused by admission (a peer that is not a pod on this node), by gRPC status code.",
+		}, []string{"code"}),
 		HealthChecks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "nodexds_health_checks_total", Help: "Health results: Watch messages and Check calls, by mode and result.",
 		}, []string{"mode", "result"}),
@@ -85,7 +89,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		}),
 	}
 	reg.MustRegister(m.ConnectedClients, m.Subscriptions, m.Pushes, m.PushLatency, m.NACKs,
-		m.DiscoveryEvents, m.Rebuilds, m.AnnotationErrors, m.SourceErrors, m.UnresolvedNames, m.LimitHits,
+		m.DiscoveryEvents, m.Rebuilds, m.AnnotationErrors, m.SourceErrors, m.UnresolvedNames, m.LimitHits, m.Refused,
 		m.HealthChecks, m.HealthTransitions, m.HealthTracked, m.HealthEvictions, m.HealthUnimplemented, m.HealthFailOpen)
 	return m
 }

@@ -23,6 +23,7 @@ package xds
 import (
 	"encoding/hex"
 	"hash/fnv"
+	"slices"
 	"sync"
 	"time"
 
@@ -45,7 +46,36 @@ type entry struct {
 	resolved bool       // the agent has Set it (resource may still be nil: absent)
 	resource *anypb.Any // marshalled once, shared by every stream; nil when absent
 	version  string     // hash of the resource; "" when absent
+	scope    Scope      // who may see it
 	observed time.Time  // when the change that produced this version was first seen
+}
+
+// Scope says which clients may see a resource: those in its namespace, and
+// those in the namespaces it is exported to ("*": every namespace). The zero
+// Scope is public.
+type Scope struct {
+	Namespace string
+	ExportTo  []string
+}
+
+// VisibleTo reports whether a client in namespaces may see a resource of
+// scope s. A client in several namespaces (processes on the host network
+// share the node's IP) sees only what every one of them may see; a client in
+// none sees only what is public or exported to all.
+func (s Scope) VisibleTo(namespaces []string) bool {
+	if s.Namespace == "" || slices.Contains(s.ExportTo, "*") {
+		return true
+	}
+	for _, ns := range namespaces {
+		if ns != s.Namespace && !slices.Contains(s.ExportTo, ns) {
+			return false
+		}
+	}
+	return len(namespaces) > 0
+}
+
+func (s Scope) equal(o Scope) bool {
+	return s.Namespace == o.Namespace && slices.Equal(s.ExportTo, o.ExportTo)
 }
 
 // Cache is safe for concurrent use.
@@ -90,11 +120,12 @@ func (c *Cache) TakeInterests() []Interest {
 	return out
 }
 
-// Set stages the current resource for a subscribed name; nil means there is
-// none. It is a no-op for a name nobody subscribes to, and for content equal
-// to what is published. observed is when the underlying change was first
-// seen, for push-latency accounting. Publish makes it visible.
-func (c *Cache) Set(typ, name string, res proto.Message, observed time.Time) error {
+// Set stages the current resource for a subscribed name, and who may see
+// it; nil means there is none. It is a no-op for a name nobody subscribes
+// to, and for content and scope equal to what is published. observed is
+// when the underlying change was first seen, for push-latency accounting.
+// Publish makes it visible.
+func (c *Cache) Set(typ, name string, res proto.Message, scope Scope, observed time.Time) error {
 	var packed *anypb.Any
 	var version string
 	if res != nil {
@@ -112,10 +143,10 @@ func (c *Cache) Set(typ, name string, res proto.Message, observed time.Time) err
 	e := c.entries[k]
 	switch {
 	case e == nil:
-	case e.resolved && e.version == version:
+	case e.resolved && e.version == version && e.scope.equal(scope):
 		delete(c.staged, k) // back to what is published
 	default:
-		c.staged[k] = entry{resolved: true, resource: packed, version: version, observed: observed}
+		c.staged[k] = entry{resolved: true, resource: packed, version: version, scope: scope, observed: observed}
 	}
 	return nil
 }

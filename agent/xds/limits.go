@@ -21,6 +21,9 @@ type Limits struct {
 	MaxStreamsPerPeer int
 	// MaxStreams bounds the ADS streams open at once in all.
 	MaxStreams int
+	// MaxConnsPerPeer and MaxConns bound open connections the same way
+	// (see LimitListener).
+	MaxConnsPerPeer, MaxConns int
 	// SendTimeout ends a stream whose client has not taken a response in
 	// that long: it holds the response (and a goroutine) and reads nothing.
 	SendTimeout time.Duration
@@ -33,10 +36,13 @@ var DefaultLimits = Limits{
 	MaxNamesPerType:   10000,
 	MaxStreamsPerPeer: 100,
 	MaxStreams:        5000,
+	MaxConnsPerPeer:   100,
+	MaxConns:          5000,
 	SendTimeout:       30 * time.Second,
 }
 
-func (l Limits) withDefaults() Limits {
+// WithDefaults returns l with each zero field set to its default.
+func (l Limits) WithDefaults() Limits {
 	d := DefaultLimits
 	if l.MaxNamesPerType <= 0 {
 		l.MaxNamesPerType = d.MaxNamesPerType
@@ -46,6 +52,12 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.MaxStreams <= 0 {
 		l.MaxStreams = d.MaxStreams
+	}
+	if l.MaxConnsPerPeer <= 0 {
+		l.MaxConnsPerPeer = d.MaxConnsPerPeer
+	}
+	if l.MaxConns <= 0 {
+		l.MaxConns = d.MaxConns
 	}
 	if l.SendTimeout <= 0 {
 		l.SendTimeout = d.SendTimeout

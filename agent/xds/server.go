@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,22 +21,29 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/nodexds/nodexds/agent/metrics"
 )
 
 // AdmitFunc decides whether a client may be served, from its address and the
-// Node of its first request (trimmed, see MetadataNodeName). It returns nil
-// to admit, or the error (a status, e.g. PERMISSION_DENIED) that ends the
-// stream. It is called once per stream, before anything is sent, and may
-// block briefly (ctx ends with the stream).
-type AdmitFunc func(ctx context.Context, peer netip.Addr, node *corev3.Node) error
+// Node of its first request (trimmed, see MetadataNodeName). To admit, it
+// returns the namespaces the client runs in (what Scopes are checked
+// against; empty when unknown); to refuse, the error (a status, e.g.
+// PERMISSION_DENIED) that ends the stream. It is called once per stream,
+// before anything is sent, and may block briefly (ctx ends with the stream).
+type AdmitFunc func(ctx context.Context, peer netip.Addr, node *corev3.Node) (namespaces []string, err error)
 
 // Options configure a Server.
 type Options struct {
 	Limits Limits
-	Admit  AdmitFunc // nil admits every client
+	// Admit decides who is served; nil admits every client, in no namespace.
+	Admit AdmitFunc
+	// Absent returns what a client is told of a name that does not exist
+	// (nil: nothing). A resource the client may not see is answered exactly
+	// so, as if it did not exist.
+	Absent func(typ, name string) proto.Message
 }
 
 // Server is an ADS server (state-of-the-world) over a Cache. It owns the
@@ -47,6 +55,7 @@ type Server struct {
 	log     *slog.Logger
 	limits  Limits
 	admit   AdmitFunc
+	absent  func(typ, name string) proto.Message
 	logs    *limiter // shared by every client's log lines
 	ids     atomic.Uint64
 
@@ -63,8 +72,9 @@ type Server struct {
 func NewServer(cache *Cache, m *metrics.Metrics, log *slog.Logger, o Options) *Server {
 	s := &Server{
 		cache: cache, metrics: m, log: log,
-		limits:  o.Limits.withDefaults(),
+		limits:  o.Limits.WithDefaults(),
 		admit:   o.Admit,
+		absent:  o.Absent,
 		logs:    newLimiter(100, 100*time.Millisecond),
 		streams: map[uint64]*stream{},
 		perPeer: map[netip.Addr]int{},
@@ -164,6 +174,14 @@ func (s *Server) close(st *stream) {
 	}
 }
 
+// ConnRefused counts and reports a connection refused by LimitListener.
+func (s *Server) ConnRefused(peer netip.Addr, limit string) {
+	s.metrics.LimitHits.WithLabelValues(limit).Inc()
+	if ok, dropped := s.logs.allow(time.Now()); ok {
+		s.log.Warn("too many connections: closing a new one", "peer", peer.String(), "limit", limit, "suppressed", dropped)
+	}
+}
+
 // limitHit counts and reports a client reaching one of the Limits.
 func (s *Server) limitHit(st *stream, limit, msg string, args ...any) {
 	s.metrics.LimitHits.WithLabelValues(limit).Inc()
@@ -219,15 +237,16 @@ func (s *Server) resourcesChanged(keys []key) {
 // stream is one client's ADS stream. Its fields are owned by the goroutine
 // running run, except dirty (set by wake) and info (read by Clients).
 type stream struct {
-	id       uint64
-	srv      *Server
-	grpc     discoveryv3.AggregatedDiscoveryService_StreamAggregatedResourcesServer
-	peer     netip.Addr
-	log      clientLog
-	node     *corev3.Node // trimmed, from the first request naming one
-	admitted bool
-	nonce    uint64 // of the last response, any type
-	types    map[string]*typeState
+	id         uint64
+	srv        *Server
+	grpc       discoveryv3.AggregatedDiscoveryService_StreamAggregatedResourcesServer
+	peer       netip.Addr
+	log        clientLog
+	node       *corev3.Node // trimmed, from the first request naming one
+	admitted   bool
+	namespaces []string // the client's, from admission
+	nonce      uint64   // of the last response, any type
+	types      map[string]*typeState
 
 	wakeCh chan struct{}
 	mu     sync.Mutex
@@ -388,10 +407,14 @@ func (st *stream) handle(ctx context.Context, req *discoveryv3.DiscoveryRequest)
 			"locality", st.node.GetLocality().String(), "user_agent", st.info.userAgent)
 	}
 	if st.srv.admit != nil && !st.admitted {
-		if err := st.srv.admit(ctx, st.peer, st.node); err != nil {
+		ns, err := st.srv.admit(ctx, st.peer, st.node)
+		if err != nil {
+			code := strings.ToLower(strings.ReplaceAll(status.Code(err).String(), "Denied", "_denied"))
+			st.srv.metrics.Refused.WithLabelValues(code).Inc()
+			st.log.at(slog.LevelWarn, "client refused", "node", st.node.GetId(), "error", clip(err.Error(), maxLogLen))
 			return false, err
 		}
-		st.admitted = true
+		st.admitted, st.namespaces = true, ns
 	}
 
 	ts := st.types[typ]
@@ -473,6 +496,11 @@ func (st *stream) respond(types []string) error {
 			subs[i].name = n
 		}
 		st.srv.cache.lookup(typ, subs)
+		for i := range subs {
+			if e := &subs[i].entry; e.resolved && !e.scope.VisibleTo(st.namespaces) {
+				*e = st.srv.outsider(typ, subs[i].name)
+			}
+		}
 		ins = append(ins, typeInput{typ: typ, subs: subs, told: ts.told})
 	}
 	for _, r := range plan(ins) {
@@ -522,6 +550,21 @@ func (st *stream) send(r response) error {
 			"version", resp.VersionInfo, "resources", len(r.resources), "subscribed", len(ts.names))
 	}
 	return nil
+}
+
+// outsider is what a client that may not see a resource is told of it: what
+// it would be told if the resource did not exist.
+func (s *Server) outsider(typ, name string) entry {
+	e := entry{resolved: true}
+	if s.absent == nil {
+		return e
+	}
+	if res := s.absent(typ, name); res != nil {
+		if b, err := (proto.MarshalOptions{Deterministic: true}).Marshal(res); err == nil {
+			e.resource, e.version = &anypb.Any{TypeUrl: typ, Value: b}, hash(b)
+		}
+	}
+	return e
 }
 
 // peerAddr is the IP of a peer address (unmapped, without zone), or the zero

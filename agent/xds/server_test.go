@@ -60,7 +60,7 @@ func (w *world) resolve(typ, name string) {
 	if res != nil && typ == ListenerType {
 		res = &listenerv3.Listener{Name: name}
 	}
-	w.cache.Set(typ, name, res, time.Now())
+	w.cache.Set(typ, name, res, Scope{}, time.Now())
 	w.cache.Publish()
 }
 
@@ -85,7 +85,7 @@ func (w *world) update(name string, res proto.Message) {
 	w.mu.Lock()
 	w.data[name] = res
 	w.mu.Unlock()
-	w.cache.Set(ClusterType, name, res, time.Now())
+	w.cache.Set(ClusterType, name, res, Scope{}, time.Now())
 	w.cache.Publish()
 }
 

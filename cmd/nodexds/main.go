@@ -27,6 +27,7 @@ import (
 	"github.com/nodexds/nodexds/agent/metrics"
 	"github.com/nodexds/nodexds/agent/names"
 	"github.com/nodexds/nodexds/agent/topology"
+	"github.com/nodexds/nodexds/agent/xds"
 	"github.com/nodexds/nodexds/discovery"
 	"github.com/nodexds/nodexds/health"
 )
@@ -90,6 +91,8 @@ type serveFlags struct {
 	maxPicker                       int
 	pprof                           bool
 	health                          health.Config
+	admit, visibility               string
+	limits                          xds.Limits
 }
 
 func (f *serveFlags) register(fs *flag.FlagSet) {
@@ -106,6 +109,16 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.filePoll, "file-poll", time.Second, "how often -source=file re-reads its files")
 	fs.IntVar(&f.maxPicker, "endpoint-picker-max-endpoints", agent.DefaultMaxPickerEndpoints, "Service ports with more endpoints get no endpoint-picker routes (each member costs clients up to two routes, a cluster and a load assignment); 0 or less means the default")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+
+	fs.StringVar(&f.admit, "admit", "", `who may open ADS streams: "node-pods" (only Pods on this node, by peer IP; the default with -source=kube) or "any" (the default with -source=file:PATH)`)
+	fs.StringVar(&f.visibility, "visibility", string(agent.VisibilityCluster), `which Services a client sees: "cluster" (all, as cluster DNS tells any pod) or "namespace" (its own namespace's, and those exporting themselves with the nodexds.io/export-to annotation; needs -admit=node-pods)`)
+	l := xds.DefaultLimits
+	fs.IntVar(&f.limits.MaxNamesPerType, "max-names-per-type", l.MaxNamesPerType, "resource names one ADS stream may subscribe to per type (beyond: the stream ends RESOURCE_EXHAUSTED)")
+	fs.IntVar(&f.limits.MaxStreamsPerPeer, "max-streams-per-peer", l.MaxStreamsPerPeer, "ADS streams open at once from one IP")
+	fs.IntVar(&f.limits.MaxStreams, "max-streams", l.MaxStreams, "ADS streams open at once in all")
+	fs.IntVar(&f.limits.MaxConnsPerPeer, "max-conns-per-peer", l.MaxConnsPerPeer, "connections open at once from one IP to the ADS port")
+	fs.IntVar(&f.limits.MaxConns, "max-conns", l.MaxConns, "connections open at once to the ADS port in all")
+	fs.DurationVar(&f.limits.SendTimeout, "send-timeout", l.SendTimeout, "a stream whose client has not read a response for this long is ended")
 
 	d := health.DefaultConfig
 	fs.BoolVar(&f.healthChecks, "health-checks", true, "actively check endpoints that this node's clients use, with the gRPC health protocol")
@@ -169,6 +182,25 @@ func serve(ctx context.Context, args []string) error {
 		defer prober.Close()
 		o.Checker = prober
 	}
+	if o.Visibility, err = agent.ParseVisibility(f.visibility); err != nil {
+		return fmt.Errorf("-visibility: %w", err)
+	}
+	o.Limits = f.limits
+	admit := f.admit
+	if admit == "" {
+		admit = "any"
+		if f.source == "kube" {
+			admit = "node-pods"
+		}
+	}
+	switch {
+	case admit != "node-pods" && admit != "any":
+		return fmt.Errorf(`-admit=%q: want "node-pods" or "any"`, admit)
+	case admit == "node-pods" && f.source != "kube":
+		return errors.New("-admit=node-pods needs -source=kube (it watches this node's Pods)")
+	case o.Visibility == agent.VisibilityNamespace && admit != "node-pods":
+		return errors.New("-visibility=namespace needs -admit=node-pods (a client's namespace is that of its Pod)")
+	}
 	sourceError := func(source string) func(error) {
 		return func(error) { o.Metrics.SourceErrors.WithLabelValues(source).Inc() }
 	}
@@ -184,6 +216,13 @@ func serve(ctx context.Context, args []string) error {
 			return fmt.Errorf("kubernetes client: %w", err)
 		}
 		o.Source = &discovery.KubeSource{Client: client, Log: log, OnError: sourceError("kube")}
+		if admit == "node-pods" {
+			pods := &discovery.PodIndex{Client: client, Node: f.nodeName}
+			if err := pods.Start(ctx); err != nil {
+				return err
+			}
+			o.Admit = agent.NodePods{Pods: pods, Node: f.nodeName, Grace: agent.DefaultAdmissionGrace}.Admit
+		}
 		rec := discovery.NewEventRecorder(client, f.nodeName)
 		defer rec.Stop()
 		o.Reporter = agent.ReporterFunc(func(svc *discovery.Service, e *discovery.AnnotationError) {
@@ -202,7 +241,7 @@ func serve(ctx context.Context, args []string) error {
 			return err
 		}
 	}
-	log.Info("starting nodexds", "version", version, "node", f.nodeName, "source", f.source)
+	log.Info("starting nodexds", "version", version, "node", f.nodeName, "source", f.source, "admit", admit, "visibility", o.Visibility)
 	return agent.Serve(ctx, o)
 }
 

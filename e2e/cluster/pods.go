@@ -49,6 +49,10 @@ type PodSpec struct {
 	// ReadyTimeout bounds the wait for Ports to accept connections
 	// (default 30 s).
 	ReadyTimeout time.Duration
+	// HostNetwork makes a hostNetwork pod: its IP is the node's, and its
+	// process (if any) shares the node's network like every other process
+	// the harness runs in the node's namespace.
+	HostNetwork bool
 }
 
 // Pod is a pod started by StartPod.
@@ -86,8 +90,9 @@ func (c *Cluster) StartPod(t testing.TB, spec PodSpec) *Pod {
 	ctx := t.Context()
 	p := &Pod{Namespace: spec.Namespace, Name: spec.Name, Node: spec.Node}
 
-	p.IP, err = c.net.allocPodIP(ctx, spec.Node)
-	if err != nil {
+	if spec.HostNetwork {
+		p.IP, p.ipReleased = nn.ip, true // the node's, never released
+	} else if p.IP, err = c.net.allocPodIP(ctx, spec.Node); err != nil {
 		t.Fatalf("e2e: pod %s/%s: %v", spec.Namespace, spec.Name, err)
 	}
 	t.Cleanup(func() {
@@ -104,7 +109,8 @@ func (c *Cluster) StartPod(t testing.TB, spec PodSpec) *Pod {
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Namespace: spec.Namespace, Name: spec.Name, Labels: spec.Labels},
 		Spec: corev1.PodSpec{
-			NodeName: spec.Node,
+			NodeName:    spec.Node,
+			HostNetwork: spec.HostNetwork,
 			Containers: []corev1.Container{{
 				Name: containerName,
 				// Never pulled: nothing runs images here.
@@ -358,8 +364,10 @@ func (c *Cluster) FinishPodDeletion(t testing.TB, p *Pod) {
 	if err := c.forceDelete(ctx, p); err != nil {
 		t.Fatalf("e2e: %v", err)
 	}
-	if err := c.net.releasePodIP(ctx, p.Node, p.IP); err != nil {
-		t.Fatalf("e2e: %v", err)
+	if !p.ipReleased {
+		if err := c.net.releasePodIP(ctx, p.Node, p.IP); err != nil {
+			t.Fatalf("e2e: %v", err)
+		}
 	}
 	p.ipReleased = true
 }

@@ -1,0 +1,103 @@
+package discovery
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+)
+
+// PodRef names a Pod.
+type PodRef struct{ Namespace, Name string }
+
+// PodIndex knows the IPs of the Pods on one node: the clients an agent may
+// admit. It watches only that node's Pods (a field selector, as kubelet
+// does) and keeps only their names and IPs. hostNetwork Pods carry the
+// node's IP, so processes on the host network are found by it too.
+type PodIndex struct {
+	Client kubernetes.Interface
+	Node   string
+
+	indexer cache.Indexer
+}
+
+const podsByIP = "ip"
+
+// Start watches the node's Pods and returns once the first list is indexed.
+func (p *PodIndex) Start(ctx context.Context) error {
+	f := informers.NewSharedInformerFactoryWithOptions(p.Client, 0,
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+			o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", p.Node).String()
+		}))
+	inf := f.Core().V1().Pods().Informer()
+	if err := inf.SetTransform(stripPod); err != nil {
+		return fmt.Errorf("pod index: %w", err)
+	}
+	if err := inf.AddIndexers(cache.Indexers{podsByIP: podIPs}); err != nil {
+		return fmt.Errorf("pod index: %w", err)
+	}
+	p.indexer = inf.GetIndexer()
+	f.Start(ctx.Done())
+	if !cache.WaitForCacheSync(ctx.Done(), inf.HasSynced) {
+		return fmt.Errorf("pod index: pods did not sync: %w", context.Cause(ctx))
+	}
+	return nil
+}
+
+// Lookup returns the Pods on the node that have ip, sorted.
+func (p *PodIndex) Lookup(ip netip.Addr) []PodRef {
+	if p.indexer == nil || !ip.IsValid() {
+		return nil
+	}
+	objs, err := p.indexer.ByIndex(podsByIP, ip.Unmap().String())
+	if err != nil {
+		return nil
+	}
+	out := make([]PodRef, 0, len(objs))
+	for _, o := range objs {
+		if pod, ok := o.(*corev1.Pod); ok {
+			out = append(out, PodRef{pod.Namespace, pod.Name})
+		}
+	}
+	slices.SortFunc(out, func(a, b PodRef) int {
+		return cmp.Or(strings.Compare(a.Namespace, b.Namespace), strings.Compare(a.Name, b.Name))
+	})
+	return out
+}
+
+// podIPs indexes a running Pod by its IPs. A finished Pod's IP may already
+// belong to a new Pod, so it indexes none.
+func podIPs(obj any) ([]string, error) {
+	pod, ok := obj.(*corev1.Pod)
+	if !ok || pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
+		return nil, nil
+	}
+	var out []string
+	for _, ip := range pod.Status.PodIPs {
+		if a, err := netip.ParseAddr(ip.IP); err == nil {
+			out = append(out, a.Unmap().String())
+		}
+	}
+	return out, nil
+}
+
+// stripPod keeps only what admission reads: namespace, name, phase and IPs.
+func stripPod(obj any) (any, error) {
+	pod, ok := obj.(*corev1.Pod)
+	if !ok {
+		return obj, nil // a DeletedFinalStateUnknown tombstone
+	}
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: pod.Namespace, Name: pod.Name, UID: pod.UID, ResourceVersion: pod.ResourceVersion},
+		Status:     corev1.PodStatus{Phase: pod.Status.Phase, PodIPs: pod.Status.PodIPs},
+	}, nil
+}
