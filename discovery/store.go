@@ -179,8 +179,7 @@ func (s *Store) Endpoints(k ServiceKey, portName string) []Endpoint {
 				Ready:       se.Ready,
 				Serving:     se.Serving,
 				Terminating: se.Terminating,
-				ZoneHints:   se.ZoneHints,
-				NodeHints:   se.NodeHints,
+				Hints:       se.Hints,
 			}
 			if ep.Zone == "" {
 				ep.Zone = s.nodes[se.Node].Zone

@@ -82,10 +82,10 @@ func hintsUsable(eps []discovery.Endpoint, here Here) hints {
 	var forNode, forZone bool
 	for i := range eps {
 		e := &eps[i]
-		h.node = h.node && len(e.NodeHints) > 0
-		h.zone = h.zone && len(e.ZoneHints) > 0
-		forNode = forNode || slices.Contains(e.NodeHints, here.Node)
-		forZone = forZone || slices.Contains(e.ZoneHints, here.Zone)
+		h.node = h.node && len(e.Hints.ForNodes()) > 0
+		h.zone = h.zone && len(e.Hints.ForZones()) > 0
+		forNode = forNode || slices.Contains(e.Hints.ForNodes(), here.Node)
+		forZone = forZone || slices.Contains(e.Hints.ForZones(), here.Zone)
 	}
 	return hints{node: h.node && forNode, zone: h.zone && forZone}
 }
@@ -94,12 +94,12 @@ func inTier(e *discovery.Endpoint, t Tier, here Here, h hints) bool {
 	switch t {
 	case TierNode:
 		if h.node {
-			return slices.Contains(e.NodeHints, here.Node)
+			return slices.Contains(e.Hints.ForNodes(), here.Node)
 		}
 		return here.Node != "" && e.Node == here.Node
 	case TierZone:
 		if h.zone {
-			return slices.Contains(e.ZoneHints, here.Zone)
+			return slices.Contains(e.Hints.ForZones(), here.Zone)
 		}
 		return here.Zone != "" && e.Zone == here.Zone
 	case TierRegion:

@@ -45,11 +45,12 @@ func terminating(e discovery.Endpoint, serving bool) discovery.Endpoint {
 }
 
 func hinted(e discovery.Endpoint, zones, nodes string) discovery.Endpoint {
+	e.Hints = &discovery.Hints{}
 	if zones != "" {
-		e.ZoneHints = strings.Split(zones, ",")
+		e.Hints.Zones = strings.Split(zones, ",")
 	}
 	if nodes != "" {
-		e.NodeHints = strings.Split(nodes, ",")
+		e.Hints.Nodes = strings.Split(nodes, ",")
 	}
 	return e
 }

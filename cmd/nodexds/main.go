@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/nodexds/nodexds/agent"
@@ -183,7 +184,12 @@ func serve(ctx context.Context, args []string) error {
 		if err != nil {
 			return fmt.Errorf("kubernetes client: %w", err)
 		}
-		o.Source = &discovery.KubeSource{Client: client, Log: log, OnError: sourceError("kube")}
+		// Nodes are watched as metadata only (labels), with the same RBAC.
+		meta, err := metadata.NewForConfig(cfg)
+		if err != nil {
+			return fmt.Errorf("kubernetes metadata client: %w", err)
+		}
+		o.Source = &discovery.KubeSource{Client: client, Metadata: meta, Log: log, OnError: sourceError("kube")}
 		rec := discovery.NewEventRecorder(client, f.nodeName)
 		defer rec.Stop()
 		o.Reporter = agent.ReporterFunc(func(svc *discovery.Service, e *discovery.AnnotationError) {
