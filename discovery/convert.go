@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"unique"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -67,6 +68,9 @@ func FromEndpointSlice(es *discoveryv1.EndpointSlice) (*Slice, error) {
 		}
 		out.Ports = append(out.Ports, Port{Name: name, Port: *p.Port})
 	}
+	if len(es.Endpoints) > 0 {
+		out.Endpoints = make([]SliceEndpoint, 0, len(es.Endpoints)) // cached for the slice's lifetime: no spare capacity
+	}
 	for _, e := range es.Endpoints {
 		if len(e.Addresses) == 0 {
 			continue
@@ -86,20 +90,21 @@ func FromEndpointSlice(es *discoveryv1.EndpointSlice) (*Slice, error) {
 			se.Serving = *e.Conditions.Serving
 		}
 		if e.NodeName != nil {
-			se.Node = *e.NodeName
+			se.Node = intern(*e.NodeName)
 		}
 		if e.Zone != nil {
-			se.Zone = *e.Zone
+			se.Zone = intern(*e.Zone)
 		}
 		if r := e.TargetRef; r != nil && r.Kind == "Pod" {
 			se.Pod = r.Name
 		}
-		if h := e.Hints; h != nil {
+		if h := e.Hints; h != nil && len(h.ForZones)+len(h.ForNodes) > 0 {
+			se.Hints = &Hints{}
 			for _, z := range h.ForZones {
-				se.ZoneHints = append(se.ZoneHints, z.Name)
+				se.Hints.Zones = append(se.Hints.Zones, intern(z.Name))
 			}
 			for _, n := range h.ForNodes {
-				se.NodeHints = append(se.NodeHints, n.Name)
+				se.Hints.Nodes = append(se.Hints.Nodes, intern(n.Name))
 			}
 		}
 		out.Endpoints = append(out.Endpoints, se)
@@ -108,6 +113,17 @@ func FromEndpointSlice(es *discoveryv1.EndpointSlice) (*Slice, error) {
 }
 
 // FromNode reduces a Node to its topology labels.
-func FromNode(n *corev1.Node) *Node {
-	return &Node{Name: n.Name, Zone: n.Labels[LabelZone], Region: n.Labels[LabelRegion]}
+func FromNode(n *corev1.Node) *Node { return nodeFromLabels(n.Name, n.Labels) }
+
+func nodeFromLabels(name string, labels map[string]string) *Node {
+	return &Node{Name: name, Zone: intern(labels[LabelZone]), Region: intern(labels[LabelRegion])}
+}
+
+// intern returns the one shared copy of s. Node, zone and hint names repeat
+// on every endpoint; decoded, each is a separate allocation.
+func intern(s string) string {
+	if s == "" {
+		return ""
+	}
+	return unique.Make(s).Value()
 }

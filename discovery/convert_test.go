@@ -36,7 +36,7 @@ func TestFromEndpointSliceDefaultsConditionsAsTheAPIDocuments(t *testing.T) {
 		Ports: []Port{{Name: "grpc", Port: 8080}},
 		Endpoints: []SliceEndpoint{
 			{Addr: mustAddr("10.0.0.1"), Pod: "be1-abc", Node: "n1", Zone: "z1", Ready: true, Serving: true,
-				ZoneHints: []string{"z2"}, NodeHints: []string{"n2"}},
+				Hints: &Hints{Zones: []string{"z2"}, Nodes: []string{"n2"}}},
 			{Addr: mustAddr("10.0.0.2"), Ready: false, Serving: true, Terminating: true},
 		},
 	}
@@ -79,27 +79,5 @@ func TestFromServiceKeepsOnlyWhatNodexdsReads(t *testing.T) {
 	}
 	if got := FromService(s); !reflect.DeepEqual(got, want) {
 		t.Errorf("FromService:\n got  %+v\n want %+v", got, want)
-	}
-}
-
-func TestStripDropsBulkBeforeCaching(t *testing.T) {
-	n := &corev1.Node{
-		ObjectMeta: metav1.ObjectMeta{Name: "n1",
-			Labels:        map[string]string{LabelZone: "z", LabelRegion: "r", "other": "x"},
-			ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "kubelet"}},
-			Annotations:   map[string]string{"node.alpha.kubernetes.io/ttl": "0"},
-		},
-		Status: corev1.NodeStatus{Images: []corev1.ContainerImage{{Names: []string{"big"}}}},
-	}
-	out, err := strip(n)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := out.(*corev1.Node)
-	if len(got.ManagedFields) != 0 || len(got.Annotations) != 0 || len(got.Status.Images) != 0 || got.Labels["other"] != "" {
-		t.Errorf("stripped node still holds bulk: %+v", got)
-	}
-	if *FromNode(got) != (Node{Name: "n1", Zone: "z", Region: "r"}) {
-		t.Errorf("stripping lost topology: %+v", FromNode(got))
 	}
 }

@@ -4,7 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"strings"
+	"reflect"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -14,130 +14,184 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/metadata"
+	"k8s.io/client-go/metadata/metadatainformer"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 )
 
 // KubeSource watches Services, EndpointSlices and Nodes with shared informers.
-// Objects are stripped to what nodexds reads before they are cached, so memory
-// stays small with tens of thousands of Services.
+// The informers cache a compact value per object (its key and the model value
+// the Store keeps, shared with it) instead of the API object, so the model is
+// the only copy: memory stays small with tens of thousands of Services.
 type KubeSource struct {
 	Client kubernetes.Interface
-	Log    *slog.Logger
+	// Metadata watches Nodes as metadata only: their labels are all nodexds
+	// reads, while their status is large and changes at every heartbeat.
+	Metadata metadata.Interface
+	Log      *slog.Logger
 	// OnError is told about objects that could not be converted; may be nil.
 	OnError func(error)
 }
 
-// Start begins watching and returns once the initial lists have been sent to
-// sink (or ctx ends). Watching continues in the background until ctx is done;
-// client-go re-lists and re-watches by itself after API server outages.
+var nodesResource = corev1.SchemeGroupVersion.WithResource("nodes")
+
+// Start begins watching and returns once every object of the initial lists
+// has been sent to sink (or ctx ends). Watching continues in the background
+// until ctx is done; client-go re-lists and re-watches by itself after API
+// server outages. sink is called from one goroutine per kind of object.
 func (k *KubeSource) Start(ctx context.Context, sink func(Event)) error {
 	f := informers.NewSharedInformerFactory(k.Client, 0)
-	svc := f.Core().V1().Services().Informer()
-	eps := f.Discovery().V1().EndpointSlices().Informer()
-	nodes := f.Core().V1().Nodes().Informer()
-	for _, inf := range []cache.SharedIndexInformer{svc, eps, nodes} {
-		if err := inf.SetTransform(strip); err != nil {
+	mf := metadatainformer.NewSharedInformerFactory(k.Metadata, 0)
+	kinds := []struct {
+		inf     cache.SharedIndexInformer
+		compact cache.TransformFunc
+	}{
+		{f.Core().V1().Services().Informer(), compactService},
+		{f.Discovery().V1().EndpointSlices().Informer(), compactSlice},
+		{mf.ForResource(nodesResource).Informer(), compactNode},
+	}
+	var synced []cache.DoneChecker
+	for _, kind := range kinds {
+		if err := kind.inf.SetTransform(kind.compact); err != nil {
 			return fmt.Errorf("kube source: %w", err)
 		}
-	}
-	handlers := []struct {
-		inf     cache.SharedIndexInformer
-		convert func(obj any, deleted bool) (Event, error)
-	}{
-		{svc, func(obj any, deleted bool) (Event, error) {
-			s, ok := obj.(*corev1.Service)
-			if !ok {
-				return Event{}, fmt.Errorf("unexpected %T in Service informer", obj)
-			}
-			return Event{Service: FromService(s), Deleted: deleted}, nil
-		}},
-		{eps, func(obj any, deleted bool) (Event, error) {
-			es, ok := obj.(*discoveryv1.EndpointSlice)
-			if !ok {
-				return Event{}, fmt.Errorf("unexpected %T in EndpointSlice informer", obj)
-			}
-			sl, err := FromEndpointSlice(es)
-			if err != nil {
-				// A slice that lost its Service label (or holds a bad address)
-				// serves no Service: drop whatever it served before.
-				sink(Event{Slice: &Slice{Service: ServiceKey{Namespace: es.Namespace}, Name: es.Name}, Deleted: true})
-				return Event{}, err
-			}
-			return Event{Slice: sl, Deleted: deleted}, nil
-		}},
-		{nodes, func(obj any, deleted bool) (Event, error) {
-			n, ok := obj.(*corev1.Node)
-			if !ok {
-				return Event{}, fmt.Errorf("unexpected %T in Node informer", obj)
-			}
-			return Event{Node: FromNode(n), Deleted: deleted}, nil
-		}},
-	}
-	for _, h := range handlers {
-		send := func(obj any, deleted bool) {
-			if tomb, ok := obj.(cache.DeletedFinalStateUnknown); ok {
-				obj = tomb.Obj
-			}
-			e, err := h.convert(obj, deleted)
-			if err != nil {
-				// The API server validates objects, so this is a bug or a very odd
-				// object; skipping it keeps every other Service served.
-				k.Log.Error("kube source: skipping object", "error", err)
-				if k.OnError != nil {
-					k.OnError(err)
-				}
-				return
-			}
-			sink(e)
-		}
-		_, err := h.inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
-			AddFunc:    func(obj any) { send(obj, false) },
-			UpdateFunc: func(_, obj any) { send(obj, false) },
-			DeleteFunc: func(obj any) { send(obj, true) },
-		})
+		reg, err := kind.inf.AddEventHandler(k.handler(kind.compact, sink))
 		if err != nil {
 			return fmt.Errorf("kube source: %w", err)
 		}
+		synced = append(synced, reg.HasSyncedChecker())
 	}
 	f.Start(ctx.Done())
-	if !cache.WaitForCacheSync(ctx.Done(), svc.HasSynced, eps.HasSynced, nodes.HasSynced) {
-		return fmt.Errorf("kube source: caches did not sync: %w", context.Cause(ctx))
+	mf.Start(ctx.Done())
+	// The handlers' registrations, not the informers: an informer is synced
+	// once its store holds the initial list, while its handlers may still be
+	// delivering it, and answering from a half-read state tells clients that
+	// existing Services are gone.
+	if !cache.WaitFor(ctx, "", synced...) {
+		return fmt.Errorf("kube source: initial lists not read: %w", context.Cause(ctx))
 	}
-	k.Log.Info("kube source synced", "services", len(svc.GetStore().ListKeys()),
-		"endpointslices", len(eps.GetStore().ListKeys()), "nodes", len(nodes.GetStore().ListKeys()))
+	k.Log.Info("kube source synced", "services", len(kinds[0].inf.GetStore().ListKeys()),
+		"endpointslices", len(kinds[1].inf.GetStore().ListKeys()), "nodes", len(kinds[2].inf.GetStore().ListKeys()))
 	return nil
 }
 
-// strip drops what nodexds never reads before an object is cached.
-func strip(obj any) (any, error) {
-	m, ok := obj.(metav1.Object)
+// handler forwards an informer's notifications to sink as Events.
+func (k *KubeSource) handler(compact cache.TransformFunc, sink func(Event)) cache.ResourceEventHandler {
+	get := func(obj any) *cached {
+		if tomb, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+			obj = tomb.Obj
+		}
+		// Objects arrive compacted by the transform; compacting is idempotent,
+		// so an API object reaching here some other way is handled the same.
+		c, _ := compact(obj)
+		if c, ok := c.(*cached); ok {
+			return c
+		}
+		err := fmt.Errorf("unexpected %T from an informer", obj)
+		k.Log.Error("kube source: skipping object", "error", err)
+		if k.OnError != nil {
+			k.OnError(err)
+		}
+		return nil
+	}
+	send := func(c *cached) {
+		if c.err != nil {
+			// The API server validates objects, so this is a bug or a very odd
+			// object; skipping it keeps every other Service served.
+			k.Log.Error("kube source: skipping object", "error", c.err)
+			if k.OnError != nil {
+				k.OnError(c.err)
+			}
+		}
+		sink(c.ev)
+	}
+	return cache.ResourceEventHandlerFuncs{
+		AddFunc: func(obj any) {
+			if c := get(obj); c != nil {
+				send(c)
+			}
+		},
+		UpdateFunc: func(oldObj, obj any) {
+			old, c := get(oldObj), get(obj)
+			// A Node's heartbeat or an unrelated label changes the object but
+			// not what nodexds reads: do not wake the agent for it.
+			if c != nil && (old == nil || !old.same(c)) {
+				send(c)
+			}
+		},
+		DeleteFunc: func(obj any) {
+			if c := get(obj); c != nil {
+				sink(c.deleted())
+			}
+		},
+	}
+}
+
+// cached is what an informer keeps in place of an API object: the key and
+// resourceVersion client-go needs, and the Event the object amounts to. The
+// Event's model value is the one the Store keeps, so the informer cache is not
+// a second copy of the model, let alone of the API objects.
+type cached struct {
+	objectKey
+	ev Event
+	// err says why the object could not be converted; ev then removes
+	// whatever the object served before.
+	err error
+}
+
+// GetObjectMeta lets client-go read the key (see objectKey).
+func (c *cached) GetObjectMeta() metav1.Object { return &c.objectKey }
+
+func (c *cached) same(o *cached) bool {
+	return reflect.DeepEqual(c.ev, o.ev) && (c.err == nil) == (o.err == nil)
+}
+
+// deleted is the Event for the object's deletion.
+func (c *cached) deleted() Event {
+	e := c.ev
+	e.Deleted = true
+	return e
+}
+
+// compactService is the Service informer's transform.
+func compactService(obj any) (any, error) {
+	s, ok := obj.(*corev1.Service)
 	if !ok {
-		return obj, nil // a DeletedFinalStateUnknown tombstone
+		return obj, nil // already compact
 	}
-	m.SetManagedFields(nil)
-	if a := m.GetAnnotations(); len(a) > 0 {
-		kept := map[string]string{}
-		for k, v := range a {
-			if strings.HasPrefix(k, AnnotationPrefix) {
-				kept[k] = v
-			}
-		}
-		m.SetAnnotations(kept)
+	return &cached{objectKey: keyOf(s), ev: Event{Service: FromService(s)}}, nil
+}
+
+// compactSlice is the EndpointSlice informer's transform. A slice that cannot
+// be converted is cached as its identity and an error: it serves nothing.
+func compactSlice(obj any) (any, error) {
+	es, ok := obj.(*discoveryv1.EndpointSlice)
+	if !ok {
+		return obj, nil
 	}
-	if n, ok := obj.(*corev1.Node); ok {
-		// Node status (images, conditions) is large and changes every heartbeat.
-		labels := map[string]string{}
-		for _, k := range []string{LabelHostname, LabelZone, LabelRegion} {
-			if v, ok := n.Labels[k]; ok {
-				labels[k] = v
-			}
-		}
-		n.Labels = labels
-		n.Spec = corev1.NodeSpec{}
-		n.Status = corev1.NodeStatus{}
+	c := &cached{objectKey: keyOf(es)}
+	sl, err := FromEndpointSlice(es)
+	if err != nil {
+		// A slice that lost its Service label (or holds a bad address) serves
+		// no Service: drop whatever it served before.
+		c.ev, c.err = Event{Slice: &Slice{Service: ServiceKey{Namespace: es.Namespace}, Name: es.Name}, Deleted: true}, err
+		return c, nil
 	}
-	return obj, nil
+	c.ev = Event{Slice: sl}
+	return c, nil
+}
+
+// compactNode is the Node metadata informer's transform.
+func compactNode(obj any) (any, error) {
+	m, ok := obj.(*metav1.PartialObjectMetadata)
+	if !ok {
+		return obj, nil
+	}
+	return &cached{
+		objectKey: keyOf(m),
+		ev:        Event{Node: nodeFromLabels(m.Name, m.Labels)},
+	}, nil
 }
 
 // EventRecorder posts Kubernetes Events about Services.

@@ -88,7 +88,30 @@ type SliceEndpoint struct {
 	Pod                         string // targetRef name when it is a Pod
 	Node, Zone                  string
 	Ready, Serving, Terminating bool
-	ZoneHints, NodeHints        []string // nil when the slice carries none
+	Hints                       *Hints // nil when the slice carries none
+}
+
+// Hints are an endpoint's EndpointSlice hints (KEP-2433, KEP-3015): the zones
+// and nodes whose clients it is meant for. Held by pointer, as most endpoints
+// have none and every endpoint is cached.
+type Hints struct {
+	Zones, Nodes []string
+}
+
+// ForZones returns the zones hinted, nil for none (also on a nil *Hints).
+func (h *Hints) ForZones() []string {
+	if h == nil {
+		return nil
+	}
+	return h.Zones
+}
+
+// ForNodes returns the nodes hinted, nil for none (also on a nil *Hints).
+func (h *Hints) ForNodes() []string {
+	if h == nil {
+		return nil
+	}
+	return h.Nodes
 }
 
 // Node is a Node's topology.
@@ -103,7 +126,7 @@ type Endpoint struct {
 	Pod                         string
 	Node, Zone, Region          string
 	Ready, Serving, Terminating bool
-	ZoneHints, NodeHints        []string
+	Hints                       *Hints // shared with the slice: read only
 }
 
 // Event is one change from a source: exactly one of Service, Slice, Node is set.

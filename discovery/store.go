@@ -1,6 +1,7 @@
 package discovery
 
 import (
+	"cmp"
 	"maps"
 	"net/netip"
 	"reflect"
@@ -17,7 +18,10 @@ type Store struct {
 	// slice can be relabelled to another Service, or lose its label.
 	owners map[ServiceKey]ServiceKey
 	nodes  map[string]Node
-	moved  []ServiceKey
+	// zoneRegions counts the Nodes of each zone by region, to place endpoints
+	// whose Node is unknown (no nodeName, or not seen yet) by their zone.
+	zoneRegions map[string]map[string]int
+	moved       []ServiceKey
 }
 
 // NewStore returns an empty Store.
@@ -27,6 +31,8 @@ func NewStore() *Store {
 		slices:   map[ServiceKey]map[string]*Slice{},
 		owners:   map[ServiceKey]ServiceKey{},
 		nodes:    map[string]Node{},
+
+		zoneRegions: map[string]map[string]int{},
 	}
 }
 
@@ -95,15 +101,51 @@ func (s *Store) Apply(e Event) Change {
 				return Change{}
 			}
 			delete(s.nodes, n.Name)
+			s.countZone(old, -1)
 			return Change{Node: n.Name}
 		}
 		if ok && old == n {
 			return Change{}
 		}
+		if ok {
+			s.countZone(old, -1)
+		}
 		s.nodes[n.Name] = n
+		s.countZone(n, 1)
 		return Change{Node: n.Name}
 	}
 	return Change{}
+}
+
+func (s *Store) countZone(n Node, delta int) {
+	if n.Zone == "" || n.Region == "" {
+		return
+	}
+	regions := s.zoneRegions[n.Zone]
+	if regions == nil {
+		regions = map[string]int{}
+		s.zoneRegions[n.Zone] = regions
+	}
+	regions[n.Region] += delta
+	if regions[n.Region] <= 0 {
+		delete(regions, n.Region)
+	}
+	if len(regions) == 0 {
+		delete(s.zoneRegions, n.Zone)
+	}
+}
+
+// regionOf returns the region of zone's Nodes, "" when none is known or
+// they disagree (zones do not span regions, so that is a labelling error).
+func (s *Store) regionOf(zone string) string {
+	regions := s.zoneRegions[zone]
+	if len(regions) != 1 {
+		return ""
+	}
+	for r := range regions {
+		return r
+	}
+	return ""
 }
 
 func (s *Store) removeSlice(k ServiceKey, name string) {
@@ -147,7 +189,9 @@ func (s *Store) ServiceKeys() []ServiceKey {
 
 // Endpoints returns the endpoints of the Service port named portName (the
 // Service port's name; "" for an unnamed single port), merged over all of the
-// Service's slices of its primary IP family and sorted by address. An address
+// Service's slices of one IP family (see servedFamily) and sorted by address.
+// An endpoint's zone is its own, else its Node's; its region is its Node's,
+// else that of its zone's Nodes. An address
 // listed in several slices appears once, with its most usable conditions:
 // controllers briefly duplicate endpoints while they move them between slices,
 // and gRPC rejects duplicate addresses. The result is nil when there are none.
@@ -158,11 +202,12 @@ func (s *Store) Endpoints(k ServiceKey, portName string) []Endpoint {
 		return nil
 	}
 	names := slices.Sorted(maps.Keys(bySlice))
+	family := servedFamily(svc, bySlice)
 	index := map[netip.AddrPort]int{}
 	var out []Endpoint
 	for _, name := range names {
 		sl := bySlice[name]
-		if svc.IPFamily != "" && sl.AddressType != svc.IPFamily {
+		if sl.AddressType != family {
 			continue
 		}
 		port, ok := slicePort(sl.Ports, portName)
@@ -170,20 +215,20 @@ func (s *Store) Endpoints(k ServiceKey, portName string) []Endpoint {
 			continue
 		}
 		for _, se := range sl.Endpoints {
+			node := s.nodes[se.Node]
 			ep := Endpoint{
 				Addr:        netip.AddrPortFrom(se.Addr, uint16(port)),
 				Pod:         se.Pod,
 				Node:        se.Node,
-				Zone:        se.Zone,
-				Region:      s.nodes[se.Node].Region,
+				Zone:        cmp.Or(se.Zone, node.Zone),
+				Region:      node.Region,
 				Ready:       se.Ready,
 				Serving:     se.Serving,
 				Terminating: se.Terminating,
-				ZoneHints:   se.ZoneHints,
-				NodeHints:   se.NodeHints,
+				Hints:       se.Hints,
 			}
-			if ep.Zone == "" {
-				ep.Zone = s.nodes[se.Node].Zone
+			if ep.Region == "" {
+				ep.Region = s.regionOf(ep.Zone)
 			}
 			if i, dup := index[ep.Addr]; dup {
 				if ep.better(&out[i]) {
@@ -197,6 +242,23 @@ func (s *Store) Endpoints(k ServiceKey, portName string) []Endpoint {
 	}
 	slices.SortFunc(out, func(a, b Endpoint) int { return a.Addr.Compare(b.Addr) })
 	return out
+}
+
+// servedFamily is the one address type of a Service's slices that is served:
+// its primary IP family (spec.ipFamilies[0]). Serving a dual-stack Service's
+// both families would count each pod twice. A Service that names no family
+// (an ExternalName Service, or one from a file that leaves the field out)
+// serves IPv4 if it has IPv4 slices, else IPv6.
+func servedFamily(svc *Service, bySlice map[string]*Slice) string {
+	if svc.IPFamily != "" {
+		return svc.IPFamily
+	}
+	for _, sl := range bySlice {
+		if sl.AddressType == "IPv4" {
+			return "IPv4"
+		}
+	}
+	return "IPv6"
 }
 
 // slicePort finds the target port for a Service port name. Slices name their

@@ -79,6 +79,80 @@ func TestStoreEndpoints(t *testing.T) {
 			want: "10.0.0.1:8080@n1//(true)",
 		},
 		{
+			name: "topology-parity: an endpoint without nodeName takes its region from its zone's Nodes",
+			events: []Event{
+				{Node: &Node{Name: "n1", Zone: "z1", Region: "r1"}},
+				{Service: svc(Port{Name: "grpc", Port: 80})},
+				{Slice: slice("s1", "IPv4", grpc, SliceEndpoint{Addr: mustAddr("10.0.0.1"), Zone: "z1", Ready: true, Serving: true})},
+			},
+			port: "grpc",
+			want: "10.0.0.1:8080@/z1/r1(true)",
+		},
+		{
+			name: "topology-parity: an endpoint on a Node not seen yet takes its region from its zone's Nodes",
+			events: []Event{
+				{Node: &Node{Name: "n1", Zone: "z1", Region: "r1"}},
+				{Service: svc(Port{Name: "grpc", Port: 80})},
+				{Slice: slice("s1", "IPv4", grpc, SliceEndpoint{Addr: mustAddr("10.0.0.1"), Node: "new", Zone: "z1", Ready: true, Serving: true})},
+			},
+			port: "grpc",
+			want: "10.0.0.1:8080@new/z1/r1(true)",
+		},
+		{
+			name: "topology-parity: a zone whose Nodes disagree on their region places nothing in a region",
+			events: []Event{
+				{Node: &Node{Name: "n1", Zone: "z1", Region: "r1"}},
+				{Node: &Node{Name: "n2", Zone: "z1", Region: "r2"}},
+				{Service: svc(Port{Name: "grpc", Port: 80})},
+				{Slice: slice("s1", "IPv4", grpc, SliceEndpoint{Addr: mustAddr("10.0.0.1"), Zone: "z1", Ready: true, Serving: true})},
+			},
+			port: "grpc",
+			want: "10.0.0.1:8080@/z1/(true)",
+		},
+		{
+			name: "topology-parity: a zone's region follows its Nodes moving and leaving",
+			events: []Event{
+				{Node: &Node{Name: "n1", Zone: "z1", Region: "r1"}},
+				{Node: &Node{Name: "n2", Zone: "z1", Region: "r2"}},
+				{Node: &Node{Name: "n1", Zone: "z9", Region: "r1"}},
+				{Node: &Node{Name: "n3", Zone: "z1", Region: "r3"}},
+				{Node: &Node{Name: "n3"}, Deleted: true},
+				{Service: svc(Port{Name: "grpc", Port: 80})},
+				{Slice: slice("s1", "IPv4", grpc, SliceEndpoint{Addr: mustAddr("10.0.0.1"), Zone: "z1", Ready: true, Serving: true})},
+			},
+			port: "grpc",
+			want: "10.0.0.1:8080@/z1/r2(true)",
+		},
+		{
+			name: "topology-parity: ipFamilies [IPv6, IPv4] serves only the IPv6 slices",
+			events: []Event{
+				{Service: &Service{Key: be1, IPFamily: "IPv6", Ports: []Port{{Name: "grpc", Port: 80}}}},
+				{Slice: slice("v4", "IPv4", grpc, sep("10.0.0.1", "n1", true))},
+				{Slice: slice("v6", "IPv6", grpc, sep("fd00::1", "n1", true))},
+			},
+			port: "grpc",
+			want: "[fd00::1]:8080@n1//(true)",
+		},
+		{
+			name: "topology-parity: no ipFamilies serves the IPv4 slices only, so no dual-stack pod counts twice",
+			events: []Event{
+				{Service: &Service{Key: be1, Ports: []Port{{Name: "grpc", Port: 80}}}},
+				{Slice: slice("v6", "IPv6", grpc, sep("fd00::1", "n1", true))},
+				{Slice: slice("v4", "IPv4", grpc, sep("10.0.0.1", "n1", true))},
+			},
+			port: "grpc",
+			want: "10.0.0.1:8080@n1//(true)",
+		},
+		{
+			name: "topology-parity: no ipFamilies and only IPv6 slices serves them",
+			events: []Event{
+				{Service: &Service{Key: be1, Ports: []Port{{Name: "grpc", Port: 80}}}},
+				{Slice: slice("v6", "IPv6", grpc, sep("fd00::1", "n1", true))},
+			},
+			port: "grpc",
+			want: "[fd00::1]:8080@n1//(true)",
+		},
+		{
 			name: "a slice without the port contributes nothing to it",
 			events: []Event{
 				{Service: svc(Port{Name: "grpc", Port: 80}, Port{Name: "admin", Port: 90})},

@@ -111,6 +111,10 @@ type Policy struct {
 	// MinTierEndpoints merges a tier with fewer endpoints into the next one, so
 	// many local clients do not pile onto one local pod. At least 1.
 	MinTierEndpoints int
+	// IgnoreHints places endpoints by their nodeName and zone only. Set for
+	// internalTrafficPolicy Local, which kube-proxy applies by node and never
+	// by hints: hints are for traffic that may leave the node.
+	IgnoreHints bool
 }
 
 // PolicyFor chooses a Service's policy; the first rule that applies wins:
@@ -143,7 +147,7 @@ func PolicyFor(svc *discovery.Service, def Tiers) (Policy, []*discovery.Annotati
 	}
 	switch {
 	case svc.InternalTrafficLocal:
-		p.Tiers, p.Source = Tiers{TierNode}, SourceInternalTrafficPolicy
+		p.Tiers, p.Source, p.IgnoreHints = Tiers{TierNode}, SourceInternalTrafficPolicy, true
 	case svc.TrafficDistribution == corev1.ServiceTrafficDistributionPreferSameNode:
 		p.Tiers, p.Source = Tiers{TierNode, TierZone, TierAny}, SourceTrafficDistribution
 	case svc.TrafficDistribution == corev1.ServiceTrafficDistributionPreferSameZone,

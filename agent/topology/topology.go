@@ -29,7 +29,10 @@ type Priority struct {
 // Service whose only local pod is terminating keeps using it while it serves,
 // even if ready pods exist on other nodes it may never reach.
 func Prioritize(eps []discovery.Endpoint, p Policy, here Here) []Priority {
-	hints := hintsUsable(usable(eps), here)
+	var hints hints
+	if !p.IgnoreHints {
+		hints = hintsUsable(eps, here)
+	}
 	if p.Tiers.Strict() {
 		eps, _ = partition(eps, func(e *discovery.Endpoint) bool {
 			return slices.ContainsFunc(p.Tiers, func(t Tier) bool { return inTier(e, t, here, hints) })
@@ -72,34 +75,40 @@ func usable(eps []discovery.Endpoint) []discovery.Endpoint {
 }
 
 // hints says whether EndpointSlice hints replace labels for the node and zone
-// tiers. As in kube-proxy, hints count only when every endpoint carries them
-// (a half-hinted Service is mid-rollout) and some endpoint is hinted for us
-// (otherwise following them would send us nowhere).
+// tiers. As in kube-proxy (topologyModeFromHints), hints count only when every
+// ready endpoint carries them (a half-hinted Service is mid-rollout) and some
+// endpoint is hinted for us (otherwise following them would send us nowhere).
+// Endpoints that are not ready do not count either way, and with no ready
+// endpoint at all hints are not used.
 type hints struct{ node, zone bool }
 
 func hintsUsable(eps []discovery.Endpoint, here Here) hints {
 	h := hints{node: true, zone: true}
-	var forNode, forZone bool
+	var forNode, forZone, ready bool
 	for i := range eps {
 		e := &eps[i]
-		h.node = h.node && len(e.NodeHints) > 0
-		h.zone = h.zone && len(e.ZoneHints) > 0
-		forNode = forNode || slices.Contains(e.NodeHints, here.Node)
-		forZone = forZone || slices.Contains(e.ZoneHints, here.Zone)
+		if !e.Ready {
+			continue
+		}
+		ready = true
+		h.node = h.node && len(e.Hints.ForNodes()) > 0
+		h.zone = h.zone && len(e.Hints.ForZones()) > 0
+		forNode = forNode || slices.Contains(e.Hints.ForNodes(), here.Node)
+		forZone = forZone || slices.Contains(e.Hints.ForZones(), here.Zone)
 	}
-	return hints{node: h.node && forNode, zone: h.zone && forZone}
+	return hints{node: ready && h.node && forNode, zone: ready && h.zone && forZone}
 }
 
 func inTier(e *discovery.Endpoint, t Tier, here Here, h hints) bool {
 	switch t {
 	case TierNode:
 		if h.node {
-			return slices.Contains(e.NodeHints, here.Node)
+			return slices.Contains(e.Hints.ForNodes(), here.Node)
 		}
 		return here.Node != "" && e.Node == here.Node
 	case TierZone:
 		if h.zone {
-			return slices.Contains(e.ZoneHints, here.Zone)
+			return slices.Contains(e.Hints.ForZones(), here.Zone)
 		}
 		return here.Zone != "" && e.Zone == here.Zone
 	case TierRegion:

@@ -45,11 +45,12 @@ func terminating(e discovery.Endpoint, serving bool) discovery.Endpoint {
 }
 
 func hinted(e discovery.Endpoint, zones, nodes string) discovery.Endpoint {
+	e.Hints = &discovery.Hints{}
 	if zones != "" {
-		e.ZoneHints = strings.Split(zones, ",")
+		e.Hints.Zones = strings.Split(zones, ",")
 	}
 	if nodes != "" {
-		e.NodeHints = strings.Split(nodes, ",")
+		e.Hints.Nodes = strings.Split(nodes, ",")
 	}
 	return e
 }
@@ -75,6 +76,12 @@ func show(ps []Priority) string {
 	}
 	return strings.Join(parts, " | ")
 }
+
+// localPolicy is what a Service with internalTrafficPolicy Local gets.
+var localPolicy = func() Policy {
+	p, _ := PolicyFor(&discovery.Service{InternalTrafficLocal: true}, DefaultTiers)
+	return p
+}()
 
 var all4 = eps("10.0.0.1:80@a1", "10.0.0.2:80@a2", "10.0.0.3:80@b1", "10.0.0.4:80@c1")
 
@@ -215,6 +222,61 @@ func TestPrioritize(t *testing.T) {
 			},
 			policy: policy("node,*", 1),
 			want:   "node: 10.0.0.2:80 | *: 10.0.0.1:80",
+		},
+		{
+			name: "kube-proxy topologyModeFromHints: only ready endpoints count, so with none ready hints are ignored and labels place the serving terminating ones",
+			eps: []discovery.Endpoint{
+				terminating(hinted(ep("10.0.0.2:80@a2"), "b", ""), true),
+				terminating(hinted(ep("10.0.0.3:80@b1"), "a", ""), true),
+			},
+			policy: policy("zone,*", 1),
+			want:   "zone: 10.0.0.2:80 | *: 10.0.0.3:80",
+		},
+		{
+			name: "kube-proxy topologyModeFromHints: a terminating endpoint without hints does not void the ready endpoints' hints",
+			eps: []discovery.Endpoint{
+				hinted(ep("10.0.0.2:80@a2"), "b", ""),
+				hinted(ep("10.0.0.3:80@b1"), "a", ""),
+				terminating(ep("10.0.0.5:80@a2"), true),
+			},
+			policy: policy("zone,*", 1),
+			want:   "zone: 10.0.0.3:80 | *: 10.0.0.2:80",
+		},
+		{
+			name: "kube-proxy topologyModeFromHints: a not-ready endpoint without hints does not void them either",
+			eps: []discovery.Endpoint{
+				hinted(ep("10.0.0.2:80@a2"), "b", ""),
+				hinted(ep("10.0.0.3:80@b1"), "a", ""),
+				{Addr: netip.MustParseAddrPort("10.0.0.6:80"), Node: "a1", Zone: "a", Region: "r1"},
+			},
+			policy: policy("zone,*", 1),
+			want:   "zone: 10.0.0.3:80 | *: 10.0.0.2:80",
+		},
+		{
+			name: "kube-proxy CategorizeEndpoints: internalTrafficPolicy Local picks this node's endpoints by nodeName, ignoring node hints",
+			eps: []discovery.Endpoint{
+				hinted(ep("10.0.0.1:80@a1"), "a", "a2"),
+				hinted(ep("10.0.0.2:80@a2"), "a", "a1"),
+			},
+			policy: localPolicy,
+			want:   "node: 10.0.0.1:80",
+		},
+		{
+			name: "kube-proxy CategorizeEndpoints: internalTrafficPolicy Local with only a hint for this node has no local endpoint",
+			eps: []discovery.Endpoint{
+				hinted(ep("10.0.0.2:80@a2"), "a", "a1"),
+			},
+			policy: localPolicy,
+			want:   "",
+		},
+		{
+			name: "hints still apply to a strict node policy chosen by annotation (only Local ignores them)",
+			eps: []discovery.Endpoint{
+				hinted(ep("10.0.0.1:80@a1"), "a", "a2"),
+				hinted(ep("10.0.0.2:80@a2"), "a", "a1"),
+			},
+			policy: policy("node", 1),
+			want:   "node: 10.0.0.2:80",
 		},
 		{
 			name:   "an endpoint with no node or zone only matches anywhere",

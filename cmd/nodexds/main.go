@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/nodexds/nodexds/agent"
@@ -215,7 +216,12 @@ func serve(ctx context.Context, args []string) error {
 		if err != nil {
 			return fmt.Errorf("kubernetes client: %w", err)
 		}
-		o.Source = &discovery.KubeSource{Client: client, Log: log, OnError: sourceError("kube")}
+		// Nodes are watched as metadata only (labels), with the same RBAC.
+		meta, err := metadata.NewForConfig(cfg)
+		if err != nil {
+			return fmt.Errorf("kubernetes metadata client: %w", err)
+		}
+		o.Source = &discovery.KubeSource{Client: client, Metadata: meta, Log: log, OnError: sourceError("kube")}
 		if admit == "node-pods" {
 			pods := &discovery.PodIndex{Client: client, Node: f.nodeName}
 			if err := pods.Start(ctx); err != nil {

@@ -1,0 +1,423 @@
+package discovery
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/kubernetes/fake"
+	metafake "k8s.io/client-go/metadata/fake"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/utils/ptr"
+)
+
+var (
+	servicesResource = corev1.SchemeGroupVersion.WithResource("services")
+	slicesResource   = discoveryv1.SchemeGroupVersion.WithResource("endpointslices")
+)
+
+// kubeFixture is a KubeSource over fake API clients, feeding a Store the way
+// the agent does. Objects are written through the fakes' trackers with an
+// increasing resourceVersion, as the API server would set it (the fakes do
+// not, and client-go takes an unchanged resourceVersion for a resync).
+type kubeFixture struct {
+	t      *testing.T
+	client *fake.Clientset
+	meta   *metafake.FakeMetadataClient
+	rv     int
+
+	mu      sync.Mutex
+	store   *Store
+	events  []Event
+	changes []Change
+	errs    int
+}
+
+// startKube starts a KubeSource over objs (Services, EndpointSlices, Nodes)
+// and returns once Start has.
+func startKube(t *testing.T, objs ...runtime.Object) *kubeFixture {
+	t.Helper()
+	return startKubeWithSink(t, nil, objs...)
+}
+
+// startKubeWithSink is startKube with a hook run on each event before it is
+// applied.
+func startKubeWithSink(t *testing.T, hook func(Event), objs ...runtime.Object) *kubeFixture {
+	t.Helper()
+	scheme := metafake.NewTestScheme()
+	if err := metav1.AddMetaToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	f := &kubeFixture{t: t, client: fake.NewClientset(), meta: metafake.NewSimpleMetadataClient(scheme), store: NewStore()}
+	for _, o := range objs {
+		f.write(o, false)
+	}
+	k := &KubeSource{
+		Client: f.client, Metadata: f.meta, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		OnError: func(error) { f.mu.Lock(); f.errs++; f.mu.Unlock() },
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	err := k.Start(ctx, func(e Event) {
+		if hook != nil {
+			hook(e)
+		}
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		f.events = append(f.events, e)
+		ch := f.store.Apply(e)
+		for _, k := range f.store.TakeMoved() {
+			f.changes = append(f.changes, Change{Service: &k})
+		}
+		if ch != (Change{}) {
+			f.changes = append(f.changes, ch)
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+func (f *kubeFixture) tracker(o runtime.Object) (interface {
+	Create(schema.GroupVersionResource, runtime.Object, string, ...metav1.CreateOptions) error
+	Update(schema.GroupVersionResource, runtime.Object, string, ...metav1.UpdateOptions) error
+}, schema.GroupVersionResource) {
+	switch o.(type) {
+	case *corev1.Service:
+		return f.client.Tracker(), servicesResource
+	case *discoveryv1.EndpointSlice:
+		return f.client.Tracker(), slicesResource
+	case *metav1.PartialObjectMetadata:
+		return f.meta.Tracker(), nodesResource
+	}
+	f.t.Fatalf("unexpected %T", o)
+	return nil, schema.GroupVersionResource{}
+}
+
+// write creates or updates o with the next resourceVersion.
+func (f *kubeFixture) write(o runtime.Object, update bool) {
+	f.t.Helper()
+	f.rv++
+	m := o.(metav1.Object)
+	m.SetResourceVersion(fmt.Sprint(f.rv))
+	tr, gvr := f.tracker(o)
+	var err error
+	if update {
+		err = tr.Update(gvr, o, m.GetNamespace())
+	} else {
+		err = tr.Create(gvr, o, m.GetNamespace())
+	}
+	if err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+func (f *kubeFixture) update(o runtime.Object) { f.t.Helper(); f.write(o, true) }
+
+func (f *kubeFixture) delete(o runtime.Object) {
+	f.t.Helper()
+	m := o.(metav1.Object)
+	var err error
+	switch o.(type) {
+	case *metav1.PartialObjectMetadata:
+		err = f.meta.Tracker().Delete(nodesResource, "", m.GetName())
+	default:
+		_, gvr := f.tracker(o)
+		err = f.client.Tracker().Delete(gvr, m.GetNamespace(), m.GetName())
+	}
+	if err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+// dump renders the Store: one line per Service port with its endpoints
+// (as store_test's show does), then one per Node.
+func (f *kubeFixture) dump() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var lines []string
+	for _, k := range f.store.ServiceKeys() {
+		svc, _ := f.store.Service(k)
+		for _, p := range svc.Ports {
+			lines = append(lines, fmt.Sprintf("%s %s: %s", k, p.Name, show(f.store.Endpoints(k, p.Name))))
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(f.store.nodes)) {
+		n := f.store.nodes[name]
+		lines = append(lines, fmt.Sprintf("node %s %s/%s", name, n.Zone, n.Region))
+	}
+	return strings.Join(lines, "\n")
+}
+
+// waitFor polls until the Store renders as want.
+func (f *kubeFixture) waitFor(want string) {
+	f.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		got := f.dump()
+		if got == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			f.t.Fatalf("store:\n%s\nwant:\n%s", got, want)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func kubeService(name string) *corev1.Service {
+	return &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: name},
+		Spec: corev1.ServiceSpec{
+			Ports:      []corev1.ServicePort{{Name: "grpc", Port: 80}},
+			IPFamilies: []corev1.IPFamily{corev1.IPv4Protocol},
+		},
+	}
+}
+
+// kubeSlice is an IPv4 slice of service with endpoints "ip@node".
+func kubeSlice(name, service string, eps ...string) *discoveryv1.EndpointSlice {
+	es := &discoveryv1.EndpointSlice{
+		ObjectMeta:  metav1.ObjectMeta{Namespace: "ns", Name: name, Labels: map[string]string{discoveryv1.LabelServiceName: service}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Ports:       []discoveryv1.EndpointPort{{Name: ptr.To("grpc"), Port: ptr.To[int32](8080)}},
+	}
+	for _, e := range eps {
+		addr, node, _ := strings.Cut(e, "@")
+		es.Endpoints = append(es.Endpoints, discoveryv1.Endpoint{Addresses: []string{addr}, NodeName: ptr.To(node)})
+	}
+	return es
+}
+
+// kubeNode is a Node as the metadata API returns it.
+func kubeNode(name string, labels ...string) *metav1.PartialObjectMetadata {
+	n := &metav1.PartialObjectMetadata{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Node"},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{}},
+	}
+	for i := 0; i+1 < len(labels); i += 2 {
+		n.Labels[labels[i]] = labels[i+1]
+	}
+	return n
+}
+
+func TestKubeSourceFollowsTheAPI(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		initial []runtime.Object
+		then    func(f *kubeFixture)
+		want    string
+		errs    int
+	}{
+		{
+			name:    "objects listed at start are in the store when Start returns",
+			initial: []runtime.Object{kubeService("be1"), kubeSlice("be1-a", "be1", "10.0.0.1@n1"), kubeNode("n1", LabelZone, "z1", LabelRegion, "r1")},
+			want:    "ns/be1 grpc: 10.0.0.1:8080@n1/z1/r1(true)\nnode n1 z1/r1",
+		},
+		{
+			name:    "a Service and a slice added later are served",
+			initial: []runtime.Object{kubeService("be1")},
+			then: func(f *kubeFixture) {
+				f.write(kubeService("be2"), false)
+				f.write(kubeSlice("be2-a", "be2", "10.0.0.2@n1"), false)
+			},
+			want: "ns/be1 grpc: \nns/be2 grpc: 10.0.0.2:8080@n1//(true)",
+		},
+		{
+			name:    "an updated slice replaces its endpoints",
+			initial: []runtime.Object{kubeService("be1"), kubeSlice("be1-a", "be1", "10.0.0.1@n1")},
+			then:    func(f *kubeFixture) { f.update(kubeSlice("be1-a", "be1", "10.0.0.3@n2", "10.0.0.4@n2")) },
+			want:    "ns/be1 grpc: 10.0.0.3:8080@n2//(true) 10.0.0.4:8080@n2//(true)",
+		},
+		{
+			name:    "an updated Service changes its ports",
+			initial: []runtime.Object{kubeService("be1")},
+			then: func(f *kubeFixture) {
+				s := kubeService("be1")
+				s.Spec.Ports[0].Name = "rpc"
+				f.update(s)
+			},
+			want: "ns/be1 rpc: ",
+		},
+		{
+			name:    "a deleted slice takes its endpoints with it",
+			initial: []runtime.Object{kubeService("be1"), kubeSlice("be1-a", "be1", "10.0.0.1@n1"), kubeSlice("be1-b", "be1", "10.0.0.2@n1")},
+			then:    func(f *kubeFixture) { f.delete(kubeSlice("be1-a", "be1")) },
+			want:    "ns/be1 grpc: 10.0.0.2:8080@n1//(true)",
+		},
+		{
+			name:    "a deleted Service is gone",
+			initial: []runtime.Object{kubeService("be1"), kubeService("be2"), kubeSlice("be1-a", "be1", "10.0.0.1@n1")},
+			then:    func(f *kubeFixture) { f.delete(kubeService("be1")) },
+			want:    "ns/be2 grpc: ",
+		},
+		{
+			name:    "a slice relabelled to another Service moves its endpoints there",
+			initial: []runtime.Object{kubeService("be1"), kubeService("be2"), kubeSlice("s", "be1", "10.0.0.1@n1")},
+			then:    func(f *kubeFixture) { f.update(kubeSlice("s", "be2", "10.0.0.1@n1")) },
+			want:    "ns/be1 grpc: \nns/be2 grpc: 10.0.0.1:8080@n1//(true)",
+		},
+		{
+			name:    "a slice that loses its Service label serves nothing and is reported",
+			initial: []runtime.Object{kubeService("be1"), kubeSlice("s", "be1", "10.0.0.1@n1")},
+			then: func(f *kubeFixture) {
+				es := kubeSlice("s", "be1", "10.0.0.1@n1")
+				es.Labels = nil
+				f.update(es)
+			},
+			want: "ns/be1 grpc: ",
+			errs: 1,
+		},
+		{
+			name: "a Node's zone and region labels changing move its endpoints",
+			initial: []runtime.Object{kubeService("be1"), kubeSlice("s", "be1", "10.0.0.1@n1"),
+				kubeNode("n1", LabelZone, "z1", LabelRegion, "r1")},
+			then: func(f *kubeFixture) { f.update(kubeNode("n1", LabelZone, "z2", LabelRegion, "r2")) },
+			want: "ns/be1 grpc: 10.0.0.1:8080@n1/z2/r2(true)\nnode n1 z2/r2",
+		},
+		{
+			name: "a deleted Node no longer places its endpoints",
+			initial: []runtime.Object{kubeService("be1"), kubeSlice("s", "be1", "10.0.0.1@n1"),
+				kubeNode("n1", LabelZone, "z1", LabelRegion, "r1")},
+			then: func(f *kubeFixture) { f.delete(kubeNode("n1")) },
+			want: "ns/be1 grpc: 10.0.0.1:8080@n1//(true)",
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := startKube(t, tc.initial...)
+			if tc.then != nil {
+				tc.then(f)
+			}
+			f.waitFor(tc.want)
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			if f.errs != tc.errs {
+				t.Errorf("errors reported = %d, want %d", f.errs, tc.errs)
+			}
+		})
+	}
+}
+
+// Start must not return before the sink has every object of the initial
+// lists: an informer's store is synced before its handler has delivered them,
+// and an agent answering then would tell clients that existing Services are
+// gone. The slow sink makes the gap wide; the check itself does not depend on
+// timing (Start returning early is the failure).
+func TestKubeSourceStartReturnsOnlyAfterTheSinkHasEveryInitialObject(t *testing.T) {
+	var objs []runtime.Object
+	for i := range 20 {
+		objs = append(objs, kubeService(fmt.Sprint("be", i)), kubeSlice(fmt.Sprint("be", i, "-a"), fmt.Sprint("be", i), "10.0.0.1@n1"))
+	}
+	objs = append(objs, kubeNode("n1", LabelZone, "z1"))
+	f := startKubeWithSink(t, func(Event) { time.Sleep(20 * time.Millisecond) }, objs...)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if n := len(f.events); n != len(objs) {
+		t.Errorf("Start returned when %d of %d initial objects had reached the sink", n, len(objs))
+	}
+}
+
+// A Node update that changes nothing nodexds reads (a heartbeat, another
+// label) must not reach the agent: every agent would otherwise rebuild all it
+// serves for every Node write in the cluster.
+func TestKubeSourceIgnoresNodeUpdatesOutsideTopology(t *testing.T) {
+	f := startKube(t, kubeNode("n1", LabelZone, "z1", LabelRegion, "r1"), kubeNode("n2", LabelZone, "z1"))
+	f.waitFor("node n1 z1/r1\nnode n2 z1/")
+	f.mu.Lock()
+	before := len(f.events)
+	f.mu.Unlock()
+
+	hb := kubeNode("n1", LabelZone, "z1", LabelRegion, "r1", "node.kubernetes.io/instance-type", "big")
+	hb.Annotations = map[string]string{"node.alpha.kubernetes.io/ttl": "0"}
+	f.update(hb) // another label, an annotation
+	f.update(hb) // a heartbeat: only the resourceVersion moves
+	// Events of one informer arrive in order: once this one is in, the
+	// updates above would have been delivered too.
+	f.update(kubeNode("n2", LabelZone, "z2"))
+	f.waitFor("node n1 z1/r1\nnode n2 z2/")
+
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, e := range f.events[before:] {
+		if e.Node != nil && e.Node.Name == "n1" {
+			t.Errorf("event for n1 after an update outside its topology: %+v", *e.Node)
+		}
+	}
+	var nodeChanges []string
+	for _, c := range f.changes {
+		if c.Node != "" {
+			nodeChanges = append(nodeChanges, c.Node)
+		}
+	}
+	if want := []string{"n1", "n2", "n2"}; !slices.Equal(nodeChanges, want) {
+		t.Errorf("node changes = %v, want %v (the initial two, then n2's zone)", nodeChanges, want)
+	}
+}
+
+// The informers cache compact values; client-go still has to find them by
+// key, tell updates from resyncs by resourceVersion, and hand back deleted
+// ones inside tombstones.
+func TestCompactObjectsStillWorkAsInformerObjects(t *testing.T) {
+	es := kubeSlice("be1-a", "be1", "10.0.0.1@n1")
+	es.ResourceVersion = "7"
+	es.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "kube-controller-manager"}}
+	obj, err := compactSlice(es)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, ok := obj.(*cached)
+	if !ok {
+		t.Fatalf("compactSlice returned %T", obj)
+	}
+	if key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(c); err != nil || key != "ns/be1-a" {
+		t.Errorf("key = %q, %v; want ns/be1-a", key, err)
+	}
+	if rv := c.GetObjectMeta().GetResourceVersion(); rv != "7" {
+		t.Errorf("resourceVersion = %q, want 7", rv)
+	}
+	if again, _ := compactSlice(c); again != obj {
+		t.Error("compacting a compact value made a new one: the transform must be idempotent")
+	}
+	tomb := cache.DeletedFinalStateUnknown{Key: "ns/be1-a", Obj: c}
+	if key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(tomb); err != nil || key != "ns/be1-a" {
+		t.Errorf("tombstone key = %q, %v", key, err)
+	}
+
+	var got []Event
+	k := &KubeSource{Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	h := k.handler(compactSlice, func(e Event) { got = append(got, e) })
+	h.OnDelete(tomb)
+	h.OnDelete(cache.DeletedFinalStateUnknown{Key: "ns/be1-a", Obj: es}) // an uncompacted object
+	for i, e := range got {
+		if e.Slice == nil || !e.Deleted || e.Slice.Name != "be1-a" || e.Slice.Service.Namespace != "ns" {
+			t.Errorf("delete %d: event %+v, want be1-a deleted", i, e)
+		}
+	}
+	if len(got) != 2 {
+		t.Errorf("got %d delete events, want 2", len(got))
+	}
+
+	// An update that changes nothing nodexds reads is not forwarded.
+	got = nil
+	other := es.DeepCopy()
+	other.ResourceVersion = "8"
+	other.Annotations = map[string]string{"endpoints.kubernetes.io/last-change-trigger-time": "now"}
+	newer, _ := compactSlice(other)
+	h.OnUpdate(obj, newer)
+	if len(got) != 0 {
+		t.Errorf("an update outside what nodexds reads was forwarded: %+v", got)
+	}
+}
