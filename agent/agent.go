@@ -313,7 +313,9 @@ func (a *Agent) interests(in []xds.Interest) {
 		if err != nil {
 			// Not a name we could ever serve: say so once, and answer "none".
 			a.metrics.UnresolvedNames.Inc()
-			a.log.Warn("client asked for a name that cannot be served", "type", i.Type, "name", i.Name, "error", err)
+			// Debug only: clients choose these names, so a warning per name
+			// would let any client fill the logs; the metric counts them.
+			a.log.Debug("client asked for a name that cannot be served", "type", i.Type, "name", i.Name, "error", err)
 			a.set(i.Type, i.Name, nil, xds.Scope{}, now)
 			continue
 		}

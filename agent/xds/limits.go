@@ -17,6 +17,10 @@ import (
 type Limits struct {
 	// MaxNamesPerType bounds the names one stream subscribes to per type.
 	MaxNamesPerType int
+	// MaxNamesPerPeer bounds the names all streams from one IP subscribe to,
+	// all types together: without it, many streams of one client multiply
+	// MaxNamesPerType.
+	MaxNamesPerPeer int
 	// MaxStreamsPerPeer bounds the ADS streams open at once from one IP.
 	MaxStreamsPerPeer int
 	// MaxStreams bounds the ADS streams open at once in all.
@@ -34,6 +38,7 @@ type Limits struct {
 // distinct bootstrap.
 var DefaultLimits = Limits{
 	MaxNamesPerType:   10000,
+	MaxNamesPerPeer:   40000,
 	MaxStreamsPerPeer: 100,
 	MaxStreams:        5000,
 	MaxConnsPerPeer:   100,
@@ -46,6 +51,9 @@ func (l Limits) WithDefaults() Limits {
 	d := DefaultLimits
 	if l.MaxNamesPerType <= 0 {
 		l.MaxNamesPerType = d.MaxNamesPerType
+	}
+	if l.MaxNamesPerPeer <= 0 {
+		l.MaxNamesPerPeer = d.MaxNamesPerPeer
 	}
 	if l.MaxStreamsPerPeer <= 0 {
 		l.MaxStreamsPerPeer = d.MaxStreamsPerPeer

@@ -62,6 +62,7 @@ type Server struct {
 	mu      sync.Mutex
 	streams map[uint64]*stream // open streams, for Clients
 	perPeer map[netip.Addr]int
+	names   map[netip.Addr]int // names subscribed by each peer's streams
 
 	subMu sync.Mutex
 	subs  map[key]map[*stream]struct{} // who subscribes to each name
@@ -78,6 +79,7 @@ func NewServer(cache *Cache, m *metrics.Metrics, log *slog.Logger, o Options) *S
 		logs:    newLimiter(100, 100*time.Millisecond),
 		streams: map[uint64]*stream{},
 		perPeer: map[netip.Addr]int{},
+		names:   map[netip.Addr]int{},
 		subs:    map[key]map[*stream]struct{}{},
 		count:   map[string]int{},
 	}
@@ -157,9 +159,27 @@ func (s *Server) open(st *stream) error {
 	return nil
 }
 
+// reserveNames adds delta to a peer's subscribed names, unless that would
+// exceed MaxNamesPerPeer.
+func (s *Server) reserveNames(peer netip.Addr, delta int) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := s.names[peer] + delta
+	if delta > 0 && n > s.limits.MaxNamesPerPeer {
+		return false
+	}
+	if n <= 0 {
+		delete(s.names, peer)
+	} else {
+		s.names[peer] = n
+	}
+	return true
+}
+
 // close drops a finished stream and all its subscriptions.
 func (s *Server) close(st *stream) {
 	for typ, ts := range st.types {
+		s.reserveNames(st.peer, -len(ts.names))
 		s.subscribe(st, typ, nil, slices.Collect(maps.Keys(ts.names)))
 	}
 	s.mu.Lock()
@@ -475,6 +495,12 @@ func (st *stream) handle(ctx context.Context, req *discoveryv3.DiscoveryRequest)
 		}
 	}
 	if len(add)+len(remove) > 0 {
+		if !st.srv.reserveNames(st.peer, len(add)-len(remove)) {
+			st.srv.limitHit(st, "names_per_peer", "client's address subscribes to too many names: ending its stream",
+				"max", st.srv.limits.MaxNamesPerPeer)
+			return false, status.Errorf(codes.ResourceExhausted, "the streams from %s subscribe to more than %d names",
+				st.peer, st.srv.limits.MaxNamesPerPeer)
+		}
 		ts.names, ts.sorted = want, nil
 		st.srv.subscribe(st, typ, add, remove)
 	}

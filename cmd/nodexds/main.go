@@ -115,6 +115,7 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.visibility, "visibility", string(agent.VisibilityCluster), `which Services a client sees: "cluster" (all, as cluster DNS tells any pod) or "namespace" (its own namespace's, and those exporting themselves with the nodexds.io/export-to annotation; needs -admit=node-pods)`)
 	l := xds.DefaultLimits
 	fs.IntVar(&f.limits.MaxNamesPerType, "max-names-per-type", l.MaxNamesPerType, "resource names one ADS stream may subscribe to per type (beyond: the stream ends RESOURCE_EXHAUSTED)")
+	fs.IntVar(&f.limits.MaxNamesPerPeer, "max-names-per-peer", l.MaxNamesPerPeer, "resource names all ADS streams from one IP may subscribe to, all types together")
 	fs.IntVar(&f.limits.MaxStreamsPerPeer, "max-streams-per-peer", l.MaxStreamsPerPeer, "ADS streams open at once from one IP")
 	fs.IntVar(&f.limits.MaxStreams, "max-streams", l.MaxStreams, "ADS streams open at once in all")
 	fs.IntVar(&f.limits.MaxConnsPerPeer, "max-conns-per-peer", l.MaxConnsPerPeer, "connections open at once from one IP to the ADS port")
