@@ -95,12 +95,17 @@ func StartEnv(t *testing.T, namespaces ...string) *Env {
 	return e
 }
 
-// WithStack adds a client stack beyond Stacks (CCore) to the scenario: its
-// clients start with StartClients, and Step checks it too. If it cannot run
-// here, its checks skip with the reason (fail under CI=true).
-func (e *Env) WithStack(s Stack) {
+// WithStack adds a client stack beyond Stacks (CCore, Go155) to the
+// scenario: its clients start with StartClients, and Step checks it too. If
+// C-core cannot run here, its checks skip with the reason (fail under
+// CI=true); Go155's probe is built (once, cached) now.
+func (e *Env) WithStack(t testing.TB, s Stack) {
+	t.Helper()
 	if !slices.Contains(e.stacks, s) {
 		e.stacks = append(e.stacks, s)
+	}
+	if s == Go155 {
+		goProbe155(t)
 	}
 	if s == CCore && e.Bins.CCoreMissing != "" {
 		e.skip[s] = stackSkip{reason: "gRPC C-core stack unavailable: " + e.Bins.CCoreMissing, failInCI: true}
@@ -109,8 +114,9 @@ func (e *Env) WithStack(s Stack) {
 
 // SkipStack makes the scenario start no client of stack s and skip its
 // checks, saying why: for a client bug the scenario cannot run around.
-func (e *Env) SkipStack(s Stack, reason string) {
-	e.WithStack(s)
+func (e *Env) SkipStack(t testing.TB, s Stack, reason string) {
+	t.Helper()
+	e.WithStack(t, s)
 	if _, ok := e.skip[s]; !ok {
 		e.skip[s] = stackSkip{reason: reason}
 	}

@@ -48,7 +48,7 @@ func annotate(kv ...string) func(*corev1.Service) {
 func TestHealthChecksMoveClientsOffNotServingPods(t *testing.T) {
 	const ns = "health"
 	e := StartEnv(t, ns)
-	e.WithStack(CCore)
+	e.WithStack(t, CCore)
 	e.CreateService(t, ns, "be")
 	f := newFleet(e, ns, "be")
 	f.start(t, 2, "node-a1")
@@ -78,7 +78,8 @@ func TestHealthChecksMoveClientsOffNotServingPods(t *testing.T) {
 func TestEndpointPickerRoutesOnlyToMembers(t *testing.T) {
 	const ns = "picker"
 	e := StartEnv(t, ns)
-	e.WithStack(CCore)
+	e.WithStack(t, CCore)
+	e.WithStack(t, Go155)
 	e.CreateService(t, ns, "be", annotate("nodexds.io/endpoint-header", "x-target-pod"))
 	e.CreateService(t, ns, "other")
 	f := newFleet(e, ns, "be")
@@ -114,7 +115,7 @@ func TestEndpointPickerRoutesOnlyToMembers(t *testing.T) {
 func TestServiceWithoutEndpointsFailsUnavailable(t *testing.T) {
 	const ns = "empty"
 	e := StartEnv(t, ns)
-	e.WithStack(CCore)
+	e.WithStack(t, CCore)
 	e.CreateService(t, ns, "be")
 	f := newFleet(e, ns, "be")
 	clients := e.StartClients(t, ProbeOptions{Targets: []string{Target(ns, "be")}})
@@ -155,9 +156,9 @@ func TestHashHeaderKeepsAKeyOnOnePod(t *testing.T) {
 		// its first RPC; a bug of that client version, not a NACK. The
 		// agent sends such a client ring_hash like everyone else (see
 		// docs/compatibility.md).
-		e.SkipStack(CCore, "gRPC C-core "+v+" (python3-grpcio) crashes with SIGSEGV on any ring_hash Cluster: a client bug of that version")
+		e.SkipStack(t, CCore, "gRPC C-core "+v+" (python3-grpcio) crashes with SIGSEGV on any ring_hash Cluster: a client bug of that version")
 	} else {
-		e.WithStack(CCore)
+		e.WithStack(t, CCore)
 	}
 	e.CreateService(t, ns, "be", annotate("nodexds.io/hash-header", "x-user"))
 	f := newFleet(e, ns, "be")
@@ -193,7 +194,7 @@ func TestHashHeaderKeepsAKeyOnOnePod(t *testing.T) {
 func TestOutlierDetectionEjectsAFailingPod(t *testing.T) {
 	const ns = "outlier"
 	e := StartEnv(t, ns)
-	e.WithStack(CCore)
+	e.WithStack(t, CCore)
 	e.CreateService(t, ns, "be", annotate("nodexds.io/outlier-detection",
 		"failure-percentage=50,failure-percentage-min-hosts=3,failure-percentage-request-volume=5,interval=1s,base-ejection-time=60s,max-ejection-percent=50"))
 	f := newFleet(e, ns, "be")

@@ -7,6 +7,7 @@
 package e2e
 
 import (
+	"crypto/sha256"
 	"fmt"
 	"os"
 	"os/exec"
@@ -160,4 +161,68 @@ func setUpCCore(pyDir, stubs string) (python, version, missing string) {
 		return "", "", fmt.Sprintf("protoc for the C-core probe's stubs: %v\n%s(apt-get install %s)", err, out, ccorePackages)
 	}
 	return python, version, ""
+}
+
+var (
+	go155Once sync.Once
+	go155Bin  string
+	go155Err  error
+)
+
+// goProbe155 returns the grpc-go v1.55 probe (grpcgo155/), building it once
+// into the binary cache build-bins.sh uses, under a name keyed by its
+// sources: a cold build takes about a minute, a cached one nothing.
+func goProbe155(t testing.TB) string {
+	t.Helper()
+	go155Once.Do(func() { go155Bin, go155Err = buildGoProbe155() })
+	if go155Err != nil {
+		t.Fatalf("e2e: grpc-go v1.55 probe: %v", go155Err)
+	}
+	return go155Bin
+}
+
+func buildGoProbe155() (string, error) {
+	src, err := filepath.Abs("grpcgo155")
+	if err != nil {
+		return "", err
+	}
+	h := sha256.New()
+	for _, f := range []string{"go.mod", "go.sum", "main.go"} {
+		b, err := os.ReadFile(filepath.Join(src, f))
+		if err != nil {
+			return "", err
+		}
+		fmt.Fprintf(h, "%s %d\n", f, len(b))
+		h.Write(b)
+	}
+	cache := os.Getenv("NODEXDS_BIN_CACHE")
+	if cache == "" {
+		home, err := os.UserHomeDir()
+		if err != nil {
+			return "", err
+		}
+		cache = filepath.Join(home, ".cache", "nodexds", "bin")
+	}
+	dir := filepath.Join(cache, fmt.Sprintf("grpcgo155-%x", h.Sum(nil)[:6]))
+	bin := filepath.Join(dir, "grpcgo155")
+	if _, err := os.Stat(bin); err == nil {
+		return bin, nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	// Built beside its final name and renamed: an interrupted build never
+	// leaves a binary a later run would take for finished.
+	start := time.Now()
+	tmp := fmt.Sprintf("%s.tmp%d", bin, os.Getpid())
+	cmd := exec.Command("go", "build", "-o", tmp, ".")
+	cmd.Dir = src
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build in %s: %v\n%s", src, err, out)
+	}
+	if err := os.Rename(tmp, bin); err != nil {
+		return "", err
+	}
+	fmt.Fprintf(os.Stderr, "e2e: built the grpc-go v1.55 probe in %s\n", time.Since(start).Round(time.Millisecond))
+	return bin, nil
 }

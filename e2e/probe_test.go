@@ -27,6 +27,9 @@ const (
 	// Debian's python3-grpcio: pyclient/probe.py. Scenarios opt in with
 	// Env.WithStack.
 	CCore Stack = "ccore"
+	// Go155 is grpc-go v1.55.0 (grpcgo155/, its own module): an older
+	// grpc-go, for compatibility. Scenarios opt in with Env.WithStack.
+	Go155 Stack = "go1.55"
 )
 
 // Stacks are the client stacks every scenario runs.
@@ -140,8 +143,11 @@ func (e *Env) StartProbe(t testing.TB, o ProbeOptions) *Probe {
 	interval := o.Interval.String()
 	var argv, env []string
 	switch o.Stack {
-	case Go:
+	case Go, Go155:
 		argv = []string{e.Bins.Echo, "probe", "-interval", interval, "-timeout", probeTimeout.String()}
+		if o.Stack == Go155 {
+			argv = []string{goProbe155(t), "-interval", interval, "-timeout", probeTimeout.String()}
+		}
 		for _, h := range o.Headers {
 			argv = append(argv, "-header", h)
 		}
