@@ -51,9 +51,22 @@ type Env struct {
 	Bins   Bins
 	Agents map[string]*Agent
 
+	// stacks are the client stacks this scenario runs (Stacks, plus those
+	// added with WithStack); skip holds why some of them skip.
+	stacks []Stack
+	skip   map[Stack]stackSkip
+
 	mu     sync.Mutex
 	probes []*Probe // running, so Step can mark phases on them
 	seq    int
+}
+
+// stackSkip is why a scenario's checks of one stack skip. A stack that
+// cannot run on this machine fails instead when CI=true: CI installs every
+// stack, so a skip there would hide a broken setup.
+type stackSkip struct {
+	reason   string
+	failInCI bool
 }
 
 // StartEnv starts the cluster, applies deploy/ (namespace, RBAC, DaemonSet
@@ -63,7 +76,8 @@ func StartEnv(t *testing.T, namespaces ...string) *Env {
 	t.Helper()
 	start := time.Now()
 	c := cluster.Start(t, cluster.Options{Nodes: clusterNodes, Namespaces: namespaces})
-	e := &Env{Cluster: c, Bins: projectBins(t), Agents: map[string]*Agent{}}
+	e := &Env{Cluster: c, Bins: projectBins(t), Agents: map[string]*Agent{},
+		stacks: slices.Clone(Stacks), skip: map[Stack]stackSkip{}}
 
 	// The kustomization as a user would apply it. Nothing runs the
 	// DaemonSet (no scheduler, no kubelet); the agents below play its pods.
@@ -85,6 +99,46 @@ func StartEnv(t *testing.T, namespaces ...string) *Env {
 	}
 	t.Logf("e2e: cluster and %d agents ready in %s", len(clusterNodes), time.Since(start).Round(time.Millisecond))
 	return e
+}
+
+// WithStack adds a client stack beyond Stacks (CCore, Go155) to the
+// scenario: its clients start with StartClients, and Step checks it too. If
+// C-core cannot run here, its checks skip with the reason (fail under
+// CI=true); Go155's probe is built (once, cached) now.
+func (e *Env) WithStack(t testing.TB, s Stack) {
+	t.Helper()
+	if !slices.Contains(e.stacks, s) {
+		e.stacks = append(e.stacks, s)
+	}
+	if s == Go155 {
+		goProbe155(t)
+	}
+	if s == CCore && e.Bins.CCoreMissing != "" {
+		e.skip[s] = stackSkip{reason: "gRPC C-core stack unavailable: " + e.Bins.CCoreMissing, failInCI: true}
+	}
+}
+
+// SkipStack makes the scenario start no client of stack s and skip its
+// checks, saying why: for a client bug the scenario cannot run around.
+func (e *Env) SkipStack(t testing.TB, s Stack, reason string) {
+	t.Helper()
+	e.WithStack(t, s)
+	if _, ok := e.skip[s]; !ok {
+		e.skip[s] = stackSkip{reason: reason}
+	}
+}
+
+// skipped ends t (a stack's check) if the scenario skips that stack.
+func (e *Env) skipped(t *testing.T, s Stack) {
+	t.Helper()
+	sk, ok := e.skip[s]
+	switch {
+	case !ok:
+	case sk.failInCI && os.Getenv("CI") == "true":
+		t.Fatalf("%s (CI=true: every client stack must run)", sk.reason)
+	default:
+		t.Skip(sk.reason)
+	}
 }
 
 // agentUser is who the agents are: deploy/'s ServiceAccount.
@@ -372,7 +426,7 @@ func (e *Env) StartBackend(t testing.TB, b Backend) *cluster.Pod {
 // every running client (a row of their RPCs-by-pod tables), runs action in
 // the scenario's own goroutine, so what action creates with the scenario's
 // t lives until the scenario ends, and then runs check once per client
-// stack, in subtests <step>/go and <step>/js. Either may be nil.
+// stack, in subtests <step>/go, <step>/js (and <step>/ccore). Either may be nil.
 func (e *Env) Step(t *testing.T, name string, action func(), check func(t *testing.T, s Stack)) {
 	t.Helper()
 	e.mu.Lock()
@@ -387,8 +441,11 @@ func (e *Env) Step(t *testing.T, name string, action func(), check func(t *testi
 		return
 	}
 	t.Run(name, func(t *testing.T) {
-		for _, s := range Stacks {
-			t.Run(string(s), func(t *testing.T) { check(t, s) })
+		for _, s := range e.stacks {
+			t.Run(string(s), func(t *testing.T) {
+				e.skipped(t, s)
+				check(t, s)
+			})
 		}
 	})
 }

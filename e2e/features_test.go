@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -47,6 +48,7 @@ func annotate(kv ...string) func(*corev1.Service) {
 func TestHealthChecksMoveClientsOffNotServingPods(t *testing.T) {
 	const ns = "health"
 	e := StartEnv(t, ns)
+	e.WithStack(t, CCore)
 	e.CreateService(t, ns, "be")
 	f := newFleet(e, ns, "be")
 	f.start(t, 2, "node-a1")
@@ -76,6 +78,8 @@ func TestHealthChecksMoveClientsOffNotServingPods(t *testing.T) {
 func TestEndpointPickerRoutesOnlyToMembers(t *testing.T) {
 	const ns = "picker"
 	e := StartEnv(t, ns)
+	e.WithStack(t, CCore)
+	e.WithStack(t, Go155)
 	e.CreateService(t, ns, "be", annotate("nodexds.io/endpoint-header", "x-target-pod"))
 	e.CreateService(t, ns, "other")
 	f := newFleet(e, ns, "be")
@@ -105,11 +109,57 @@ func TestEndpointPickerRoutesOnlyToMembers(t *testing.T) {
 	})
 }
 
+// TestServiceWithoutEndpointsFailsUnavailable (issue 10): a Service with no
+// endpoint — none yet, or its last pod gone — fails every RPC at once with
+// UNAVAILABLE (not a deadline, not a crash), and a pod that appears is used.
+func TestServiceWithoutEndpointsFailsUnavailable(t *testing.T) {
+	const ns = "empty"
+	e := StartEnv(t, ns)
+	e.WithStack(t, CCore)
+	e.CreateService(t, ns, "be")
+	f := newFleet(e, ns, "be")
+	clients := e.StartClients(t, ProbeOptions{Targets: []string{Target(ns, "be")}})
+	noDeadline := func(t *testing.T, s Stack, from int) {
+		t.Helper()
+		for _, r := range clients[s].RPCs(from) {
+			if r.Code == "DeadlineExceeded" {
+				t.Errorf("%s: an RPC waited for its deadline instead of failing at once: %s", clients[s].Label(), r)
+				return
+			}
+		}
+	}
+	marks := clients.Marks()
+	e.Step(t, "no pods: UNAVAILABLE", nil, func(t *testing.T, s Stack) {
+		clients[s].WaitFailingWith(t, "Unavailable")
+		noDeadline(t, s, marks[s])
+	})
+	e.Step(t, "a pod appears", func() { f.start(t, 1, "node-b1") }, func(t *testing.T, s Stack) {
+		clients[s].WaitServedBy(t, f.names("node-b1")...)
+	})
+	marks = clients.Marks()
+	e.Step(t, "its last pod gone: UNAVAILABLE again", func() {
+		f.finish(t, f.terminate(t, "node-b1"))
+	}, func(t *testing.T, s Stack) {
+		clients[s].WaitFailingWith(t, "Unavailable")
+		noDeadline(t, s, marks[s])
+	})
+}
+
 // TestHashHeaderKeepsAKeyOnOnePod (issue 5): with nodexds.io/hash-header, a
 // key stays on one pod, also across a scale-up in another tier.
 func TestHashHeaderKeepsAKeyOnOnePod(t *testing.T) {
 	const ns = "affinity"
 	e := StartEnv(t, ns)
+	if v := e.Bins.CCoreVersion; strings.HasPrefix(v, "1.51.") {
+		// Found running it: the Python process dies with SIGSEGV (exit 139)
+		// as soon as it reads a Cluster with lb_policy RING_HASH, before
+		// its first RPC; a bug of that client version, not a NACK. The
+		// agent sends such a client ring_hash like everyone else (see
+		// docs/compatibility.md).
+		e.SkipStack(t, CCore, "gRPC C-core "+v+" (python3-grpcio) crashes with SIGSEGV on any ring_hash Cluster: a client bug of that version")
+	} else {
+		e.WithStack(t, CCore)
+	}
 	e.CreateService(t, ns, "be", annotate("nodexds.io/hash-header", "x-user"))
 	f := newFleet(e, ns, "be")
 	f.start(t, 3, "node-a1")
@@ -144,6 +194,7 @@ func TestHashHeaderKeepsAKeyOnOnePod(t *testing.T) {
 func TestOutlierDetectionEjectsAFailingPod(t *testing.T) {
 	const ns = "outlier"
 	e := StartEnv(t, ns)
+	e.WithStack(t, CCore)
 	e.CreateService(t, ns, "be", annotate("nodexds.io/outlier-detection",
 		"failure-percentage=50,failure-percentage-min-hosts=3,failure-percentage-request-volume=5,interval=1s,base-ejection-time=60s,max-ejection-percent=50"))
 	f := newFleet(e, ns, "be")

@@ -23,9 +23,16 @@ type Stack string
 const (
 	Go Stack = "go" // grpc-go: nodexds-echo probe
 	JS Stack = "js" // @grpc/grpc-js-xds: jsclient/probe.js
+	// CCore is gRPC C-core (what Python, C++, Ruby, PHP and C# use), through
+	// Debian's python3-grpcio: pyclient/probe.py. Scenarios opt in with
+	// Env.WithStack.
+	CCore Stack = "ccore"
+	// Go155 is grpc-go v1.55.0 (grpcgo155/, its own module): an older
+	// grpc-go, for compatibility. Scenarios opt in with Env.WithStack.
+	Go155 Stack = "go1.55"
 )
 
-// Stacks is every client stack; each scenario runs all of them.
+// Stacks are the client stacks every scenario runs.
 var Stacks = []Stack{Go, JS}
 
 const (
@@ -136,8 +143,11 @@ func (e *Env) StartProbe(t testing.TB, o ProbeOptions) *Probe {
 	interval := o.Interval.String()
 	var argv, env []string
 	switch o.Stack {
-	case Go:
+	case Go, Go155:
 		argv = []string{e.Bins.Echo, "probe", "-interval", interval, "-timeout", probeTimeout.String()}
+		if o.Stack == Go155 {
+			argv = []string{goProbe155(t), "-interval", interval, "-timeout", probeTimeout.String()}
+		}
 		for _, h := range o.Headers {
 			argv = append(argv, "-header", h)
 		}
@@ -151,6 +161,17 @@ func (e *Env) StartProbe(t testing.TB, o ProbeOptions) *Probe {
 		}
 		argv = append(argv, o.Targets...)
 		env = []string{"GRPC_VERBOSITY=NONE"}
+	case CCore:
+		if e.Bins.CCoreMissing != "" {
+			t.Fatalf("e2e: the C-core stack cannot run here: %s", e.Bins.CCoreMissing)
+		}
+		argv = []string{e.Bins.Python, e.Bins.PyProbe, "--interval", interval, "--timeout", probeTimeout.String()}
+		for _, h := range o.Headers {
+			argv = append(argv, "--header", h)
+		}
+		argv = append(argv, o.Targets[0])
+		// C-core logs errors (NACKs, xDS stream errors) by default.
+		env = []string{"PYTHONPATH=" + e.Bins.PyStubs, "GRPC_VERBOSITY=ERROR"}
 	default:
 		t.Fatalf("e2e: unknown stack %q", o.Stack)
 	}
@@ -338,6 +359,15 @@ func (p *Probe) WaitFailing(t testing.TB) time.Duration {
 	t.Helper()
 	return p.waitFor(t, waitTimeout, "failing every RPC", p.window(1), func(recent []RPC) bool {
 		return !slices.ContainsFunc(recent, RPC.OK)
+	})
+}
+
+// WaitFailingWith waits until the probe's recent RPCs, all sent after this
+// call, all fail with code (a Go code name, e.g. "Unavailable").
+func (p *Probe) WaitFailingWith(t testing.TB, code string) time.Duration {
+	t.Helper()
+	return p.waitFor(t, waitTimeout, "failing every RPC with "+code, p.window(1), func(recent []RPC) bool {
+		return !slices.ContainsFunc(recent, func(r RPC) bool { return r.Code != code })
 	})
 }
 
@@ -555,11 +585,15 @@ func tail(path string, n int) string {
 // Clients is one probe per stack with the same options, run side by side.
 type Clients map[Stack]*Probe
 
-// StartClients starts one probe per stack.
+// StartClients starts one probe per stack of the scenario (Stacks, and
+// those added with Env.WithStack), leaving out the stacks it skips.
 func (e *Env) StartClients(t testing.TB, o ProbeOptions) Clients {
 	t.Helper()
 	cs := Clients{}
-	for _, s := range Stacks {
+	for _, s := range e.stacks {
+		if _, skipped := e.skip[s]; skipped {
+			continue
+		}
 		o.Stack = s
 		cs[s] = e.StartProbe(t, o)
 	}

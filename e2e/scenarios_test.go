@@ -16,7 +16,9 @@ import (
 // The scenarios, in the order they run. Each test starts its own cluster
 // (StartEnv: ~4 s) so no scenario sees another's leftovers, runs a client
 // of every stack side by side on clientNode (node-a1), and checks each in a
-// subtest named after its stack. Pods are named <service>-<node>-<n>
+// subtest named after its stack. The C-core stack runs in the scenarios
+// that call e.WithStack(t, CCore), grpc-go v1.55 in those that call
+// e.WithStack(t, Go155). Pods are named <service>-<node>-<n>
 // (be-a1-1 runs on node-a1), and that name is what every RPC's answer
 // carries.
 
@@ -26,6 +28,8 @@ import (
 func TestClientReachesServiceThroughNodeAgent(t *testing.T) {
 	const ns = "ping"
 	e := StartEnv(t, ns)
+	e.WithStack(t, CCore)
+	e.WithStack(t, Go155)
 	e.CreateService(t, ns, "pong")
 	be := Backend{Namespace: ns, Service: "pong", Node: "node-b1", N: 1}
 	e.StartBackend(t, be)
@@ -125,6 +129,8 @@ func TestClientsGetOnlyTheServicesTheyAsk(t *testing.T) {
 func TestTrafficFallsBackTierByTier(t *testing.T) {
 	const ns = "tiers"
 	e := StartEnv(t, ns)
+	e.WithStack(t, CCore)
+	e.WithStack(t, Go155)
 	e.CreateService(t, ns, "be")
 	f := newFleet(e, ns, "be")
 	f.start(t, 2, "node-a1", "node-a2", "node-b1", "node-c1")

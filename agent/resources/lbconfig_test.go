@@ -188,7 +188,7 @@ func TestRouteConfigPicksComeFirstAndOnlyMembersArePickable(t *testing.T) {
 	for _, r := range routes {
 		h := "default"
 		if hs := r.GetMatch().GetHeaders(); len(hs) == 1 {
-			h = hs[0].GetName() + "=" + hs[0].GetStringMatch().GetExact()
+			h = hs[0].GetName() + "=" + hs[0].GetExactMatch() //nolint:staticcheck // SA1019: exact_match on purpose, see exactHeader
 			if hs[0].GetPresentMatch() {
 				h = hs[0].GetName() + " present"
 			}

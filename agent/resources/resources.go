@@ -24,7 +24,6 @@ import (
 	leastrequestv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/least_request/v3"
 	roundrobinv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/round_robin/v3"
 	wrrlocalityv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/wrr_locality/v3"
-	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -182,9 +181,7 @@ func RouteConfig(name, cluster string, lb LBConfig, picks []Pick, failCluster st
 	for _, p := range picks {
 		for _, v := range p.Values {
 			routes = append(routes, &routev3.Route{
-				Match: anyPath(&routev3.HeaderMatcher{Name: lb.EndpointHeader, HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{
-					StringMatch: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: v}},
-				}}),
+				Match:  anyPath(exactHeader(lb.EndpointHeader, v)),
 				Action: action(p.Cluster),
 			})
 		}
@@ -200,6 +197,15 @@ func RouteConfig(name, cluster string, lb LBConfig, picks []Pick, failCluster st
 		Name:         name,
 		VirtualHosts: []*routev3.VirtualHost{{Name: name, Domains: []string{"*"}, Routes: routes}},
 	}
+}
+
+// exactHeader matches a header equal to value with the deprecated
+// exact_match field rather than string_match: gRPC C-core 1.51 (Debian's
+// python3-grpcio) NACKs the whole RouteConfiguration on string_match
+// ("Invalid route header matcher specified"), while exact_match is accepted
+// by C-core 1.51, grpc-go and grpc-js alike.
+func exactHeader(name, value string) *routev3.HeaderMatcher {
+	return &routev3.HeaderMatcher{Name: name, HeaderMatchSpecifier: &routev3.HeaderMatcher_ExactMatch{ExactMatch: value}} //nolint:staticcheck // SA1019: deprecated, but the only exact matcher C-core 1.51 accepts (see above)
 }
 
 // LoadAssignment turns priorities into EDS. The shape follows what grpc-go
