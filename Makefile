@@ -30,6 +30,7 @@ unit:
 
 e2e-deps:
 	e2e/build-bins.sh >/dev/null
+	e2e/build-helm.sh >/dev/null
 	cd e2e/jsclient && npm ci --no-audit --no-fund --loglevel=error
 
 e2e: e2e-deps

@@ -96,6 +96,7 @@ func Serve(ctx context.Context, o Options) error {
 	if err := a.Sync(ctx); err != nil {
 		return err
 	}
+	m.SourceSyncDuration.Set(time.Since(start).Seconds())
 	o.Log.Info("initial state applied", "took", time.Since(start).Round(time.Millisecond))
 
 	g := grpc.NewServer(

@@ -53,6 +53,21 @@ func TestDeployManifestsPassServerSideDryRun(t *testing.T) {
 	out := kubectl("apply", "--dry-run=server", "-k", deploy)
 	t.Logf("kubectl apply --dry-run=server -k deploy/:\n%s", out)
 
+	// Overlays build on the base: same namespace, so no new one is needed.
+	overlays, err := filepath.Glob(filepath.Join(deploy, "overlays", "*", "kustomization.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range overlays {
+		dir := filepath.Dir(k)
+		rel := strings.TrimPrefix(dir, repo+"/")
+		objs := decodeAll(t, strings.NewReader(kubectl("kustomize", dir)))
+		if filepath.Base(dir) == "pinned" && !imagesPinned(objs) {
+			t.Errorf("%s: the agent image is not pinned by digest", rel)
+		}
+		t.Logf("kubectl apply --dry-run=server -k %s:\n%s", rel, kubectl("apply", "--dry-run=server", "-k", dir))
+	}
+
 	examples := filepath.Join(deploy, "examples")
 	if _, err := os.Stat(examples); errors.Is(err, fs.ErrNotExist) {
 		t.Logf("no deploy/examples/ to check")
@@ -86,6 +101,26 @@ func decodeAll(t testing.TB, r io.Reader) []*unstructured.Unstructured {
 			out = append(out, &unstructured.Unstructured{Object: m})
 		}
 	}
+}
+
+// imagesPinned reports whether every container image of every DaemonSet is
+// pinned by digest.
+func imagesPinned(objs []*unstructured.Unstructured) bool {
+	n := 0
+	for _, o := range objs {
+		if o.GetKind() != "DaemonSet" {
+			continue
+		}
+		cs, _, _ := unstructured.NestedSlice(o.Object, "spec", "template", "spec", "containers")
+		for _, c := range cs {
+			img, _ := c.(map[string]any)["image"].(string)
+			if !strings.Contains(img, "@sha256:") {
+				return false
+			}
+			n++
+		}
+	}
+	return n > 0
 }
 
 // namespacesOf lists the namespaces objects live in or create.

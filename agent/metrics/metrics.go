@@ -26,6 +26,9 @@ type Metrics struct {
 	HealthEvictions     prometheus.Counter
 	HealthUnimplemented prometheus.Counter
 	HealthFailOpen      prometheus.Gauge
+
+	BuildInfo          *prometheus.GaugeVec // version, goversion; cmd/nodexds sets it
+	SourceSyncDuration prometheus.Gauge
 }
 
 // New creates the collectors and registers them with reg.
@@ -87,7 +90,14 @@ func New(reg prometheus.Registerer) *Metrics {
 		HealthFailOpen: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "nodexds_health_fail_open_clusters", Help: "Clusters whose endpoints all fail checks, served as UNKNOWN rather than ejected.",
 		}),
+		BuildInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "nodexds_build_info", Help: "Always 1; the labels say which build is running.",
+		}, []string{"version", "goversion"}),
+		SourceSyncDuration: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "nodexds_source_sync_duration_seconds", Help: "Time from start until the source's initial state was applied (ADS is served from then on); 0 while it has not been.",
+		}),
 	}
+	reg.MustRegister(m.BuildInfo, m.SourceSyncDuration)
 	reg.MustRegister(m.ConnectedClients, m.Subscriptions, m.Pushes, m.PushLatency, m.NACKs,
 		m.DiscoveryEvents, m.Rebuilds, m.AnnotationErrors, m.SourceErrors, m.UnresolvedNames, m.LimitHits, m.Refused,
 		m.HealthChecks, m.HealthTransitions, m.HealthTracked, m.HealthEvictions, m.HealthUnimplemented, m.HealthFailOpen)

@@ -15,6 +15,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime"
 	"strings"
 	"syscall"
 	"time"
@@ -153,6 +154,7 @@ func serve(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	setMemoryLimit(log)
 	if f.nodeName == "" {
 		return errors.New("-node-name (or $NODE_NAME) is required: the agent prioritizes for its node")
 	}
@@ -176,6 +178,7 @@ func serve(ctx context.Context, args []string) error {
 	}
 	o.Registry = agent.NewRegistry()
 	o.Metrics = metrics.New(o.Registry)
+	o.Metrics.BuildInfo.WithLabelValues(version, runtime.Version()).Set(1)
 	if f.healthChecks {
 		if err := validHealth(f.health); err != nil {
 			return err
