@@ -84,9 +84,10 @@ type Agent struct {
 	subs     *subscriptions
 	dirty    map[discovery.ServiceKey]bool
 	dirtyAll bool
-	observed time.Time         // first change not yet flushed
-	reported map[string]string // report key → errors last reported
-	failOpen map[string]bool   // clusters whose endpoints all fail checks
+	observed time.Time                  // first change not yet flushed
+	reported map[string]string          // report key → errors last reported
+	failOpen map[string]bool            // clusters whose endpoints all fail checks
+	merged   map[portKey]*portEndpoints // this iteration's merged endpoints; see endpoints
 	barriers []chan struct{}
 }
 
@@ -123,6 +124,7 @@ func New(cfg Config, cache *xds.Cache, checker health.Checker, reporter Reporter
 		dirty:    map[discovery.ServiceKey]bool{},
 		reported: map[string]string{},
 		failOpen: map[string]bool{},
+		merged:   map[portKey]*portEndpoints{},
 	}
 }
 
@@ -214,6 +216,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 		// Everything this iteration built becomes visible to streams at once.
 		a.cache.Publish()
+		clear(a.merged)
 	}
 }
 
@@ -241,6 +244,7 @@ func (a *Agent) apply(e discovery.Event, at time.Time) {
 	kind, op := eventLabels(e)
 	a.metrics.DiscoveryEvents.WithLabelValues(kind, op).Inc()
 	ch := a.store.Apply(e)
+	clear(a.merged) // the store changed under them
 	for _, k := range a.store.TakeMoved() {
 		a.markDirty(k, at)
 	}
@@ -440,7 +444,7 @@ func (a *Agent) config(svc *discovery.Service) serviceConfig {
 // loadAssignment prioritizes a Service port's endpoints for this node, with
 // what active health checking knows about them.
 func (a *Agent) loadAssignment(svc *discovery.Service, p discovery.Port, name string, cfg serviceConfig) proto.Message {
-	prios := topology.Prioritize(a.store.Endpoints(svc.Key, p.Name), cfg.policy, a.here)
+	prios := topology.Prioritize(a.endpoints(svc.Key, p.Name).list, cfg.policy, a.here)
 	var targets []health.Target
 	if cfg.health.Enabled {
 		for _, pr := range prios {
@@ -493,7 +497,7 @@ func (a *Agent) picks(svc *discovery.Service, p discovery.Port, canonical string
 	if cfg.lb.EndpointHeader == "" {
 		return nil, ""
 	}
-	eps := a.store.Endpoints(svc.Key, p.Name)
+	eps := a.endpoints(svc.Key, p.Name).list
 	if len(eps) > a.cfg.MaxPickerEndpoints {
 		a.report(canonical+"/picker", svc, []*discovery.AnnotationError{{
 			Key: resources.AnnotationEndpointHeader, Value: cfg.lb.EndpointHeader,
@@ -523,12 +527,49 @@ func (a *Agent) picks(svc *discovery.Service, p discovery.Port, canonical string
 
 // pickedEndpoint is the load assignment of one endpoint-picker cluster.
 func (a *Agent) pickedEndpoint(svc *discovery.Service, p discovery.Port, canonical, name, addr string, cfg serviceConfig) proto.Message {
-	for _, e := range a.store.Endpoints(svc.Key, p.Name) {
-		if e.Addr.String() == addr && e.Serving {
-			return resources.SingleEndpoint(name, &e, a.status(canonical, cfg))
+	pe := a.endpoints(svc.Key, p.Name)
+	if ap, err := netip.ParseAddrPort(addr); err == nil {
+		if i, ok := pe.index()[ap]; ok && pe.list[i].Serving {
+			return resources.SingleEndpoint(name, &pe.list[i], a.status(canonical, cfg))
 		}
 	}
 	return resources.SingleEndpoint(name, nil, nil)
+}
+
+// portEndpoints is a Service port's merged endpoints, with an index by
+// address built on first use.
+type portEndpoints struct {
+	list   []discovery.Endpoint
+	byAddr map[netip.AddrPort]int
+}
+
+func (pe *portEndpoints) index() map[netip.AddrPort]int {
+	if pe.byAddr == nil {
+		pe.byAddr = make(map[netip.AddrPort]int, len(pe.list))
+		for i, e := range pe.list {
+			pe.byAddr[e.Addr] = i
+		}
+	}
+	return pe.byAddr
+}
+
+// endpoints returns a Service port's endpoints, merged from its slices once
+// per loop iteration however many resources are built from them: the
+// endpoint picker builds one load assignment per member, which would
+// otherwise merge (and scan) every slice per member.
+func (a *Agent) endpoints(k discovery.ServiceKey, port string) *portEndpoints {
+	key := portKey{k, port}
+	if pe := a.merged[key]; pe != nil {
+		return pe
+	}
+	pe := &portEndpoints{list: a.store.Endpoints(k, port)}
+	a.merged[key] = pe
+	return pe
+}
+
+type portKey struct {
+	svc  discovery.ServiceKey
+	port string
 }
 
 // report logs, counts and reports errors about a Service once per distinct

@@ -12,6 +12,7 @@ import (
 
 	"github.com/nodexds/nodexds/agent/metrics"
 	"github.com/nodexds/nodexds/agent/names"
+	"github.com/nodexds/nodexds/agent/resources"
 	"github.com/nodexds/nodexds/agent/topology"
 	"github.com/nodexds/nodexds/agent/xds"
 	"github.com/nodexds/nodexds/discovery"
@@ -120,5 +121,37 @@ func BenchmarkFullBuild(b *testing.B) {
 		}
 		a.flush()
 		subscribeAll(b, a, cache, 10000)
+	}
+}
+
+// BenchmarkPickerRebuild is one endpoint change in a Service with the
+// endpoint picker, every member's cluster and load assignment subscribed:
+// linear in the members (each load assignment finds its endpoint by index).
+func BenchmarkPickerRebuild(b *testing.B) {
+	for _, members := range []int{100, 1000} {
+		b.Run(fmt.Sprintf("members=%d", members), func(b *testing.B) {
+			a, cache, _ := benchAgent(b)
+			key := discovery.ServiceKey{Namespace: "ns0", Name: "picked"}
+			a.apply(discovery.Event{Service: &discovery.Service{Key: key, IPFamily: "IPv4",
+				Ports:       []discovery.Port{{Name: "grpc", Port: 8080}},
+				Annotations: map[string]string{resources.AnnotationEndpointHeader: "x-pod"}}}, time.Now())
+			a.apply(discovery.Event{Slice: benchSlice(key, 0, members, 0)}, time.Now())
+			a.flush()
+			s := xds.NewTestSubscriber(cache)
+			canonical := a.cfg.Names.Canonical(key, 8080)
+			for _, typ := range []string{xds.RouteType, xds.ClusterType, xds.EndpointType} {
+				s.Subscribe(typ, canonical)
+			}
+			for _, e := range a.store.Endpoints(key, "grpc") {
+				s.Subscribe(xds.ClusterType, pickCluster(canonical, e.Addr))
+				s.Subscribe(xds.EndpointType, pickCluster(canonical, e.Addr))
+			}
+			a.interests(cache.TakeInterests())
+			b.ReportAllocs()
+			for i := 0; b.Loop(); i++ {
+				a.apply(discovery.Event{Slice: benchSlice(key, 0, members, i+1)}, time.Now())
+				a.flush()
+			}
+		})
 	}
 }
