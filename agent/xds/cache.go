@@ -21,6 +21,7 @@
 package xds
 
 import (
+	"cmp"
 	"encoding/hex"
 	"hash/fnv"
 	"slices"
@@ -217,7 +218,7 @@ func (c *Cache) lookup(typ string, subs []sub) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for i := range subs {
-		if e := c.entries[key{typ, subs[i].name}]; e != nil {
+		if e := c.entries[key{typ, cmp.Or(subs[i].key, subs[i].name)}]; e != nil {
 			subs[i].entry = *e
 		} else {
 			subs[i].entry = entry{}

@@ -7,7 +7,8 @@ const toldAbsent = "-"
 
 // sub is one subscribed name and what the cache holds for it now.
 type sub struct {
-	name  string
+	name  string // as the client knows it
+	key   string // as the cache does; see Options.Key
 	entry entry
 }
 

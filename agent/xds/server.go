@@ -44,6 +44,10 @@ type Options struct {
 	// (nil: nothing). A resource the client may not see is answered exactly
 	// so, as if it did not exist.
 	Absent func(typ, name string) proto.Message
+	// Key maps a name a client subscribes to onto the cache's name for it
+	// (nil: the name itself), so clients may be served different resources
+	// under one name — another node's view of a listener, say.
+	Key func(client *corev3.Node, typ, name string) string
 }
 
 // Server is an ADS server (state-of-the-world) over a Cache. It owns the
@@ -56,6 +60,7 @@ type Server struct {
 	limits  Limits
 	admit   AdmitFunc
 	absent  func(typ, name string) proto.Message
+	key     func(client *corev3.Node, typ, name string) string
 	logs    *limiter // shared by every client's log lines
 	ids     atomic.Uint64
 
@@ -76,6 +81,7 @@ func NewServer(cache *Cache, m *metrics.Metrics, log *slog.Logger, o Options) *S
 		limits:  o.Limits.WithDefaults(),
 		admit:   o.Admit,
 		absent:  o.Absent,
+		key:     o.Key,
 		logs:    newLimiter(100, 100*time.Millisecond),
 		streams: map[uint64]*stream{},
 		perPeer: map[netip.Addr]int{},
@@ -217,18 +223,18 @@ func (s *Server) subscribe(st *stream, typ string, add, remove []string) {
 	s.subMu.Lock()
 	defer s.subMu.Unlock()
 	for _, n := range add {
-		k := key{typ, n}
+		k := key{typ, st.keyOf(typ, n)}
 		set := s.subs[k]
 		if set == nil {
 			set = map[*stream]struct{}{}
 			s.subs[k] = set
-			s.cache.want(typ, n)
+			s.cache.want(typ, k.name)
 			s.count[typ]++
 		}
 		set[st] = struct{}{}
 	}
 	for _, n := range remove {
-		k := key{typ, n}
+		k := key{typ, st.keyOf(typ, n)}
 		set := s.subs[k]
 		if _, ok := set[st]; !ok {
 			continue
@@ -236,7 +242,7 @@ func (s *Server) subscribe(st *stream, typ string, add, remove []string) {
 		delete(set, st)
 		if len(set) == 0 {
 			delete(s.subs, k)
-			s.cache.drop(typ, n)
+			s.cache.drop(typ, k.name)
 			s.count[typ]--
 		}
 	}
@@ -294,6 +300,14 @@ func (ts *typeState) sortedNames() []string {
 		ts.sorted = slices.Sorted(maps.Keys(ts.names))
 	}
 	return ts.sorted
+}
+
+// keyOf is the cache's name for a name the stream's client subscribes to.
+func (st *stream) keyOf(typ, name string) string {
+	if st.srv.key == nil {
+		return name
+	}
+	return st.srv.key(st.node, typ, name)
 }
 
 // wake marks typ as changed.
@@ -519,7 +533,7 @@ func (st *stream) respond(types []string) error {
 		names := ts.sortedNames()
 		subs := make([]sub, len(names))
 		for i, n := range names {
-			subs[i].name = n
+			subs[i].name, subs[i].key = n, st.keyOf(typ, n)
 		}
 		st.srv.cache.lookup(typ, subs)
 		for i := range subs {

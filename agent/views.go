@@ -1,0 +1,71 @@
+package agent
+
+import (
+	"strings"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+
+	"github.com/nodexds/nodexds/agent/topology"
+	"github.com/nodexds/nodexds/agent/xds"
+)
+
+// Views. An agent answers for its own node and, as a client's xDS fallback
+// server (gRFC A71), for clients of other nodes, each with that node's
+// priorities. Only load assignments depend on the node, but the route,
+// cluster and endpoints names handed to another node's client carry that
+// node ("be1.ns.svc.cluster.local:8080@node-b"). So:
+//   - one flat cache serves every view, and a foreign view costs only the
+//     names its clients asked for;
+//   - a client that goes back to its own agent is handed different names
+//     there, and subscribes to them afresh. grpc-go drops the subscriptions
+//     it made on a fallback server when it reverts to the primary, without
+//     making them again: with shared names it would keep its listener and
+//     never hear of a route, cluster or endpoint change again.
+
+// viewSep separates a name from the node whose view it is. Kubernetes names
+// and node names never contain it.
+const viewSep = "@"
+
+// withView names a resource of node's view ("": the agent's own node).
+func withView(name, view string) string {
+	if view == "" {
+		return name
+	}
+	return name + viewSep + view
+}
+
+// splitView splits a name of withView.
+func splitView(name string) (base, view string) {
+	base, view, _ = strings.Cut(name, viewSep)
+	return base, view
+}
+
+// viewOf is the view a client is served: its node, from its bootstrap's node
+// metadata, or "" for this agent's own node (and for clients that do not say).
+func (a *Agent) viewOf(n *corev3.Node) string {
+	v := n.GetMetadata().GetFields()[xds.MetadataNodeName].GetStringValue()
+	if v == a.cfg.NodeName {
+		return ""
+	}
+	return v
+}
+
+// CacheKey maps a name a client subscribes to onto the name it is built
+// under: a listener's name is the client's choice, so another node's client
+// gets its listener under a name of its own view; every other name the
+// agent handed out already carries its view.
+func (a *Agent) CacheKey(client *corev3.Node, typ, name string) string {
+	if typ != xds.ListenerType {
+		return name
+	}
+	return withView(name, a.viewOf(client))
+}
+
+// hereFor is where a view's node sits.
+func (a *Agent) hereFor(view string) topology.Here {
+	if view == "" || view == a.cfg.NodeName {
+		return a.here
+	}
+	n, _ := a.store.Node(view)
+	return topology.Here{Node: view, Zone: n.Zone, Region: n.Region}
+}
