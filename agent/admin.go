@@ -8,38 +8,49 @@ import (
 	"io"
 	"net/http"
 	"net/http/pprof"
+	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
+	statusv3 "github.com/envoyproxy/go-control-plane/envoy/service/status/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/reflection"
 
+	"github.com/nodexds/nodexds/agent/names"
 	"github.com/nodexds/nodexds/agent/xds"
 )
 
-// admin serves the admin port: HTTP endpoints, and gRPC (CSDS) on the same
-// listener, told apart by content type (the server speaks HTTP/1 and
-// prior-knowledge HTTP/2, as gRPC clients do).
+// admin serves the admin port: only what probes and Prometheus need. It is
+// reachable from the pod network, so it shows nothing about Services or
+// clients; that is the debug port's.
 type admin struct {
-	gatherer prometheus.Gatherer
-	ready    func() bool
-	agent    *Agent
-	xds      *xds.Server
-	grpc     *grpc.Server
-	mux      *http.ServeMux
+	mux *http.ServeMux
 }
 
-func newAdmin(g prometheus.Gatherer, ready func() bool, a *Agent, x *xds.Server, withPprof bool) *admin {
-	ad := &admin{gatherer: g, ready: ready, agent: a, xds: x, grpc: grpc.NewServer(), mux: http.NewServeMux()}
-	x.RegisterCSDS(ad.grpc)
-	reflection.Register(ad.grpc) // so grpcurl needs no proto files
-
-	ad.mux.HandleFunc("/{$}", ad.index)
+func newAdmin(g prometheus.Gatherer, ready func() bool, loop *heartbeat, stuckAfter time.Duration) *admin {
+	ad := &admin{mux: http.NewServeMux()}
+	ad.mux.HandleFunc("/{$}", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		io.WriteString(w, `nodexds admin
+/metrics          Prometheus metrics
+/healthz          liveness: the event loop makes progress
+/readyz           ready once the cluster has been read and ADS is served
+Debug views, CSDS and pprof are on the debug port (--debug-listen, local by default).
+`)
+	})
 	ad.mux.Handle("/metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{}))
-	ad.mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	ad.mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		if err := loopHealth(loop.at(), time.Now(), stuckAfter); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
 	ad.mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if !ready() {
 			http.Error(w, "not synced yet", http.StatusServiceUnavailable)
@@ -47,44 +58,122 @@ func newAdmin(g prometheus.Gatherer, ready func() bool, a *Agent, x *xds.Server,
 		}
 		fmt.Fprintln(w, "ok")
 	})
-	ad.mux.HandleFunc("/debug/services", ad.services)
-	ad.mux.HandleFunc("/debug/clients", ad.clients)
-	if withPprof {
-		ad.mux.HandleFunc("/debug/pprof/", pprof.Index)
-		ad.mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-		ad.mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		ad.mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		ad.mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	}
 	return ad
 }
 
-// server returns an http.Server for the admin port.
+// server returns an http.Server for the admin port: HTTP/1 only, as probes
+// and scrapers speak it.
 func (ad *admin) server() *http.Server {
-	s := &http.Server{Handler: ad, ReadHeaderTimeout: 5 * time.Second, Protocols: new(http.Protocols)}
+	return &http.Server{Handler: ad.mux, ReadHeaderTimeout: 5 * time.Second}
+}
+
+// debugPort serves the debug views, CSDS (gRPC, on the same listener, told
+// apart by content type: the server speaks HTTP/1 and prior-knowledge
+// HTTP/2, as gRPC clients do) and, when asked for, pprof. What it shows names
+// every client and Service, so it listens on loopback by default.
+type debugPort struct {
+	agent *Agent
+	xds   *xds.Server
+	grpc  *grpc.Server
+	mux   *http.ServeMux
+}
+
+func newDebugPort(a *Agent, x *xds.Server, withPprof bool) *debugPort {
+	d := &debugPort{agent: a, xds: x, grpc: grpc.NewServer(), mux: http.NewServeMux()}
+	statusv3.RegisterClientStatusDiscoveryServiceServer(d.grpc, boundedCSDS{x})
+	reflection.Register(d.grpc) // so grpcurl needs no proto files
+
+	d.mux.HandleFunc("/{$}", d.index)
+	d.mux.HandleFunc("/debug/services", d.services)
+	d.mux.HandleFunc("/debug/clients", d.clients)
+	if withPprof {
+		d.mux.HandleFunc("/debug/pprof/", pprof.Index)
+		d.mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		d.mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		d.mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		d.mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
+	return d
+}
+
+func (d *debugPort) server() *http.Server {
+	s := &http.Server{Handler: d, ReadHeaderTimeout: 5 * time.Second, Protocols: new(http.Protocols)}
 	s.Protocols.SetHTTP1(true)
 	s.Protocols.SetUnencryptedHTTP2(true) // gRPC clients speak it with prior knowledge
 	return s
 }
 
-func (ad *admin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+func (d *debugPort) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.ProtoMajor == 2 && strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
-		ad.grpc.ServeHTTP(w, r)
+		d.grpc.ServeHTTP(w, r)
 		return
 	}
-	ad.mux.ServeHTTP(w, r)
+	d.mux.ServeHTTP(w, r)
 }
 
-func (ad *admin) index(w http.ResponseWriter, _ *http.Request) {
+func (d *debugPort) index(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	io.WriteString(w, `nodexds admin
-/metrics          Prometheus metrics
-/healthz          liveness
-/readyz           ready once the cluster has been read and ADS is served
+	fmt.Fprintf(w, `nodexds debug
 /debug/services   what each subscribed Service port is served as, and who subscribes (?format=json|text)
 /debug/clients    connected ADS clients: subscriptions, versions sent, ACKs, NACKs
-gRPC              envoy.service.status.v3.ClientStatusDiscoveryService (CSDS), and reflection, on this port
-`)
+                  both take ?service=NAMESPACE/NAME, ?client=NODE_ID|STREAM, ?limit=N (default %d, max %d), ?offset=N
+gRPC              envoy.service.status.v3.ClientStatusDiscoveryService (CSDS; at most %d clients a response), and reflection
+`, DefaultPageLimit, MaxPageLimit, MaxCSDSClients)
+}
+
+// Page sizes of /debug/services and /debug/clients.
+const (
+	DefaultPageLimit = 100
+	MaxPageLimit     = 500
+)
+
+// debugQuery is what the debug pages are asked for.
+type debugQuery struct {
+	service       string // namespace/name
+	client        string // node id, or stream number
+	offset, limit int
+}
+
+func readQuery(q url.Values) (debugQuery, error) {
+	d := debugQuery{service: q.Get("service"), client: q.Get("client"), limit: DefaultPageLimit}
+	if d.service != "" {
+		if ns, name, ok := strings.Cut(d.service, "/"); !ok || ns == "" || name == "" {
+			return d, fmt.Errorf("service=%q: want namespace/name", d.service)
+		}
+	}
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > MaxPageLimit {
+			return d, fmt.Errorf("limit=%q: want 1 to %d", v, MaxPageLimit)
+		}
+		d.limit = n
+	}
+	if v := q.Get("offset"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			return d, fmt.Errorf("offset=%q: want 0 or more", v)
+		}
+		d.offset = n
+	}
+	return d, nil
+}
+
+// next is the path of the page after one of n entries at q's offset, of
+// total; "" when it was the last.
+func next(u *url.URL, q debugQuery, n, total int) string {
+	if q.offset+n >= total || n == 0 {
+		return ""
+	}
+	v := u.Query()
+	v.Set("offset", strconv.Itoa(q.offset+n))
+	v.Set("limit", strconv.Itoa(q.limit))
+	return u.Path + "?" + v.Encode()
+}
+
+// isClient reports whether cl is the client q.client names: by node id, or
+// by stream number.
+func (q debugQuery) isClient(cl *xds.ClientStatus) bool {
+	return q.client == "" || cl.Node == q.client || strconv.FormatUint(cl.Stream, 10) == q.client
 }
 
 // ServiceClient is one client subscribing to a cluster.
@@ -101,44 +190,171 @@ type ServiceClient struct {
 	EDS xds.ResourceState `json:"eds,omitempty"`
 }
 
-// ServiceDebug is a ServiceView with its subscribers.
+// ServiceDebug is a ServiceView with its subscribers: at most ListCap of
+// ClientsTotal.
 type ServiceDebug struct {
 	ServiceView
-	Clients []ServiceClient `json:"clients"`
+	Clients      []ServiceClient `json:"clients"`
+	ClientsTotal int             `json:"clientsTotal"`
 }
 
-// ServicesDebug is what /debug/services serves.
+// ServicesDebug is what /debug/services serves: one page of Total.
 type ServicesDebug struct {
-	Node     string         `json:"node"`
-	Zone     string         `json:"zone"`
-	Region   string         `json:"region"`
+	Node   string `json:"node"`
+	Zone   string `json:"zone"`
+	Region string `json:"region"`
+	Total  int    `json:"total"`
+	Offset int    `json:"offset"`
+	// Next is the path of the next page; empty on the last.
+	Next     string         `json:"next,omitempty"`
 	Services []ServiceDebug `json:"services"`
 }
 
-func (ad *admin) services(w http.ResponseWriter, r *http.Request) {
+func (d *debugPort) services(w http.ResponseWriter, r *http.Request) {
 	text, err := wantText(r)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
+	q, err := readQuery(r.URL.Query())
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	clients := d.xds.Clients()
+	if q.client != "" {
+		clients = slices.DeleteFunc(clients, func(cl xds.ClientStatus) bool { return !q.isClient(&cl) })
+	}
+	vq := ViewQuery{Service: q.service, Offset: q.offset, Limit: q.limit}
+	if q.client != "" {
+		vq.Match = subscribedBy(clients)
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
 	defer cancel()
-	v, err := ad.agent.Snapshot(ctx)
+	v, err := d.agent.Snapshot(ctx, vq)
 	if err != nil {
 		http.Error(w, "agent did not answer: "+err.Error(), http.StatusServiceUnavailable)
 		return
 	}
-	d := joinClients(v, ad.xds.Clients())
+	out := joinClients(v, clients)
+	out.Offset, out.Next = q.offset, next(r.URL, q, len(out.Services), out.Total)
 	if text {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		writeServicesText(w, d)
+		writeServicesText(w, out)
 		return
 	}
-	writeJSON(w, d)
+	writeJSON(w, out)
 }
 
-func (ad *admin) clients(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, ad.xds.Clients())
+// subscribedBy matches the Service ports that clients subscribe to, by
+// cluster name or through a listener.
+func subscribedBy(clients []xds.ClientStatus) func(string, []string) bool {
+	clusters, listeners := map[string]bool{}, map[string]bool{}
+	for _, cl := range clients {
+		for _, ts := range cl.Types {
+			for _, r := range ts.Resources {
+				if ts.TypeURL == xds.ListenerType {
+					listeners[r.Name] = true
+				} else {
+					base, _, _ := strings.Cut(r.Name, subsetSep)
+					clusters[base] = true
+				}
+			}
+		}
+	}
+	return func(cluster string, ls []string) bool {
+		return clusters[cluster] || slices.ContainsFunc(ls, func(l string) bool { return listeners[l] })
+	}
+}
+
+// ClientsDebug is what /debug/clients serves: one page of Total.
+type ClientsDebug struct {
+	Total  int `json:"total"`
+	Offset int `json:"offset"`
+	// Next is the path of the next page; empty on the last.
+	Next    string        `json:"next,omitempty"`
+	Clients []ClientDebug `json:"clients"`
+}
+
+// ClientDebug is one ADS stream, its lists capped.
+type ClientDebug struct {
+	xds.ClientStatus
+	Types []TypeDebug `json:"types"` // hides ClientStatus.Types
+}
+
+// TypeDebug is one type of one stream: at most ListCap of its
+// ResourcesTotal subscribed names, their names clipped to MaxNameShown.
+type TypeDebug struct {
+	xds.TypeStatus
+	ResourcesTotal int `json:"resourcesTotal"`
+}
+
+// MaxNameShown bounds a resource name in the debug pages. The names the agent
+// hands out are far shorter; only junk sent by a client is cut.
+const MaxNameShown = 256
+
+func (d *debugPort) clients(w http.ResponseWriter, r *http.Request) {
+	q, err := readQuery(r.URL.Query())
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	out := pageClients(d.xds.Clients(), q, d.agent.cfg.Names)
+	out.Next = next(r.URL, q, len(out.Clients), out.Total)
+	writeJSON(w, out)
+}
+
+// pageClients filters clients, and returns the page q asks for.
+func pageClients(all []xds.ClientStatus, q debugQuery, p names.Parser) ClientsDebug {
+	matched := all[:0:0]
+	for _, cl := range all {
+		if q.isClient(&cl) && (q.service == "" || subscribesTo(&cl, q.service, p)) {
+			matched = append(matched, cl)
+		}
+	}
+	out := ClientsDebug{Total: len(matched), Offset: q.offset, Clients: []ClientDebug{}}
+	for _, cl := range page(matched, q.offset, q.limit) {
+		cd := ClientDebug{ClientStatus: cl, Types: make([]TypeDebug, 0, len(cl.Types))}
+		cd.ClientStatus.Types = nil
+		for _, ts := range cl.Types {
+			td := TypeDebug{TypeStatus: ts, ResourcesTotal: len(ts.Resources)}
+			td.Resources = slices.Clone(page(ts.Resources, 0, ListCap))
+			for i := range td.Resources {
+				td.Resources[i].Name = clipName(td.Resources[i].Name)
+			}
+			cd.Types = append(cd.Types, td)
+		}
+		out.Clients = append(out.Clients, cd)
+	}
+	return out
+}
+
+// subscribesTo reports whether cl subscribes to any name of the Service
+// "namespace/name".
+func subscribesTo(cl *xds.ClientStatus, service string, p names.Parser) bool {
+	for _, ts := range cl.Types {
+		for _, r := range ts.Resources {
+			name := r.Name
+			if ts.TypeURL != xds.ListenerType {
+				name, _, _ = strings.Cut(name, subsetSep)
+			}
+			if t, err := p.Parse(name); err == nil && t.Service.String() == service {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func clipName(s string) string {
+	if len(s) <= MaxNameShown {
+		return s
+	}
+	cut := MaxNameShown
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…(" + strconv.Itoa(len(s)) + " bytes)"
 }
 
 // wantText reads ?format=json|text, else the Accept header; JSON by default.
@@ -163,40 +379,60 @@ func writeJSON(w http.ResponseWriter, v any) {
 	enc.Encode(v)
 }
 
-// joinClients adds to each Service port the clients that subscribe to it: to
-// its cluster's names (the cluster, its route configuration and endpoints, and
-// clusters derived from it, named cluster|...), or to a listener resolving to it.
+// joinClients adds to each Service port of v the clients that subscribe to
+// it: to its cluster's names (the cluster, its route configuration and
+// endpoints, and clusters derived from it, named cluster|...), or to a
+// listener resolving to it. One pass over the clients' names, so a page costs
+// what the clients subscribe to, not that times the page's size.
 func joinClients(v View, clients []xds.ClientStatus) ServicesDebug {
-	d := ServicesDebug{Node: v.Node, Zone: v.Zone, Region: v.Region, Services: make([]ServiceDebug, 0, len(v.Services))}
-	for _, sv := range v.Services {
-		sd := ServiceDebug{ServiceView: sv, Clients: []ServiceClient{}}
-		for _, cl := range clients {
-			sc := ServiceClient{Node: cl.Node, Stream: cl.Stream, Via: []string{}}
-			for _, ts := range cl.Types {
-				uses := false
-				for _, r := range ts.Resources {
-					switch {
-					case ts.TypeURL == xds.ListenerType:
-						if slices.Contains(sv.Listeners, r.Name) {
-							sc.Via = append(sc.Via, r.Name)
-							uses = true
-						}
-					case r.Name == sv.Cluster || strings.HasPrefix(r.Name, sv.Cluster+"|"):
-						uses = true
-						if ts.TypeURL == xds.EndpointType && r.Name == sv.Cluster {
-							sc.EDS = r.State
-						}
+	d := ServicesDebug{Node: v.Node, Zone: v.Zone, Region: v.Region, Total: v.Total, Services: make([]ServiceDebug, 0, len(v.Services))}
+	byCluster, byListener := map[string]int{}, map[string]int{} // → index in d.Services
+	for i, sv := range v.Services {
+		d.Services = append(d.Services, ServiceDebug{ServiceView: sv, Clients: []ServiceClient{}})
+		byCluster[sv.Cluster] = i
+		for _, l := range sv.Listeners {
+			byListener[l] = i
+		}
+	}
+	for _, cl := range clients {
+		mine := map[int]*ServiceClient{} // this client's entry, by service
+		var order []int
+		entry := func(i int) *ServiceClient {
+			if mine[i] == nil {
+				mine[i] = &ServiceClient{Node: cl.Node, Stream: cl.Stream, Via: []string{}}
+				order = append(order, i)
+			}
+			return mine[i]
+		}
+		for _, ts := range cl.Types {
+			var used []int
+			for _, r := range ts.Resources {
+				i, ok := 0, false
+				if ts.TypeURL == xds.ListenerType {
+					if i, ok = byListener[r.Name]; ok {
+						entry(i).Via = append(entry(i).Via, r.Name)
+					}
+				} else {
+					base, _, _ := strings.Cut(r.Name, subsetSep)
+					if i, ok = byCluster[base]; ok && ts.TypeURL == xds.EndpointType && r.Name == base {
+						entry(i).EDS = r.State
 					}
 				}
-				if uses {
-					sc.Types = append(sc.Types, ts.Type)
+				if ok && !slices.Contains(used, i) {
+					used = append(used, i)
 				}
 			}
-			if len(sc.Types) > 0 {
-				sd.Clients = append(sd.Clients, sc)
+			for _, i := range used {
+				entry(i).Types = append(entry(i).Types, ts.Type)
 			}
 		}
-		d.Services = append(d.Services, sd)
+		for _, i := range order {
+			s := &d.Services[i]
+			s.ClientsTotal++
+			if len(s.Clients) < ListCap {
+				s.Clients = append(s.Clients, *mine[i])
+			}
+		}
 	}
 	return d
 }
@@ -208,8 +444,15 @@ func joinClients(v View, clients []xds.ClientStatus) ServicesDebug {
 //	  priority 0 [node]: 10.0.0.1:50051 be1-abc node-a zone-a HEALTHY
 func writeServicesText(w io.Writer, d ServicesDebug) {
 	fmt.Fprintf(w, "node %s  zone %s  region %s\n", dash(d.Node), dash(d.Zone), dash(d.Region))
-	if len(d.Services) == 0 {
+	switch {
+	case d.Total == 0:
 		fmt.Fprintln(w, "no subscribed services")
+	case len(d.Services) < d.Total:
+		fmt.Fprintf(w, "services %d to %d of %d", d.Offset+1, d.Offset+len(d.Services), d.Total)
+		if d.Next != "" {
+			fmt.Fprintf(w, "; next page: %s", d.Next)
+		}
+		fmt.Fprintln(w)
 	}
 	for _, s := range d.Services {
 		fmt.Fprintf(w, "\ncluster %s  (%s port %d)", s.Cluster, s.Service, s.Port)
@@ -228,7 +471,11 @@ func writeServicesText(w io.Writer, d ServicesDebug) {
 		if s.FailOpen {
 			fmt.Fprintln(w, "  FAIL OPEN: every endpoint fails its health checks; all are served as UNKNOWN")
 		}
-		fmt.Fprintf(w, "  clients: %s\n", clientsText(s.Clients))
+		fmt.Fprintf(w, "  clients: %s", clientsText(s.Clients))
+		if more := s.ClientsTotal - len(s.Clients); more > 0 {
+			fmt.Fprintf(w, ", and %d more streams", more)
+		}
+		fmt.Fprintln(w)
 		if s.Exists && len(s.Priorities) == 0 {
 			fmt.Fprintln(w, "  no endpoint may be used (none ready, or none in the policy's tiers)")
 		}
@@ -244,6 +491,9 @@ func writeServicesText(w io.Writer, d ServicesDebug) {
 					fmt.Fprint(w, " (terminating)")
 				}
 				fmt.Fprintln(w)
+			}
+			if more := p.EndpointsTotal - len(p.Endpoints); more > 0 {
+				fmt.Fprintf(w, "%sand %d more\n", strings.Repeat(" ", len(head)), more)
 			}
 		}
 	}

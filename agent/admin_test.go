@@ -3,11 +3,14 @@ package agent_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -17,12 +20,17 @@ import (
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
+	"google.golang.org/grpc/status"
 
 	"github.com/nodexds/nodexds/agent"
 	"github.com/nodexds/nodexds/agent/resources"
+	"github.com/nodexds/nodexds/agent/topology"
 	"github.com/nodexds/nodexds/agent/xds"
+	"github.com/nodexds/nodexds/discovery"
 )
 
 const be1Cluster = "be1.default.svc.cluster.local:8080"
@@ -86,7 +94,20 @@ func within(t *testing.T, check func() string) {
 	t.Fatal(why)
 }
 
-// csdsConn is a gRPC connection to the admin port.
+// withDebug serves the agent's debug port on a free loopback address, and
+// stores that address in *addr.
+func withDebug(t testing.TB, addr *string) func(*agent.Options) {
+	return func(o *agent.Options) {
+		lis, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		o.Debug = lis
+		*addr = lis.Addr().String()
+	}
+}
+
+// csdsConn is a gRPC connection to the debug port.
 func csdsConn(t *testing.T, admin string) *grpc.ClientConn {
 	t.Helper()
 	cc, err := grpc.NewClient(admin, grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -140,8 +161,8 @@ func TestAdminShowsWhatIsServedAndToWhom(t *testing.T) {
 	be1 := w.addService("default", "be1")
 	w.startBackend(be1, "be1-local", "a1")
 	w.startBackend(be1, "be1-zone", "a2")
-	var admin string
-	a := startAgent(t, w, withAdmin(t, &admin), withHealth(t, fastHealth), func(o *agent.Options) { o.Pprof = true })
+	var admin, debug string
+	a := startAgent(t, w, withAdmin(t, &admin), withDebug(t, &debug), withHealth(t, fastHealth), func(o *agent.Options) { o.Pprof = true })
 	cc := dial(t, a, "be1:8080")
 	eventually(t, cc, "be1-local")
 	node := "test/" + t.Name()
@@ -163,8 +184,10 @@ func TestAdminShowsWhatIsServedAndToWhom(t *testing.T) {
 			t.Errorf("%s = %v, want ≥ %v", series, got, atLeast)
 		}
 	}
-	if code, _ := get(t, admin, "/readyz", ""); code != http.StatusOK {
-		t.Errorf("/readyz: %d, want 200", code)
+	for _, path := range []string{"/readyz", "/healthz"} {
+		if code, _ := get(t, admin, path, ""); code != http.StatusOK {
+			t.Errorf("%s: %d, want 200", path, code)
+		}
 	}
 
 	// /debug/services: the cluster, its policy, the local endpoint first, and
@@ -173,7 +196,7 @@ func TestAdminShowsWhatIsServedAndToWhom(t *testing.T) {
 	var d agent.ServicesDebug
 	within(t, func() string {
 		d = agent.ServicesDebug{}
-		getJSON(t, admin, "/debug/services", &d)
+		getJSON(t, debug, "/debug/services", &d)
 		s := serviceOf(d, be1Cluster)
 		if s == nil || len(s.Clients) != 1 || s.Clients[0].EDS != xds.Synced ||
 			len(s.Priorities) != 2 || s.Priorities[0].Endpoints[0].Health != "HEALTHY" || s.Priorities[1].Endpoints[0].Health != "HEALTHY" {
@@ -200,7 +223,7 @@ func TestAdminShowsWhatIsServedAndToWhom(t *testing.T) {
 
 	// The text form, asked for either way.
 	for _, how := range []struct{ path, accept string }{{"/debug/services?format=text", ""}, {"/debug/services", "text/plain"}} {
-		code, text := get(t, admin, how.path, how.accept)
+		code, text := get(t, debug, how.path, how.accept)
 		for _, want := range []string{
 			"node a1  zone a  region r1\n",
 			"cluster " + be1Cluster + "  (default/be1 port 8080)  policy node,zone,region,* (default)\n",
@@ -214,20 +237,21 @@ func TestAdminShowsWhatIsServedAndToWhom(t *testing.T) {
 			}
 		}
 	}
-	if code, _ := get(t, admin, "/debug/services?format=yaml", ""); code != http.StatusBadRequest {
+	if code, _ := get(t, debug, "/debug/services?format=yaml", ""); code != http.StatusBadRequest {
 		t.Errorf("format=yaml: %d, want 400", code)
 	}
 
 	// /debug/clients.
-	var clients []xds.ClientStatus
-	getJSON(t, admin, "/debug/clients", &clients)
-	if len(clients) != 1 || clients[0].Node != node || clients[0].Locality == nil || clients[0].Locality.Zone != "a" ||
+	var page agent.ClientsDebug
+	getJSON(t, debug, "/debug/clients", &page)
+	clients := page.Clients
+	if page.Total != 1 || len(clients) != 1 || clients[0].Node != node || clients[0].Locality == nil || clients[0].Locality.Zone != "a" ||
 		!strings.Contains(clients[0].UserAgent, "gRPC Go") || len(clients[0].Types) != 4 {
 		t.Errorf("/debug/clients = %s, want %s in zone a, gRPC Go, 4 types", mustJSON(clients), node)
 	}
 
-	// CSDS, over gRPC on the same port.
-	g := csdsConfig(t, csds(t, admin), node, xds.EndpointType, be1Cluster)
+	// CSDS, over gRPC on the debug port.
+	g := csdsConfig(t, csds(t, debug), node, xds.EndpointType, be1Cluster)
 	if g.GetConfigStatus() != statusv3.ConfigStatus_SYNCED || g.GetVersionInfo() == "" || g.GetXdsConfig() == nil {
 		t.Errorf("CSDS EDS %s = %v, want SYNCED with a version and the resource", be1Cluster, g)
 	}
@@ -237,7 +261,7 @@ func TestAdminShowsWhatIsServedAndToWhom(t *testing.T) {
 	}
 
 	// Reflection, for grpcurl.
-	rc, err := reflectionpb.NewServerReflectionClient(csdsConn(t, admin)).ServerReflectionInfo(context.Background())
+	rc, err := reflectionpb.NewServerReflectionClient(csdsConn(t, debug)).ServerReflectionInfo(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -256,28 +280,41 @@ func TestAdminShowsWhatIsServedAndToWhom(t *testing.T) {
 	rc.CloseSend()
 
 	// pprof is there when asked for.
-	if code, _ := get(t, admin, "/debug/pprof/", ""); code != http.StatusOK {
+	if code, _ := get(t, debug, "/debug/pprof/", ""); code != http.StatusOK {
 		t.Errorf("/debug/pprof/: %d, want 200", code)
+	}
+
+	// None of it is on the admin port, which the pod network reaches.
+	for _, path := range []string{"/debug/services", "/debug/clients", "/debug/pprof/", "/debug/services?format=text"} {
+		if code, body := get(t, admin, path, ""); code != http.StatusNotFound {
+			t.Errorf("admin port %s: %d %q, want 404", path, code, body)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err = csds(t, admin).FetchClientStatus(ctx, &statusv3.ClientStatusRequest{})
+	if c := status.Code(err); c != codes.Unimplemented && c != codes.Unavailable {
+		t.Errorf("CSDS on the admin port: %v, want Unimplemented or Unavailable", err)
 	}
 }
 
 func TestAdminWithoutPprofHasNoProfiles(t *testing.T) {
 	w := newWorld(t)
-	var admin string
-	startAgent(t, w, withAdmin(t, &admin))
+	var admin, debug string
+	startAgent(t, w, withAdmin(t, &admin), withDebug(t, &debug))
 	within(t, func() string {
 		if code, _ := get(t, admin, "/readyz", ""); code != http.StatusOK {
 			return "never ready"
 		}
 		return ""
 	})
-	if code, _ := get(t, admin, "/debug/pprof/", ""); code != http.StatusNotFound {
+	if code, _ := get(t, debug, "/debug/pprof/", ""); code != http.StatusNotFound {
 		t.Errorf("/debug/pprof/ without Pprof: %d, want 404", code)
 	}
-	var clients []xds.ClientStatus
-	getJSON(t, admin, "/debug/clients", &clients)
-	if clients == nil || len(clients) != 0 {
-		t.Errorf("/debug/clients with no client = %v, want []", clients)
+	var page agent.ClientsDebug
+	getJSON(t, debug, "/debug/clients", &page)
+	if page.Clients == nil || len(page.Clients) != 0 || page.Total != 0 {
+		t.Errorf("/debug/clients with no client = %s, want none", mustJSON(page))
 	}
 }
 
@@ -285,8 +322,8 @@ func TestNACKShowsInCSDSAndDebugClients(t *testing.T) {
 	w := newWorld(t)
 	be1 := w.addService("default", "be1")
 	w.startBackend(be1, "be1-local", "a1")
-	var admin string
-	a := startAgent(t, w, withAdmin(t, &admin))
+	var admin, debug string
+	a := startAgent(t, w, withAdmin(t, &admin), withDebug(t, &debug))
 
 	// A raw ADS client subscribes to the cluster by name, and rejects it.
 	conn, err := grpc.NewClient(a.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -319,7 +356,7 @@ func TestNACKShowsInCSDSAndDebugClients(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	c := csds(t, admin)
+	c := csds(t, debug)
 	within(t, func() string {
 		g := csdsConfig(t, c, "raw-nacker", xds.ClusterType, be1Cluster)
 		if g.GetConfigStatus() != statusv3.ConfigStatus_ERROR || !strings.Contains(g.GetErrorState().GetDetails(), "unsupported lb policy") ||
@@ -329,8 +366,9 @@ func TestNACKShowsInCSDSAndDebugClients(t *testing.T) {
 		return ""
 	})
 
-	var clients []xds.ClientStatus
-	getJSON(t, admin, "/debug/clients", &clients)
+	var page agent.ClientsDebug
+	getJSON(t, debug, "/debug/clients", &page)
+	clients := page.Clients
 	if len(clients) != 1 || clients[0].Node != "raw-nacker" || len(clients[0].Types) != 1 {
 		t.Fatalf("/debug/clients = %s, want raw-nacker with CDS only", mustJSON(clients))
 	}
@@ -343,7 +381,7 @@ func TestNACKShowsInCSDSAndDebugClients(t *testing.T) {
 	if got := metric(body, `nodexds_xds_nacks_total{type="CDS"}`); code != http.StatusOK || got != 1 {
 		t.Errorf(`nodexds_xds_nacks_total{type="CDS"} = %v, want 1`, got)
 	}
-	_, text := get(t, admin, "/debug/services?format=text", "")
+	_, text := get(t, debug, "/debug/services?format=text", "")
 	if !strings.Contains(text, "  clients: raw-nacker (CDS)\n") {
 		t.Errorf("/debug/services text does not list the raw client by type:\n%s", text)
 	}
@@ -352,4 +390,302 @@ func TestNACKShowsInCSDSAndDebugClients(t *testing.T) {
 func mustJSON(v any) string {
 	b, _ := json.MarshalIndent(v, "", "  ")
 	return string(b)
+}
+
+// rawADS opens an ADS stream as node, asks for names of typ, and waits for
+// the answer, so the agent has the subscription once it returns. dialer,
+// when given, picks the connection's source address.
+func rawADS(t *testing.T, addr, node, typ string, dialer *net.Dialer, names ...string) discoveryv3.AggregatedDiscoveryService_StreamAggregatedResourcesClient {
+	t.Helper()
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	if dialer != nil {
+		opts = append(opts, grpc.WithContextDialer(func(ctx context.Context, a string) (net.Conn, error) {
+			return dialer.DialContext(ctx, "tcp", a)
+		}))
+	}
+	conn, err := grpc.NewClient(addr, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return rawStream(t, conn, node, typ, names...)
+}
+
+func rawStream(t *testing.T, conn *grpc.ClientConn, node, typ string, names ...string) discoveryv3.AggregatedDiscoveryService_StreamAggregatedResourcesClient {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	ads, err := discoveryv3.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ads.Send(&discoveryv3.DiscoveryRequest{Node: &corev3.Node{Id: node}, TypeUrl: typ, ResourceNames: names}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ads.Recv(); err != nil {
+		t.Fatalf("%s: %v", node, err)
+	}
+	return ads
+}
+
+func TestHealthzFailsWhileTheEventLoopIsStuck(t *testing.T) {
+	w := newWorld(t)
+	w.addService("default", "be1", func(s *service) {
+		s.Annotations = map[string]string{topology.AnnotationTopology: "node,zoen"} // reported: the hook below
+	})
+	// The loop reports annotation errors itself: a reporter that never
+	// returns is a loop stuck in a handler.
+	stuck, release := make(chan struct{}), make(chan struct{})
+	blocking := agent.ReporterFunc(func(*discovery.Service, *discovery.AnnotationError) {
+		close(stuck)
+		<-release
+	})
+	var admin string
+	a := startAgent(t, w, withAdmin(t, &admin), func(o *agent.Options) {
+		o.Reporter = blocking
+		o.StuckAfter = 3 * time.Second // the loop beats every second when idle
+	})
+	var once sync.Once
+	unblock := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(unblock)
+
+	healthz := func(want int) func() string {
+		return func() string {
+			if code, body := get(t, admin, "/healthz", ""); code != want {
+				return fmt.Sprintf("/healthz: %d %q, want %d", code, body, want)
+			}
+			return ""
+		}
+	}
+	within(t, healthz(http.StatusOK))
+	// Idle for longer than the limit, the loop still beats.
+	time.Sleep(4 * time.Second)
+	if why := healthz(http.StatusOK)(); why != "" {
+		t.Fatalf("idle agent: %s", why)
+	}
+
+	// A client asks for the cluster: building it reports the annotation, and
+	// the loop blocks there.
+	conn, err := grpc.NewClient(a.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ads, err := discoveryv3.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ads.Send(&discoveryv3.DiscoveryRequest{Node: &corev3.Node{Id: "n"}, TypeUrl: xds.ClusterType, ResourceNames: []string{be1Cluster}}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-stuck:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the agent never reported the annotation")
+	}
+	within(t, healthz(http.StatusServiceUnavailable))
+	if _, body := get(t, admin, "/healthz", ""); !strings.Contains(body, "event loop stuck") {
+		t.Errorf("/healthz says %q, want it to name the stuck event loop", body)
+	}
+
+	unblock()
+	within(t, healthz(http.StatusOK))
+}
+
+// servicesPage reads /debug/services with query; it fails the test unless 200.
+func servicesPage(t *testing.T, debug, query string) agent.ServicesDebug {
+	t.Helper()
+	var d agent.ServicesDebug
+	getJSON(t, debug, "/debug/services?"+query, &d)
+	return d
+}
+
+func TestDebugServicesFiltersAndPages(t *testing.T) {
+	w := newWorld(t)
+	for _, s := range []struct{ ns, name string }{{"default", "be1"}, {"default", "be2"}, {"other", "be3"}} {
+		w.startBackend(w.addService(s.ns, s.name), s.name+"-pod", "a1")
+	}
+	var debug string
+	a := startAgent(t, w, withDebug(t, &debug))
+	const (
+		c1 = "be1.default.svc.cluster.local:8080"
+		c2 = "be2.default.svc.cluster.local:8080"
+		c3 = "be3.other.svc.cluster.local:8080"
+	)
+	rawADS(t, a.Addr, "n1", xds.ClusterType, nil, c1, c2)
+	// n2 dials a listener, and asks for the route configuration it names, as
+	// gRPC does.
+	n2 := rawADS(t, a.Addr, "n2", xds.ListenerType, nil, "be3.other:8080")
+	if err := n2.Send(&discoveryv3.DiscoveryRequest{TypeUrl: xds.RouteType, ResourceNames: []string{c3}}); err != nil {
+		t.Fatal(err)
+	}
+	var page agent.ClientsDebug
+	within(t, func() string {
+		page = agent.ClientsDebug{}
+		getJSON(t, debug, "/debug/clients?client=n1", &page)
+		if servicesPage(t, debug, "").Total != 3 || len(page.Clients) != 1 {
+			return "the agent does not show both clients' subscriptions"
+		}
+		return ""
+	})
+	n1Stream := strconv.FormatUint(page.Clients[0].Stream, 10)
+
+	for _, tc := range []struct {
+		name, query string
+		clusters    []string
+		total       int
+		clients     []string // of the first Service on the page
+		next        string
+	}{
+		{"no filter lists every subscribed port", "", []string{c1, c2, c3}, 3, []string{"n1"}, ""},
+		{"a Service keeps its ports", "service=default/be2", []string{c2}, 1, []string{"n1"}, ""},
+		{"a Service nobody subscribes to shows nothing", "service=default/nope", []string{}, 0, nil, ""},
+		{"a node id keeps what it reaches, through listeners too", "client=n2", []string{c3}, 1, []string{"n2"}, ""},
+		{"a stream number keeps what that stream names", "client=" + n1Stream, []string{c1, c2}, 2, []string{"n1"}, ""},
+		{"an unknown client keeps nothing", "client=nobody", []string{}, 0, nil, ""},
+		{"limit and offset page through in cluster order", "limit=1&offset=1", []string{c2}, 3, []string{"n1"},
+			"/debug/services?limit=1&offset=2"},
+		{"the last page has no next", "limit=2&offset=2", []string{c3}, 3, []string{"n2"}, ""},
+		{"an offset past the end is an empty page with the total", "offset=10", []string{}, 3, nil, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := servicesPage(t, debug, tc.query)
+			got := []string{}
+			for _, s := range d.Services {
+				got = append(got, s.Cluster)
+			}
+			if !slices.Equal(got, tc.clusters) || d.Total != tc.total || d.Next != tc.next {
+				t.Fatalf("clusters %v total %d next %q, want %v total %d next %q", got, d.Total, d.Next, tc.clusters, tc.total, tc.next)
+			}
+			if len(d.Services) > 0 {
+				var clients []string
+				for _, c := range d.Services[0].Clients {
+					clients = append(clients, c.Node)
+				}
+				if !slices.Equal(clients, tc.clients) || d.Services[0].ClientsTotal != len(tc.clients) {
+					t.Errorf("%s clients %v (total %d), want %v", got[0], clients, d.Services[0].ClientsTotal, tc.clients)
+				}
+			}
+		})
+	}
+	for _, query := range []string{"limit=0", "limit=501", "offset=-2", "service=be1", "format=yaml"} {
+		if code, body := get(t, debug, "/debug/services?"+query, ""); code != http.StatusBadRequest {
+			t.Errorf("/debug/services?%s: %d %q, want 400", query, code, body)
+		}
+		if code, body := get(t, debug, "/debug/clients?"+query, ""); code != http.StatusBadRequest && query != "format=yaml" {
+			t.Errorf("/debug/clients?%s: %d %q, want 400", query, code, body)
+		}
+	}
+}
+
+func TestDebugServicesPagesThroughThousandsOfServices(t *testing.T) {
+	w := newWorld(t)
+	var debug string
+	a := startAgent(t, w, withDebug(t, &debug))
+	// One client subscribes to 5,000 Service ports that do not exist: each
+	// is shown, with no endpoints.
+	names := make([]string, 5000)
+	for i := range names {
+		names[i] = fmt.Sprintf("svc-%04d.default.svc.cluster.local:8080", i)
+	}
+	rawADS(t, a.Addr, "many", xds.ClusterType, nil, names...)
+
+	_, body := get(t, debug, "/debug/services", "")
+	var d agent.ServicesDebug
+	if err := json.Unmarshal([]byte(body), &d); err != nil {
+		t.Fatal(err)
+	}
+	if d.Total != 5000 || len(d.Services) != agent.DefaultPageLimit || d.Next == "" {
+		t.Fatalf("default page: %d of %d services, next %q; want %d of 5000 and a next page", len(d.Services), d.Total, d.Next, agent.DefaultPageLimit)
+	}
+	// A nonexistent port is ~300 bytes of JSON with its client: the page is
+	// the size of its limit, not of the cluster.
+	if len(body) > agent.DefaultPageLimit*1000 {
+		t.Errorf("default page is %d bytes, want at most %d", len(body), agent.DefaultPageLimit*1000)
+	}
+	t.Logf("default page of 5,000 subscribed ports: %d bytes", len(body))
+
+	// Following next links visits each port once, in order.
+	seen := []string{}
+	pages := 0
+	for path := "/debug/services?limit=500"; path != ""; pages++ {
+		var p agent.ServicesDebug
+		getJSON(t, debug, path, &p)
+		if len(p.Services) > 500 || pages > 10 {
+			t.Fatalf("page %d holds %d services", pages, len(p.Services))
+		}
+		for _, s := range p.Services {
+			seen = append(seen, s.Cluster)
+		}
+		path = p.Next
+	}
+	if pages != 10 || !slices.Equal(seen, names) {
+		t.Errorf("%d pages listed %d ports, want 10 pages listing all 5,000 in order", pages, len(seen))
+	}
+}
+
+func TestCSDSAnswersAtMost100ClientsAndHonoursNodeMatchers(t *testing.T) {
+	w := newWorld(t)
+	be1 := w.addService("default", "be1")
+	w.startBackend(be1, "be1-pod", "a1")
+	var debug string
+	a := startAgent(t, w, withDebug(t, &debug))
+	// 105 streams; a peer IP may open 100, so the last ones come from another
+	// loopback address.
+	conn, err := grpc.NewClient(a.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	for i := range 95 {
+		rawStream(t, conn, fmt.Sprintf("csds-%03d", i), xds.ClusterType, be1Cluster)
+	}
+	other := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}}
+	for i := 95; i < 105; i++ {
+		rawADS(t, a.Addr, fmt.Sprintf("csds-%03d", i), xds.ClusterType, other, be1Cluster)
+	}
+
+	c := csds(t, debug)
+	fetch := func(m *matcherv3.NodeMatcher) ([]string, string) {
+		t.Helper()
+		req := &statusv3.ClientStatusRequest{}
+		if m != nil {
+			req.NodeMatchers = []*matcherv3.NodeMatcher{m}
+		}
+		var header metadata.MD
+		resp, err := c.FetchClientStatus(context.Background(), req, grpc.Header(&header))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		for _, cc := range resp.GetConfig() {
+			ids = append(ids, cc.GetNode().GetId())
+		}
+		return ids, strings.Join(header.Get(agent.CSDSTotalHeader), ",")
+	}
+	ids, total := fetch(nil)
+	if len(ids) != agent.MaxCSDSClients || total != "105" || ids[0] != "csds-000" || ids[99] != "csds-099" {
+		t.Errorf("CSDS with no matcher: %d configs (%v…), header %q; want the first 100 by node id of 105", len(ids), ids[:min(3, len(ids))], total)
+	}
+	ids, total = fetch(&matcherv3.NodeMatcher{NodeId: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Prefix{Prefix: "csds-10"}}})
+	if want := []string{"csds-100", "csds-101", "csds-102", "csds-103", "csds-104"}; !slices.Equal(ids, want) || total != "5" {
+		t.Errorf("CSDS with prefix csds-10: %v, header %q; want %v and 5", ids, total, want)
+	}
+
+	// The streaming form is capped the same way.
+	s, err := c.StreamClientStatus(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Send(&statusv3.ClientStatusRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := s.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(resp.GetConfig()); n != agent.MaxCSDSClients {
+		t.Errorf("StreamClientStatus: %d configs, want %d", n, agent.MaxCSDSClients)
+	}
+	s.CloseSend()
 }

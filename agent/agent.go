@@ -76,7 +76,8 @@ type Agent struct {
 	metrics  *metrics.Metrics
 	log      *slog.Logger
 	queue    chan queued
-	debug    chan chan View
+	debug    chan viewRequest
+	beat     *heartbeat // Run's; read by /healthz
 
 	// Owned by Run.
 	store    *discovery.Store
@@ -117,7 +118,8 @@ func New(cfg Config, cache *xds.Cache, checker health.Checker, reporter Reporter
 		metrics:  m,
 		log:      log,
 		queue:    make(chan queued, 4096),
-		debug:    make(chan chan View),
+		debug:    make(chan viewRequest),
+		beat:     newHeartbeat(),
 		store:    discovery.NewStore(),
 		here:     topology.Here{Node: cfg.NodeName},
 		subs:     newSubscriptions(),
@@ -161,6 +163,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	window := time.NewTimer(0)
 	<-window.C
 	windowOpen := false
+	tick := time.NewTicker(heartbeatEvery) // an idle loop beats too
+	defer tick.Stop()
 	changed := func(barrier bool) {
 		if barrier || !windowOpen {
 			a.flush()
@@ -199,8 +203,10 @@ func (a *Agent) Run(ctx context.Context) error {
 		case <-a.cache.Interests():
 			a.interests(a.cache.TakeInterests())
 
-		case reply := <-a.debug:
-			reply <- a.view()
+		case req := <-a.debug:
+			req.reply <- a.view(req.q)
+
+		case <-tick.C: // nothing to do but beat, below
 
 		case <-a.checker.Changed():
 			// Only the Services whose endpoints changed health are rebuilt (their
@@ -217,11 +223,13 @@ func (a *Agent) Run(ctx context.Context) error {
 		// Everything this iteration built becomes visible to streams at once.
 		a.cache.Publish()
 		clear(a.merged)
+		a.beat.now()
 	}
 }
 
 // take applies one queued item; it reports whether it was a barrier.
 func (a *Agent) take(q queued) bool {
+	a.beat.now() // a long drain (the initial list) is progress
 	if q.done != nil {
 		a.barriers = append(a.barriers, q.done)
 		return true

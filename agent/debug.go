@@ -30,8 +30,10 @@ type ServiceView struct {
 
 // PriorityView is one EDS priority.
 type PriorityView struct {
-	Tiers     string         `json:"tiers"`
-	Endpoints []EndpointView `json:"endpoints"`
+	Tiers string `json:"tiers"`
+	// Endpoints lists at most ListCap of the priority's EndpointsTotal.
+	Endpoints      []EndpointView `json:"endpoints"`
+	EndpointsTotal int            `json:"endpointsTotal"`
 }
 
 // EndpointView is one endpoint as served.
@@ -45,25 +47,52 @@ type EndpointView struct {
 	Health string `json:"health"`
 }
 
-// View is the agent's state for the debug endpoints.
+// ListCap bounds every list nested in a debug page entry (endpoints of a
+// priority, clients of a Service, resources of a client's type): a page's
+// size depends on its limit, never on how big the cluster or a client is.
+// Each capped list comes with its total.
+const ListCap = 100
+
+// View is the agent's state for the debug endpoints: one page of the
+// subscribed Service ports that a ViewQuery selects.
 type View struct {
 	Node     string        `json:"node"`
 	Zone     string        `json:"zone"`
 	Region   string        `json:"region"`
+	Total    int           `json:"total"` // matching Service ports, of which Services is a page
 	Services []ServiceView `json:"services"`
+}
+
+// ViewQuery selects what Snapshot returns.
+type ViewQuery struct {
+	// Service keeps only the ports of this Service ("namespace/name"); ""
+	// keeps all.
+	Service string
+	// Match, when set, keeps only the ports it accepts, given their cluster
+	// name and the listener names that resolve to it. It runs on the agent's
+	// event loop: it must be cheap and must not block.
+	Match func(cluster string, listeners []string) bool
+	// Offset and Limit select a page, in cluster name order; Limit ≤ 0 means
+	// all. Only the page's endpoints are computed.
+	Offset, Limit int
+}
+
+type viewRequest struct {
+	q     ViewQuery
+	reply chan View
 }
 
 // Snapshot returns what the agent currently serves, computed by the goroutine
 // that owns the model (so it is consistent), sorted by cluster name.
-func (a *Agent) Snapshot(ctx context.Context) (View, error) {
-	reply := make(chan View, 1)
+func (a *Agent) Snapshot(ctx context.Context, q ViewQuery) (View, error) {
+	req := viewRequest{q: q, reply: make(chan View, 1)}
 	select {
-	case a.debug <- reply:
+	case a.debug <- req:
 	case <-ctx.Done():
 		return View{}, ctx.Err()
 	}
 	select {
-	case v := <-reply:
+	case v := <-req.reply:
 		return v, nil
 	case <-ctx.Done():
 		return View{}, ctx.Err()
@@ -71,9 +100,16 @@ func (a *Agent) Snapshot(ctx context.Context) (View, error) {
 }
 
 // view builds the View; called by Run.
-func (a *Agent) view() View {
-	v := View{Node: a.here.Node, Zone: a.here.Zone, Region: a.here.Region, Services: []ServiceView{}}
+func (a *Agent) view(q ViewQuery) View {
+	type port struct {
+		sv  ServiceView
+		svc *discovery.Service
+	}
+	var all []port
 	for _, k := range a.subs.services() {
+		if q.Service != "" && k.String() != q.Service {
+			continue
+		}
 		byType := a.subs.of(k)
 		clusters := map[string]string{} // name → a type it is subscribed as
 		for _, typ := range []string{xds.RouteType, xds.ClusterType, xds.EndpointType} {
@@ -87,24 +123,40 @@ func (a *Agent) view() View {
 			if ref.subset != "" {
 				continue // endpoint-picker clusters are shown through their Service
 			}
-			port := ref.port
-			sv := ServiceView{Cluster: name, Service: k.String(), Port: port, FailOpen: a.failOpen[name], Listeners: []string{}}
+			sv := ServiceView{Cluster: name, Service: k.String(), Port: ref.port, FailOpen: a.failOpen[name], Listeners: []string{}}
 			for _, l := range byType[xds.ListenerType] {
 				if c, err := a.resolve(l, svc); err == nil && c == name {
 					sv.Listeners = append(sv.Listeners, l)
 				}
 			}
-			slices.Sort(sv.Listeners)
-			if svc != nil {
-				if p, ok := svc.PortNumber(port); ok {
-					a.fillView(&sv, svc, p)
-				}
+			if q.Match != nil && !q.Match(sv.Cluster, sv.Listeners) {
+				continue
 			}
-			v.Services = append(v.Services, sv)
+			slices.Sort(sv.Listeners)
+			all = append(all, port{sv, svc})
 		}
 	}
-	slices.SortFunc(v.Services, func(x, y ServiceView) int { return strings.Compare(x.Cluster, y.Cluster) })
+	slices.SortFunc(all, func(x, y port) int { return strings.Compare(x.sv.Cluster, y.sv.Cluster) })
+	v := View{Node: a.here.Node, Zone: a.here.Zone, Region: a.here.Region, Total: len(all), Services: []ServiceView{}}
+	for _, p := range page(all, q.Offset, q.Limit) {
+		if p.svc != nil {
+			if sp, ok := p.svc.PortNumber(p.sv.Port); ok {
+				a.fillView(&p.sv, p.svc, sp)
+			}
+		}
+		v.Services = append(v.Services, p.sv)
+	}
 	return v
+}
+
+// page returns s[offset:offset+limit], clamped; limit ≤ 0 means no limit.
+func page[T any](s []T, offset, limit int) []T {
+	offset = min(max(offset, 0), len(s))
+	s = s[offset:]
+	if limit > 0 && limit < len(s) {
+		s = s[:limit]
+	}
+	return s
 }
 
 func (a *Agent) fillView(sv *ServiceView, svc *discovery.Service, p discovery.Port) {
@@ -117,8 +169,8 @@ func (a *Agent) fillView(sv *ServiceView, svc *discovery.Service, p discovery.Po
 	}
 	status := a.status(sv.Cluster, cfg) // what clients are told
 	for _, pr := range topology.Prioritize(a.store.Endpoints(svc.Key, p.Name), policy, a.here) {
-		pv := PriorityView{Tiers: pr.Tiers.String()}
-		for _, e := range pr.Endpoints {
+		pv := PriorityView{Tiers: pr.Tiers.String(), EndpointsTotal: len(pr.Endpoints)}
+		for _, e := range page(pr.Endpoints, 0, ListCap) {
 			st := health.Unknown
 			if status != nil {
 				st = status(e.Addr)

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -25,12 +26,18 @@ import (
 type Options struct {
 	Config
 	Source discovery.Source
-	// XDS is where ADS is served. Admin (optional) serves HTTP (/metrics,
-	// /healthz, /readyz, /debug/services, /debug/clients) and, on the same
-	// listener, gRPC: CSDS (envoy.service.status.v3).
-	XDS, Admin net.Listener
-	// Pprof adds net/http/pprof's handlers under /debug/pprof/ on Admin.
-	Pprof    bool
+	// XDS is where ADS is served. Admin (optional) serves /metrics, /healthz
+	// and /readyz: what probes and Prometheus need, nothing about Services or
+	// clients. Debug (optional; keep it on loopback) serves /debug/services,
+	// /debug/clients and, on the same listener, gRPC: CSDS
+	// (envoy.service.status.v3).
+	XDS, Admin, Debug net.Listener
+	// Pprof adds net/http/pprof's handlers under /debug/pprof/ on Debug.
+	Pprof bool
+	// StuckAfter is how long the event loop may make no progress before
+	// /healthz fails; 0 means DefaultStuckAfter.
+	StuckAfter time.Duration
+
 	Reporter Reporter
 	Checker  health.Checker
 	// Admit decides which clients are served (nil: all); Limits bound what
@@ -72,20 +79,29 @@ func Serve(ctx context.Context, o Options) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var ready atomic.Bool
-	errc := make(chan error, 3)
+	errc := make(chan error, 4)
 	go func() { errc <- a.Run(ctx) }()
 
 	limits := o.Limits.WithDefaults()
 	ads := xds.NewServer(cache, m, o.Log, xds.Options{Limits: limits, Admit: o.Admit, Absent: a.absent})
 	if o.Admin != nil {
-		ad := newAdmin(reg, ready.Load, a, ads, o.Pprof)
-		srv := ad.server()
+		srv := newAdmin(reg, ready.Load, a.beat, cmp.Or(o.StuckAfter, DefaultStuckAfter)).server()
 		go func() {
 			if err := srv.Serve(o.Admin); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				errc <- fmt.Errorf("admin server: %w", err)
 			}
 		}()
-		defer ad.grpc.Stop()
+		defer srv.Close()
+	}
+	if o.Debug != nil {
+		d := newDebugPort(a, ads, o.Pprof)
+		srv := d.server()
+		go func() {
+			if err := srv.Serve(o.Debug); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("debug server: %w", err)
+			}
+		}()
+		defer d.grpc.Stop()
 		defer srv.Close()
 	}
 

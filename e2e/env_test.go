@@ -231,6 +231,8 @@ func (e *Env) startAgent(t testing.TB, node, kubeconfig string) *Agent {
 		"--node-name=" + node,
 		"--xds-listen=" + net.JoinHostPort(ip, "18000"),
 		"--admin-listen=" + net.JoinHostPort(ip, "18001"),
+		// Loopback by default; the harness reads it from the host.
+		"--debug-listen=" + net.JoinHostPort(ip, "18002"),
 	}}
 	a.Start(t)
 	// A "forbidden" anywhere in its log means deploy/rbac.yaml lacks
@@ -241,6 +243,9 @@ func (e *Env) startAgent(t testing.TB, node, kubeconfig string) *Agent {
 
 // XDSAddr is where this node's clients find the agent.
 func (a *Agent) XDSAddr() string { return net.JoinHostPort(a.IP, "18000") }
+
+// DebugAddr is the agent's debug port (/debug/services, CSDS).
+func (a *Agent) DebugAddr() string { return net.JoinHostPort(a.IP, "18002") }
 
 // Start starts the agent process (again, after Kill); call waitReady next.
 func (a *Agent) Start(t testing.TB) {

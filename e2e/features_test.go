@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"syscall"
@@ -231,14 +232,18 @@ type debugServices struct {
 	} `json:"services"`
 }
 
-// fetchDebug reads node's agent's /debug/services.
-func (e *Env) fetchDebug(t testing.TB, node string) debugServices {
+// fetchDebug reads node's agent's /debug/services for one Service
+// ("namespace/name"), from its debug port.
+func (e *Env) fetchDebug(t testing.TB, node, service string) debugServices {
 	t.Helper()
-	resp, err := http.Get("http://" + net.JoinHostPort(e.Agents[node].IP, "18001") + "/debug/services?format=json")
+	resp, err := http.Get("http://" + e.Agents[node].DebugAddr() + "/debug/services?format=json&service=" + url.QueryEscape(service))
 	if err != nil {
 		t.Fatalf("e2e: /debug/services: %v", err)
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("e2e: /debug/services: %s", resp.Status)
+	}
 	var d debugServices
 	if err := json.NewDecoder(resp.Body).Decode(&d); err != nil {
 		t.Fatalf("e2e: /debug/services: %v", err)
@@ -261,7 +266,7 @@ func TestDebugServicesShowsWhatClientsReach(t *testing.T) {
 
 	check := func(t *testing.T, want []string) {
 		t.Helper()
-		d := e.fetchDebug(t, "node-a1")
+		d := e.fetchDebug(t, "node-a1", ns+"/be")
 		for _, s := range d.Services {
 			if s.Service != ns+"/be" {
 				continue
@@ -287,6 +292,19 @@ func TestDebugServicesShowsWhatClientsReach(t *testing.T) {
 	}
 	e.Step(t, "node", nil, func(t *testing.T, s Stack) { clients[s].WaitServedBy(t, f.names("node-a1")...) })
 	t.Run("debug view, node tier", func(t *testing.T) { check(t, sortedCopy(f.names("node-a1"))) })
+	t.Run("not on the admin port", func(t *testing.T) {
+		// The admin port is what the pod network reaches: it names no client.
+		for _, path := range []string{"/debug/services", "/debug/clients"} {
+			resp, err := http.Get("http://" + net.JoinHostPort(e.Agents["node-a1"].IP, "18001") + path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusNotFound {
+				t.Errorf("admin port %s: %s, want 404", path, resp.Status)
+			}
+		}
+	})
 	var leaving []*cluster.Pod
 	e.Step(t, "zone", func() { leaving = f.terminate(t, "node-a1") }, func(t *testing.T, s Stack) {
 		clients[s].WaitServedBy(t, f.names("node-a2")...)

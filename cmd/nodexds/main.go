@@ -86,6 +86,7 @@ func main() {
 type serveFlags struct {
 	source, kubeconfig, nodeName    string
 	xdsListen, adminListen          string
+	debugListen                     string
 	defaultNamespace, clusterDomain string
 	defaultTopology, logLevel       string
 	coalesce, filePoll              time.Duration
@@ -102,8 +103,9 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.kubeconfig, "kubeconfig", os.Getenv("KUBECONFIG"), "kubeconfig for -source=kube; empty means in-cluster")
 	fs.StringVar(&f.nodeName, "node-name", os.Getenv("NODE_NAME"), "the node this agent serves (default $NODE_NAME)")
 	fs.StringVar(&f.xdsListen, "xds-listen", ":18000", "address to serve ADS on (the hostPort clients dial)")
-	fs.StringVar(&f.adminListen, "admin-listen", ":18001", `address for /metrics, /healthz, /readyz, /debug/services, /debug/clients and CSDS (gRPC); "" disables`)
-	fs.BoolVar(&f.pprof, "pprof", false, "also serve net/http/pprof under /debug/pprof/ on the admin port")
+	fs.StringVar(&f.adminListen, "admin-listen", ":18001", `address for /metrics, /healthz and /readyz; "" disables`)
+	fs.StringVar(&f.debugListen, "debug-listen", "127.0.0.1:18002", `address for /debug/services, /debug/clients, CSDS (gRPC) and pprof: they name every client and Service, so loopback by default (reach it with kubectl port-forward); "" disables`)
+	fs.BoolVar(&f.pprof, "pprof", false, "also serve net/http/pprof under /debug/pprof/ on the debug port")
 	fs.StringVar(&f.defaultNamespace, "default-namespace", "default", "namespace of names that give none (xds:///svc:port)")
 	fs.StringVar(&f.clusterDomain, "cluster-domain", "cluster.local", "cluster DNS domain, as in svc.ns.svc.<domain>")
 	fs.StringVar(&f.defaultTopology, "default-topology", topology.DefaultTiers.String(), "tiers for Services that set no policy: comma-separated node, zone, region, *")
@@ -248,6 +250,11 @@ func serve(ctx context.Context, args []string) error {
 	}
 	if f.adminListen != "" {
 		if o.Admin, err = net.Listen("tcp", f.adminListen); err != nil {
+			return err
+		}
+	}
+	if f.debugListen != "" {
+		if o.Debug, err = net.Listen("tcp", f.debugListen); err != nil {
 			return err
 		}
 	}
