@@ -355,13 +355,15 @@ func (a *Agent) build(k discovery.ServiceKey, typ, name string, observed time.Ti
 	set := func(res proto.Message) { a.set(typ, name, res, scope, observed) }
 	switch typ {
 	case xds.ListenerType:
-		canonical, err := a.resolve(name, svc)
+		// name may be another node's view of the listener the client named.
+		listener, view := splitView(name)
+		canonical, err := a.resolve(listener, svc)
 		if err != nil {
 			a.log.Debug("listener name does not resolve (yet)", "name", name, "error", err)
 			a.set(typ, name, nil, xds.Scope{}, observed)
 			return
 		}
-		set(resources.Listener(name, canonical))
+		set(resources.Listener(listener, withView(canonical, view)))
 
 	case xds.RouteType, xds.ClusterType, xds.EndpointType:
 		ref, _ := a.subs.ref(typ, name)
@@ -388,7 +390,7 @@ func (a *Agent) build(k discovery.ServiceKey, typ, name string, observed time.Ti
 		case typ == xds.ClusterType:
 			set(resources.Cluster(name, resources.DefaultLB))
 		case ref.subset == "":
-			set(a.loadAssignment(svc, p, name, cfg))
+			set(a.loadAssignment(svc, p, name, ref.view, cfg))
 		case ref.subset == subsetNone:
 			set(resources.LoadAssignment(name, nil, nil))
 		default:
@@ -451,8 +453,8 @@ func (a *Agent) config(svc *discovery.Service) serviceConfig {
 
 // loadAssignment prioritizes a Service port's endpoints for this node, with
 // what active health checking knows about them.
-func (a *Agent) loadAssignment(svc *discovery.Service, p discovery.Port, name string, cfg serviceConfig) proto.Message {
-	prios := topology.Prioritize(a.endpoints(svc.Key, p.Name).list, cfg.policy, a.here)
+func (a *Agent) loadAssignment(svc *discovery.Service, p discovery.Port, name, view string, cfg serviceConfig) proto.Message {
+	prios := topology.Prioritize(a.endpoints(svc.Key, p.Name).list, cfg.policy, a.hereFor(view))
 	var targets []health.Target
 	if cfg.health.Enabled {
 		for _, pr := range prios {

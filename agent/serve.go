@@ -83,7 +83,7 @@ func Serve(ctx context.Context, o Options) error {
 	go func() { errc <- a.Run(ctx) }()
 
 	limits := o.Limits.WithDefaults()
-	ads := xds.NewServer(cache, m, o.Log, xds.Options{Limits: limits, Admit: o.Admit, Absent: a.absent})
+	ads := xds.NewServer(cache, m, o.Log, xds.Options{Limits: limits, Admit: o.Admit, Absent: a.absent, Key: a.CacheKey})
 	if o.Admin != nil {
 		srv := newAdmin(reg, ready.Load, a.beat, cmp.Or(o.StuckAfter, DefaultStuckAfter)).server()
 		go func() {

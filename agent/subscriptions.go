@@ -30,7 +30,8 @@ func newSubscriptions() *subscriptions {
 
 // addListener records a listener name; the Service it names need not exist.
 func (s *subscriptions) addListener(name string, p names.Parser) (discovery.ServiceKey, error) {
-	t, err := p.Parse(name)
+	base, _ := splitView(name)
+	t, err := p.Parse(base)
 	if err != nil {
 		return discovery.ServiceKey{}, err
 	}
@@ -44,6 +45,8 @@ type portRef struct {
 	// subset is "" for the Service port's own resources; subsetNone for the
 	// endpoint picker's no-endpoint cluster; an ip:port for a picked endpoint.
 	subset string
+	// view is the node whose view the name is of; "" for the agent's own.
+	view string
 }
 
 // Names of the endpoint picker's clusters: canonical + "|endpoint|ip:port",
@@ -75,6 +78,7 @@ func (s *subscriptions) addCanonical(typ, name string, p names.Parser) (discover
 // parseCanonical reads a route, cluster or endpoints name the agent hands out.
 func parseCanonical(name string, p names.Parser) (discovery.ServiceKey, portRef, error) {
 	base, subset, _ := strings.Cut(name, subsetSep)
+	base, view := splitView(base)
 	t, err := p.Parse(base)
 	if err != nil {
 		return discovery.ServiceKey{}, portRef{}, err
@@ -84,7 +88,7 @@ func parseCanonical(name string, p names.Parser) (discovery.ServiceKey, portRef,
 	if err != nil || p.Canonical(t.Service, int32(port)) != base || !validSubset {
 		return discovery.ServiceKey{}, portRef{}, fmt.Errorf("%q is not a name this agent hands out", name)
 	}
-	ref := portRef{port: int32(port), subset: subset}
+	ref := portRef{port: int32(port), subset: subset, view: view}
 	if a, ok := strings.CutPrefix(subset, subsetEndpoint); ok {
 		if _, err := netip.ParseAddrPort(a); err != nil {
 			return discovery.ServiceKey{}, portRef{}, fmt.Errorf("%q is not a name this agent hands out", name)
