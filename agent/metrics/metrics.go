@@ -18,12 +18,9 @@ type Metrics struct {
 	SourceErrors     *prometheus.CounterVec // source
 	UnresolvedNames  prometheus.Counter
 
-	HealthChecks        *prometheus.CounterVec // mode (watch, check), result (ok, fail)
-	HealthTransitions   *prometheus.CounterVec // to (HEALTHY, UNHEALTHY)
-	HealthTracked       prometheus.Gauge
-	HealthEvictions     prometheus.Counter
-	HealthUnimplemented prometheus.Counter
-	HealthFailOpen      prometheus.Gauge
+	// HealthFailOpen is the agent's decision (health's own collectors are
+	// in health.Metrics).
+	HealthFailOpen prometheus.Gauge
 }
 
 // New creates the collectors and registers them with reg.
@@ -61,27 +58,12 @@ func New(reg prometheus.Registerer) *Metrics {
 		UnresolvedNames: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "nodexds_unresolved_names_total", Help: "Resource names clients asked for that can never be served (malformed, or not a name the agent hands out).",
 		}),
-		HealthChecks: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "nodexds_health_checks_total", Help: "Health results: Watch messages and Check calls, by mode and result.",
-		}, []string{"mode", "result"}),
-		HealthTransitions: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "nodexds_health_transitions_total", Help: "Endpoint health changes, by new status.",
-		}, []string{"to"}),
-		HealthTracked: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "nodexds_health_tracked_endpoints", Help: "Endpoints being health-checked.",
-		}),
-		HealthEvictions: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "nodexds_health_evictions_total", Help: "Endpoints dropped from checking because the tracking bound was reached.",
-		}),
-		HealthUnimplemented: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "nodexds_health_unimplemented_total", Help: "Endpoints without the gRPC health service, treated as healthy.",
-		}),
 		HealthFailOpen: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "nodexds_health_fail_open_clusters", Help: "Clusters whose endpoints all fail checks, served as UNKNOWN rather than ejected.",
 		}),
 	}
 	reg.MustRegister(m.ConnectedClients, m.Subscriptions, m.Pushes, m.PushLatency, m.NACKs,
 		m.DiscoveryEvents, m.Rebuilds, m.AnnotationErrors, m.SourceErrors, m.UnresolvedNames,
-		m.HealthChecks, m.HealthTransitions, m.HealthTracked, m.HealthEvictions, m.HealthUnimplemented, m.HealthFailOpen)
+		m.HealthFailOpen)
 	return m
 }
