@@ -316,3 +316,5 @@ func startSilentServer(t testing.TB) Target {
 	}()
 	return Target{Addr: netip.MustParseAddrPort(lis.Addr().String())}
 }
+
+func listenLoopback() (net.Listener, error) { return net.Listen("tcp", "127.0.0.1:0") }
