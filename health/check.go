@@ -49,7 +49,7 @@ func (p *Prober) run(ctx context.Context, pr *probe) {
 // session connects, checks until the connection fails or must be replaced,
 // and reports whether checking is over for good.
 func (c *checker) session(ctx context.Context) (done bool) {
-	cfg := c.p.cfg
+	cfg := &c.p.cfg
 	select {
 	case c.p.dials <- struct{}{}:
 	case <-ctx.Done():
@@ -67,13 +67,7 @@ func (c *checker) session(ctx context.Context) (done bool) {
 	if c.watch {
 		mode = "watch"
 	}
-	d := net.Dialer{Timeout: cfg.Timeout, KeepAliveConfig: net.KeepAliveConfig{
-		Enable:   true,
-		Idle:     cfg.Interval,
-		Interval: cfg.Timeout,
-		Count:    cfg.UnhealthyThreshold,
-	}}
-	conn, err := d.DialContext(ctx, "tcp", c.pr.target.Addr.String())
+	g, err := c.connect(ctx)
 	if err != nil {
 		if ctx.Err() != nil {
 			return true
@@ -81,14 +75,9 @@ func (c *checker) session(ctx context.Context) (done bool) {
 		c.result(mode, false)
 		return false
 	}
-	defer conn.Close()
+	defer g.conn.Close()
 	// Stopping a probe closes its connection, which ends a blocked read.
-	defer context.AfterFunc(ctx, func() { conn.Close() })()
-	g, err := newGRPCConn(conn, c.pr.target.Addr.String(), cfg.Timeout)
-	if err != nil {
-		c.result(mode, false)
-		return ctx.Err() != nil
-	}
+	defer context.AfterFunc(ctx, func() { g.conn.Close() })()
 
 	var watchID, checkID uint32
 	var firstBy, checkBy, checkAt time.Time // zero: not due
@@ -187,6 +176,28 @@ func (c *checker) session(ctx context.Context) (done bool) {
 			checkAt = now.Add(c.jitter(cfg.LivenessInterval))
 		}
 	}
+}
+
+// connect dials the endpoint and starts HTTP/2. A function of its own, so
+// that the dialer's frame is off the stack while the connection waits.
+func (c *checker) connect(ctx context.Context) (*grpcConn, error) {
+	cfg := &c.p.cfg
+	d := net.Dialer{Timeout: cfg.Timeout, KeepAliveConfig: net.KeepAliveConfig{
+		Enable:   true,
+		Idle:     cfg.Interval,
+		Interval: cfg.Timeout,
+		Count:    cfg.UnhealthyThreshold,
+	}}
+	conn, err := d.DialContext(ctx, "tcp", c.pr.target.Addr.String())
+	if err != nil {
+		return nil, err
+	}
+	g, err := newGRPCConn(conn, c.pr.target.Addr.String(), cfg.Timeout)
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return g, nil
 }
 
 func isServing(msg []byte) bool {

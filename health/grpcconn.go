@@ -11,6 +11,8 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -29,7 +31,10 @@ import (
 // server's flow-control windows (a server grants at least 64 KiB by default);
 // it grants the server small windows, returned as each frame is consumed.
 type grpcConn struct {
-	conn      net.Conn
+	conn net.Conn
+	raw  syscall.RawConn // to wait for data without a buffer; nil if conn has none
+	// br is taken from brPool while a frame is read, and given back while
+	// the connection waits: thousands of quiet connections hold no buffer.
 	br        *bufio.Reader
 	fr        *http2.Framer
 	authority string
@@ -71,6 +76,15 @@ const (
 )
 
 var (
+	brPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, readBuffer) }}
+	// The agent asks servers for no HPACK dynamic table (header table size
+	// 0), so a decoder keeps nothing between header blocks and can be shared.
+	// Servers apply the setting before they read any request, so no
+	// response refers to a table entry.
+	decoders = sync.Pool{New: func() any { return hpack.NewDecoder(0, nil) }}
+)
+
+var (
 	// errDue: next returned because its deadline came, with nothing read.
 	errDue = errors.New("deadline reached")
 	// errGoAway: the server is closing the connection gracefully.
@@ -79,9 +93,11 @@ var (
 
 // newGRPCConn starts HTTP/2 on conn.
 func newGRPCConn(conn net.Conn, authority string, timeout time.Duration) (*grpcConn, error) {
-	g := &grpcConn{conn: conn, br: bufio.NewReaderSize(conn, readBuffer), authority: authority, timeout: timeout, nextID: 1}
-	g.fr = http2.NewFramer(conn, g.br)
-	g.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	g := &grpcConn{conn: conn, authority: authority, timeout: timeout, nextID: 1}
+	if sc, ok := conn.(syscall.Conn); ok && canPeek {
+		g.raw, _ = sc.SyscallConn() // on failure, wait with a buffer instead
+	}
+	g.fr = http2.NewFramer(conn, g)
 	g.fr.MaxHeaderListSize = maxHeaderList
 	g.fr.SetMaxReadFrameSize(16 << 10) // the protocol's minimum
 	conn.SetWriteDeadline(time.Now().Add(timeout))
@@ -89,6 +105,7 @@ func newGRPCConn(conn net.Conn, authority string, timeout time.Duration) (*grpcC
 		return nil, err
 	}
 	err := g.fr.WriteSettings(
+		http2.Setting{ID: http2.SettingHeaderTableSize, Val: 0},
 		http2.Setting{ID: http2.SettingEnablePush, Val: 0},
 		http2.Setting{ID: http2.SettingInitialWindowSize, Val: window},
 		http2.Setting{ID: http2.SettingMaxHeaderListSize, Val: maxHeaderList},
@@ -164,21 +181,58 @@ func (g *grpcConn) next(deadline time.Time) (event, error) {
 		// Wait for a frame to begin without consuming anything, so that a
 		// deadline never cuts a frame in half; a frame once begun must then
 		// arrive within the timeout.
-		g.conn.SetReadDeadline(deadline)
-		if _, err := g.br.Peek(1); err != nil {
+		if err := g.wait(deadline); err != nil {
 			if errors.Is(err, os.ErrDeadlineExceeded) {
 				return event{}, errDue
 			}
 			return event{}, err
 		}
 		g.conn.SetReadDeadline(time.Now().Add(g.timeout))
+		dec := decoders.Get().(*hpack.Decoder)
+		g.fr.ReadMetaHeaders = dec
 		f, err := g.fr.ReadFrame()
 		if err != nil {
-			return event{}, err
+			return event{}, err // dec is dropped: its state is unknown
 		}
+		decoders.Put(dec)
 		if err := g.handle(f); err != nil {
 			return event{}, err
 		}
+	}
+}
+
+// Read is what the Framer reads from: the connection, through a buffer
+// taken from the pool.
+func (g *grpcConn) Read(p []byte) (int, error) {
+	if g.br == nil {
+		g.br = brPool.Get().(*bufio.Reader)
+		g.br.Reset(g.conn)
+	}
+	return g.br.Read(p)
+}
+
+// wait returns when data can be read, or with an error when deadline (zero:
+// none) passes first. It gives the buffer back meanwhile.
+func (g *grpcConn) wait(deadline time.Time) error {
+	if g.br != nil && g.br.Buffered() > 0 {
+		return nil
+	}
+	g.release()
+	g.conn.SetReadDeadline(deadline)
+	if g.raw == nil {
+		g.Read(nil) // grows no buffer; fills it when data comes
+		_, err := g.br.Peek(1)
+		return err
+	}
+	return g.raw.Read(readable)
+}
+
+// release gives the read buffer back to the pool.
+func (g *grpcConn) release() {
+	if g.br != nil && g.br.Buffered() == 0 {
+		g.br.Reset(nil)
+		brPool.Put(g.br)
+		g.br = nil
 	}
 }
 
