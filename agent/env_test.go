@@ -204,7 +204,7 @@ var fastHealth = health.Config{
 // withHealth runs the agent with a real prober.
 func withHealth(t testing.TB, cfg health.Config) func(*agent.Options) {
 	return func(o *agent.Options) {
-		p := health.NewProber(cfg, o.Metrics, o.Log)
+		p := health.NewProber(cfg, health.NewMetrics(o.Registry), o.Log)
 		t.Cleanup(p.Close) // registered before the agent's, so it runs after it
 		o.Checker = p
 	}

@@ -3,11 +3,13 @@ package agent_test
 import (
 	"io"
 	"net"
+	"slices"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/nodexds/nodexds/health"
@@ -48,7 +50,7 @@ func TestKilledEndpointIsMarkedUnhealthyAndComesBack(t *testing.T) {
 	local.srv.Stop()
 	eventually(t, cc, "on-a2")
 	waitFor(t, "the agent marks the dead endpoint UNHEALTHY", func() bool {
-		return testutil.ToFloat64(a.Metrics.HealthTransitions.WithLabelValues("UNHEALTHY")) >= 1
+		return metricValue(t, a, "nodexds_health_transitions_total", "unhealthy") >= 1
 	})
 
 	lis, err := net.Listen("tcp", local.addr)
@@ -102,7 +104,7 @@ func TestEndpointWithoutHealthServiceIsTreatedHealthy(t *testing.T) {
 	cc := dial(t, a, "be1:8080")
 	eventually(t, cc, "on-a1")
 	waitFor(t, "the missing health service is reported once", func() bool {
-		return testutil.ToFloat64(a.Metrics.HealthUnimplemented) == 1
+		return metricValue(t, a, "nodexds_health_unimplemented_total") == 1
 	})
 	eventually(t, cc, "on-a1")
 }
@@ -114,7 +116,7 @@ func TestHealthCheckOffAnnotationSkipsChecking(t *testing.T) {
 	a := startAgent(t, w, withHealth(t, fastHealth))
 	cc := dial(t, a, "be1:8080")
 	eventually(t, cc, "on-a1")
-	if n := testutil.ToFloat64(a.Metrics.HealthTracked); n != 0 {
+	if n := metricValue(t, a, "nodexds_health_checked_endpoints"); n != 0 {
 		t.Errorf("%v endpoints tracked, want 0 for a Service with checks off", n)
 	}
 }
@@ -122,14 +124,40 @@ func TestHealthCheckOffAnnotationSkipsChecking(t *testing.T) {
 func TestChecksFollowSubscriptions(t *testing.T) {
 	w, _, _, _ := localAndZone(t)
 	a := startAgent(t, w, withHealth(t, fastHealth))
-	if n := testutil.ToFloat64(a.Metrics.HealthTracked); n != 0 {
+	if n := metricValue(t, a, "nodexds_health_checked_endpoints"); n != 0 {
 		t.Fatalf("%v endpoints checked before any client asked", n)
 	}
 	cc := dial(t, a, "be1:8080")
 	eventually(t, cc, "on-a1")
-	waitFor(t, "both endpoints are checked", func() bool { return testutil.ToFloat64(a.Metrics.HealthTracked) == 2 })
+	waitFor(t, "both endpoints are checked", func() bool { return metricValue(t, a, "nodexds_health_checked_endpoints") == 2 })
 	cc.Close()
-	waitFor(t, "checks stop when the last client leaves", func() bool { return testutil.ToFloat64(a.Metrics.HealthTracked) == 0 })
+	waitFor(t, "checks stop when the last client leaves", func() bool { return metricValue(t, a, "nodexds_health_checked_endpoints") == 0 })
+}
+
+// metricValue reads a metric from the agent's registry: the sum of its series
+// whose label values include labelValues.
+func metricValue(t testing.TB, a *testAgent, name string, labelValues ...string) float64 {
+	t.Helper()
+	mfs, err := a.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	series:
+		for _, m := range mf.GetMetric() {
+			for _, want := range labelValues {
+				if !slices.ContainsFunc(m.GetLabel(), func(l *dto.LabelPair) bool { return l.GetValue() == want }) {
+					continue series
+				}
+			}
+			sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
+		}
+	}
+	return sum
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {

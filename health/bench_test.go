@@ -10,6 +10,8 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -20,8 +22,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-
-	"github.com/nodexds/nodexds/agent/metrics"
 )
 
 // fleetEnv makes the test binary a fleet of health servers (see TestMain), so
@@ -109,27 +109,39 @@ func rssMiB() float64 {
 	return 0
 }
 
-// BenchmarkWatch5000 watches 5,000 endpoints (in another process) with the
-// default configuration and reports the prober's steady-state CPU (percent of
-// one core), memory, and how long a pushed NOT_SERVING takes to reach the
-// agent (flip command → cluster marked changed). One iteration is one flip.
-func BenchmarkWatch5000(b *testing.B) {
-	n := 5000
+// BenchmarkWatch watches N endpoints (default 1,000; NODEXDS_BENCH_ENDPOINTS)
+// served by another process, with the default configuration, and reports what
+// checking them costs this process: heap and stacks per checked endpoint
+// (B/endpoint, after GC), goroutines per endpoint, RSS, steady-state CPU
+// (percent of one core), and how long a pushed NOT_SERVING or SERVING takes
+// to reach the agent (flip command → cluster marked changed; a NOT_SERVING
+// includes the confirming Check of the default threshold of 2). One
+// iteration is one flip.
+func BenchmarkWatch(b *testing.B) {
+	n := 1000
 	if s := os.Getenv("NODEXDS_BENCH_ENDPOINTS"); s != "" {
 		n, _ = strconv.Atoi(s)
 	}
 	f := startFleet(b, n)
-	m := metrics.New(prometheus.NewRegistry())
 	cfg := DefaultConfig
+	cfg.MaxEndpoints = n
 	if s := os.Getenv("NODEXDS_BENCH_INTERVAL"); s != "" {
 		cfg.Interval, _ = time.ParseDuration(s)
 	}
-	p := NewProber(cfg, m, slog.New(slog.DiscardHandler))
+	// Long enough to include every periodic check at least twice.
+	window := min(max(2*cfg.Interval, 2*cfg.LivenessInterval, 10*time.Second), time.Minute)
+	if s := os.Getenv("NODEXDS_BENCH_WINDOW"); s != "" {
+		window, _ = time.ParseDuration(s)
+	}
+	p := NewProber(cfg, NewMetrics(prometheus.NewRegistry()), slog.New(slog.DiscardHandler))
 	defer p.Close()
 	targets := make([]Target, n)
 	for i, a := range f.addrs {
 		targets[i] = Target{Addr: a}
 	}
+	before, rss0, g0 := memInUse(), rssMiB(), runtime.NumGoroutine()
+	var ms0 runtime.MemStats
+	runtime.ReadMemStats(&ms0)
 	rampStart := time.Now()
 	p.Track("bench", targets)
 	for healthy := 0; healthy < n; {
@@ -146,15 +158,21 @@ func BenchmarkWatch5000(b *testing.B) {
 	}
 	ramp := time.Since(rampStart)
 
-	// Steady state: two liveness intervals with nothing changing.
-	runtime.GC()
-	// Long enough to include every periodic check at least twice.
-	window := min(max(2*cfg.Interval, 2*cfg.LivenessInterval, 10*time.Second), time.Minute)
+	// Steady state: nothing changing, liveness checks running.
 	cpu0, t0 := cpuTime(), time.Now()
 	time.Sleep(window)
 	cpu := float64(cpuTime()-cpu0) / float64(time.Since(t0)) * 100
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
+	perEndpoint := float64(memInUse()-before) / float64(n)
+	var ms1 runtime.MemStats
+	runtime.ReadMemStats(&ms1)
+	stack := float64(ms1.StackInuse-ms0.StackInuse) / float64(n)
+	if os.Getenv("NODEXDS_BENCH_HEAPPROFILE") != "" {
+		fh, _ := os.Create(os.Getenv("NODEXDS_BENCH_HEAPPROFILE"))
+		pprof.WriteHeapProfile(fh)
+		fh.Close()
+	}
+	goroutines := float64(runtime.NumGoroutine()-g0) / float64(n)
+	rss := rssMiB()
 
 	// Each endpoint goes NOT_SERVING, then SERVING again, one at a time.
 	select {
@@ -173,20 +191,22 @@ func BenchmarkWatch5000(b *testing.B) {
 		p.TakeChanged()
 	}
 	b.StopTimer()
-	sortDurations(lat)
+	slices.Sort(lat)
+	b.ReportMetric(perEndpoint, "B/endpoint")
+	b.ReportMetric(stack, "B-stack/endpoint")
+	b.ReportMetric(goroutines, "goroutines/endpoint")
+	b.ReportMetric(rss, "MiB-rss")
+	b.ReportMetric((rss-rss0)*1024/float64(n), "KiB-rss/endpoint")
 	b.ReportMetric(cpu, "%cpu-steady")
-	b.ReportMetric(rssMiB(), "MiB-rss")
-	b.ReportMetric(float64(ms.HeapInuse)/(1<<20), "MiB-heap")
-	b.ReportMetric(float64(runtime.NumGoroutine()), "goroutines")
 	b.ReportMetric(ramp.Seconds(), "s-to-all-healthy")
 	b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-flip-µs")
 	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-flip-µs")
 }
 
-func sortDurations(d []time.Duration) {
-	for i := 1; i < len(d); i++ {
-		for j := i; j > 0 && d[j] < d[j-1]; j-- {
-			d[j], d[j-1] = d[j-1], d[j]
-		}
-	}
+// memInUse is the heap and goroutine stacks in use after a GC.
+func memInUse() uint64 {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapInuse + ms.StackInuse
 }

@@ -1,53 +1,190 @@
 package health
 
 import (
-	"log/slog"
-	"net/netip"
+	"net"
+	"slices"
 	"testing"
+	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
-
-	"github.com/nodexds/nodexds/agent/metrics"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
 
-func TestBoundIsKeptWithoutChurn(t *testing.T) {
-	m := metrics.New(prometheus.NewRegistry())
-	cfg := DefaultConfig
-	cfg.MaxEndpoints = 2
-	p := NewProber(cfg, m, slog.New(slog.DiscardHandler))
-	defer p.Close()
-	target := func(i int) Target {
-		return Target{Addr: netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(1+i))}
-	}
-	three := []Target{target(1), target(2), target(3)}
+func TestWatchReportsStatusFlipsAndTellsTheCluster(t *testing.T) {
+	s := startHealthServer(t)
+	p := startProber(t, testConfig)
+	p.Track("be1", []Target{s.Target})
+	waitStatus(t, p, s.Target, Healthy)
+	waitFor(t, "the cluster is told", func() bool { return slices.Equal(p.TakeChanged(), []string{"be1"}) })
 
-	p.Track("a", three)
-	if got := testutil.ToFloat64(m.HealthTracked); got != 2 {
-		t.Fatalf("tracking %v endpoints, want the bound, 2", got)
+	s.SetServingStatus("", notServing)
+	waitStatus(t, p, s.Target, Unhealthy)
+	if got := p.TakeChanged(); !slices.Equal(got, []string{"be1"}) {
+		t.Errorf("changed clusters %v, want [be1]", got)
 	}
-	// Rebuilding the cluster again and again must not evict anew each time.
-	for range 5 {
-		p.Track("a", three)
+	s.SetServingStatus("", serving)
+	waitStatus(t, p, s.Target, Healthy)
+	if n := p.metric(t, "nodexds_health_checks_total", "watch", "ok"); n < 2 {
+		t.Errorf("%v SERVING results from Watch, want both pushes (initial and recovery) seen on the stream", n)
 	}
-	if got := testutil.ToFloat64(m.HealthEvictions); got != 1 {
-		t.Errorf("%v evictions after repeated rebuilds, want 1", got)
+	if _, open := s.lis.counts(); open != 1 {
+		t.Errorf("%d connections open, want the one Watch connection", open)
 	}
-	if got := p.Status(target(1)); got != Unknown {
-		t.Errorf("the evicted endpoint is %v, want Unknown", got)
-	}
+}
 
-	// Room frees up: the endpoint left over is checked again.
-	p.Track("a", []Target{target(1)})
-	if got := testutil.ToFloat64(m.HealthTracked); got != 1 {
-		t.Errorf("tracking %v endpoints, want 1", got)
+func TestHealthServiceNameIsAskedFor(t *testing.T) {
+	s := startHealthServer(t)
+	s.SetServingStatus("be1.v1", notServing) // the whole server ("") stays SERVING
+	p := startProber(t, testConfig)
+	named := Target{Addr: s.Target.Addr, Service: "be1.v1"}
+	p.Track("be1", []Target{named})
+	waitStatus(t, p, named, Unhealthy)
+	s.SetServingStatus("be1.v1", serving)
+	waitStatus(t, p, named, Healthy)
+}
+
+// Today's thresholds count every result alike. A Watch push that does not
+// reach its threshold is confirmed by Check calls: a status the server
+// reverses before the confirmation is not acted on.
+func TestWatchResultsHonourThresholds(t *testing.T) {
+	t.Run("one NOT_SERVING push that Check does not confirm leaves the endpoint healthy", func(t *testing.T) {
+		s := startScriptedServer(t, serving, serving)
+		p := startProber(t, testConfig)
+		p.Track("be1", []Target{s.Target})
+		waitStatus(t, p, s.Target, Healthy)
+
+		s.Push(notServing)
+		waitFor(t, "the push is counted as a failure", func() bool { return p.metric(t, "nodexds_health_checks_total", "watch", "fail") == 1 })
+		waitFor(t, "a Check confirms or refutes it", func() bool { return p.metric(t, "nodexds_health_checks_total", "check", "ok") >= 1 })
+		if n := p.metric(t, "nodexds_health_transitions_total", "unhealthy"); n != 0 {
+			t.Errorf("%v transitions to unhealthy after one failed result, want 0 below the threshold of 2", n)
+		}
+		if got := p.Status(s.Target); got != Healthy {
+			t.Errorf("status %v, want HEALTHY", got)
+		}
+	})
+	t.Run("a NOT_SERVING push that Check confirms makes the endpoint unhealthy at the threshold", func(t *testing.T) {
+		s := startScriptedServer(t, serving, serving)
+		p := startProber(t, testConfig)
+		p.Track("be1", []Target{s.Target})
+		waitStatus(t, p, s.Target, Healthy)
+
+		s.Answer(notServing)
+		s.Push(notServing)
+		waitStatus(t, p, s.Target, Unhealthy)
+		if w, c := p.metric(t, "nodexds_health_checks_total", "watch", "fail"), p.metric(t, "nodexds_health_checks_total", "check", "fail"); w != 1 || c != 1 {
+			t.Errorf("unhealthy after %v Watch and %v Check failures, want 1 and 1 (threshold 2)", w, c)
+		}
+	})
+	t.Run("a SERVING push needs the healthy threshold too", func(t *testing.T) {
+		s := startScriptedServer(t, serving, serving)
+		cfg := testConfig
+		cfg.HealthyThreshold = 2
+		p := startProber(t, cfg)
+		p.Track("be1", []Target{s.Target})
+		waitStatus(t, p, s.Target, Healthy)
+		if n := p.metric(t, "nodexds_health_checks_total", "check", "ok"); n < 1 {
+			t.Errorf("healthy after %v Check answers, want the Watch push confirmed by one", n)
+		}
+	})
+}
+
+func TestServerWithoutWatchIsCheckedPeriodically(t *testing.T) {
+	s := startHealthServer(t, withoutWatch())
+	p := startProber(t, testConfig)
+	p.Track("be1", []Target{s.Target})
+	waitStatus(t, p, s.Target, Healthy)
+	s.SetServingStatus("", notServing)
+	waitStatus(t, p, s.Target, Unhealthy)
+	s.SetServingStatus("", serving)
+	waitStatus(t, p, s.Target, Healthy)
+	if n := p.metric(t, "nodexds_health_checks_total", "watch"); n != 0 {
+		t.Errorf("%v Watch results from a server without Watch", n)
 	}
-	p.Track("a", nil)
-	p.Track("b", nil)
-	if got := testutil.ToFloat64(m.HealthTracked); got != 0 {
-		t.Errorf("tracking %v endpoints after every cluster left, want 0", got)
+	if n := p.metric(t, "nodexds_health_unimplemented_total"); n != 0 {
+		t.Errorf("a server with Check counted as lacking the health service")
 	}
-	if len(p.over) != 0 || len(p.clusters) != 0 {
-		t.Errorf("state left behind: over %v, clusters %v", p.over, p.clusters)
+	if accepted, _ := s.lis.counts(); accepted != 1 {
+		t.Errorf("%d connections, want Check on the one connection Watch was refused on", accepted)
+	}
+}
+
+func TestServerWithoutHealthServiceIsHealthyAndReportedOnce(t *testing.T) {
+	s := startHealthServer(t, withoutHealth())
+	p := startProber(t, testConfig)
+	p.Track("be1", []Target{s.Target})
+	waitStatus(t, p, s.Target, Healthy)
+	waitFor(t, "checking stops and its connection closes", func() bool { _, open := s.lis.counts(); return open == 0 })
+	if n := p.metric(t, "nodexds_health_unimplemented_total"); n != 1 {
+		t.Errorf("unimplemented counted %v times, want 1", n)
+	}
+	if accepted, _ := s.lis.counts(); accepted != 1 {
+		t.Errorf("%d connections, want 1", accepted)
+	}
+}
+
+func TestServerThatNeverAnswersIsUnhealthy(t *testing.T) {
+	target := startSilentServer(t)
+	p := startProber(t, testConfig)
+	p.Track("be1", []Target{target})
+	waitStatus(t, p, target, Unhealthy)
+	if n := p.metric(t, "nodexds_health_checks_total", "watch", "fail"); n != 2 {
+		t.Errorf("%v Watch failures when it became unhealthy, want the threshold, 2", n)
+	}
+}
+
+func TestServerThatHangsWhileWatchedIsCaughtByLivenessChecks(t *testing.T) {
+	s := startHealthServer(t)
+	cfg := testConfig
+	cfg.LivenessInterval = 50 * time.Millisecond
+	p := startProber(t, cfg)
+	p.Track("be1", []Target{s.Target})
+	waitStatus(t, p, s.Target, Healthy)
+	waitFor(t, "a liveness Check passes", func() bool { return p.metric(t, "nodexds_health_checks_total", "check", "ok") >= 1 })
+
+	s.Hang() // the Watch stream stays open and says nothing
+	waitStatus(t, p, s.Target, Unhealthy)
+}
+
+func TestKilledServerIsUnhealthyAndRecovers(t *testing.T) {
+	s := startHealthServer(t)
+	p := startProber(t, testConfig)
+	p.Track("be1", []Target{s.Target})
+	waitStatus(t, p, s.Target, Healthy)
+
+	s.grpc.Stop()
+	waitStatus(t, p, s.Target, Unhealthy)
+
+	lis, err := net.Listen("tcp", s.Target.Addr.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := grpc.NewServer()
+	healthpb.RegisterHealthServer(g, health.NewServer())
+	go g.Serve(lis)
+	t.Cleanup(g.Stop)
+	waitStatus(t, p, s.Target, Healthy)
+}
+
+func TestUntrackedEndpointIsNoLongerChecked(t *testing.T) {
+	s := startHealthServer(t)
+	p := startProber(t, testConfig)
+	p.Track("be1", []Target{s.Target})
+	p.Track("be2", []Target{s.Target})
+	waitStatus(t, p, s.Target, Healthy)
+	waitFor(t, "both clusters are told", func() bool { return len(p.TakeChanged()) == 2 })
+
+	p.Track("be1", nil)
+	if got := p.Status(s.Target); got != Healthy {
+		t.Errorf("status %v while be2 still lists it, want HEALTHY", got)
+	}
+	p.Track("be2", nil)
+	if got := p.Status(s.Target); got != Unknown {
+		t.Errorf("status %v after every cluster left, want UNKNOWN", got)
+	}
+	waitFor(t, "its connection closes", func() bool { _, open := s.lis.counts(); return open == 0 })
+	if n := p.metric(t, "nodexds_health_checked_endpoints"); n != 0 {
+		t.Errorf("%v endpoints checked, want 0", n)
 	}
 }

@@ -20,12 +20,9 @@ type Metrics struct {
 	LimitHits        *prometheus.CounterVec // limit
 	Refused          *prometheus.CounterVec // code
 
-	HealthChecks        *prometheus.CounterVec // mode (watch, check), result (ok, fail)
-	HealthTransitions   *prometheus.CounterVec // to (HEALTHY, UNHEALTHY)
-	HealthTracked       prometheus.Gauge
-	HealthEvictions     prometheus.Counter
-	HealthUnimplemented prometheus.Counter
-	HealthFailOpen      prometheus.Gauge
+	// HealthFailOpen is the agent's decision (health's own collectors are
+	// in health.Metrics).
+	HealthFailOpen prometheus.Gauge
 
 	BuildInfo          *prometheus.GaugeVec // version, goversion; cmd/nodexds sets it
 	SourceSyncDuration prometheus.Gauge
@@ -72,21 +69,6 @@ func New(reg prometheus.Registerer) *Metrics {
 		Refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "nodexds_admission_refused_total", Help: "ADS streams refused by admission (a peer that is not a pod on this node), by gRPC status code.",
 		}, []string{"code"}),
-		HealthChecks: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "nodexds_health_checks_total", Help: "Health results: Watch messages and Check calls, by mode and result.",
-		}, []string{"mode", "result"}),
-		HealthTransitions: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "nodexds_health_transitions_total", Help: "Endpoint health changes, by new status.",
-		}, []string{"to"}),
-		HealthTracked: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "nodexds_health_tracked_endpoints", Help: "Endpoints being health-checked.",
-		}),
-		HealthEvictions: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "nodexds_health_evictions_total", Help: "Endpoints dropped from checking because the tracking bound was reached.",
-		}),
-		HealthUnimplemented: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "nodexds_health_unimplemented_total", Help: "Endpoints without the gRPC health service, treated as healthy.",
-		}),
 		HealthFailOpen: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "nodexds_health_fail_open_clusters", Help: "Clusters whose endpoints all fail checks, served as UNKNOWN rather than ejected.",
 		}),
@@ -97,9 +79,15 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "nodexds_source_sync_duration_seconds", Help: "Time from start until the source's initial state was applied (ADS is served from then on); 0 while it has not been.",
 		}),
 	}
+	// Known label values start at 0, so dashboards and alerts find the
+	// series before the first hit.
+	m.Refused.WithLabelValues("permission_denied")
+	for _, l := range []string{"names_per_type", "names_per_peer", "streams", "streams_per_peer", "conns", "conns_per_peer", "send_timeout"} {
+		m.LimitHits.WithLabelValues(l)
+	}
 	reg.MustRegister(m.BuildInfo, m.SourceSyncDuration)
 	reg.MustRegister(m.ConnectedClients, m.Subscriptions, m.Pushes, m.PushLatency, m.NACKs,
 		m.DiscoveryEvents, m.Rebuilds, m.AnnotationErrors, m.SourceErrors, m.UnresolvedNames, m.LimitHits, m.Refused,
-		m.HealthChecks, m.HealthTransitions, m.HealthTracked, m.HealthEvictions, m.HealthUnimplemented, m.HealthFailOpen)
+		m.HealthFailOpen)
 	return m
 }

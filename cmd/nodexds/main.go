@@ -130,11 +130,11 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.health.Interval, "health-interval", d.Interval, "time between Check calls (servers without Watch), and idle time before TCP keepalive probes a Watch connection")
 	fs.DurationVar(&f.health.LivenessInterval, "health-liveness-interval", d.LivenessInterval, "how often an open Watch stream is confirmed with a Check call, to catch hung servers; 0 disables")
 	fs.DurationVar(&f.health.Timeout, "health-timeout", d.Timeout, "deadline of one check, and of a Watch stream's first answer")
-	fs.IntVar(&f.health.UnhealthyThreshold, "health-unhealthy-threshold", d.UnhealthyThreshold, "failed checks in a row that make an endpoint unhealthy")
-	fs.IntVar(&f.health.HealthyThreshold, "health-healthy-threshold", d.HealthyThreshold, "passed checks in a row that make an endpoint healthy again")
+	fs.IntVar(&f.health.UnhealthyThreshold, "health-unhealthy-threshold", d.UnhealthyThreshold, "failed results in a row that make an endpoint unhealthy; a status pushed on a Watch stream counts like a Check answer, and one short of the threshold is confirmed with Check calls 0.5 s apart")
+	fs.IntVar(&f.health.HealthyThreshold, "health-healthy-threshold", d.HealthyThreshold, "passed results (Watch messages or Check answers) in a row that make an endpoint healthy again")
 	fs.Float64Var(&f.health.Jitter, "health-jitter", d.Jitter, "spread of check times, as a fraction of the interval")
 	fs.IntVar(&f.health.MaxDials, "health-max-dials", d.MaxDials, "connection attempts to endpoints in flight at once")
-	fs.IntVar(&f.health.MaxEndpoints, "health-max-endpoints", d.MaxEndpoints, "endpoints checked at once; beyond it the least recently used are dropped (metric nodexds_health_evictions_total)")
+	fs.IntVar(&f.health.MaxEndpoints, "health-max-endpoints", d.MaxEndpoints, "budget of endpoints checked at once, shared fairly among the Services in use (each checks its own node's and zone's endpoints first); endpoints beyond it keep the health Kubernetes reports (metric nodexds_health_unchecked_endpoints)")
 }
 
 func newLogger(level string) (*slog.Logger, error) {
@@ -185,7 +185,7 @@ func serve(ctx context.Context, args []string) error {
 		if err := validHealth(f.health); err != nil {
 			return err
 		}
-		prober := health.NewProber(f.health, o.Metrics, log)
+		prober := health.NewProber(f.health, health.NewMetrics(o.Registry), log)
 		defer prober.Close()
 		o.Checker = prober
 	}
