@@ -490,6 +490,9 @@ func writeServicesText(w io.Writer, d ServicesDebug) {
 				if !e.Ready {
 					fmt.Fprint(w, " (terminating)")
 				}
+				if e.Unchecked != "" {
+					fmt.Fprint(w, " (not health-checked: over budget)")
+				}
 				fmt.Fprintln(w)
 			}
 			if more := p.EndpointsTotal - len(p.Endpoints); more > 0 {

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"net/netip"
 	"slices"
 	"strings"
 
@@ -45,6 +46,9 @@ type EndpointView struct {
 	Region string `json:"region,omitempty"`
 	Ready  bool   `json:"ready"`
 	Health string `json:"health"`
+	// Unchecked says why health checking does not check this endpoint
+	// (its health is then what Kubernetes reports); empty when it does.
+	Unchecked string `json:"unchecked,omitempty"`
 }
 
 // ListCap bounds every list nested in a debug page entry (endpoints of a
@@ -168,6 +172,12 @@ func (a *Agent) fillView(sv *ServiceView, svc *discovery.Service, p discovery.Po
 		sv.Errors = append(sv.Errors, e.Error())
 	}
 	status := a.status(sv.Cluster, cfg) // what clients are told
+	unchecked := map[netip.AddrPort]bool{}
+	if u, ok := a.checker.(interface{ Unchecked(string) []health.Target }); ok && cfg.health.Enabled {
+		for _, t := range u.Unchecked(sv.Cluster) {
+			unchecked[t.Addr] = true
+		}
+	}
 	for _, pr := range topology.Prioritize(a.store.Endpoints(svc.Key, p.Name), policy, a.here) {
 		pv := PriorityView{Tiers: pr.Tiers.String(), EndpointsTotal: len(pr.Endpoints)}
 		for _, e := range page(pr.Endpoints, 0, ListCap) {
@@ -175,10 +185,14 @@ func (a *Agent) fillView(sv *ServiceView, svc *discovery.Service, p discovery.Po
 			if status != nil {
 				st = status(e.Addr)
 			}
-			pv.Endpoints = append(pv.Endpoints, EndpointView{
+			ev := EndpointView{
 				Addr: e.Addr.String(), Pod: e.Pod, Node: e.Node, Zone: e.Zone, Region: e.Region,
 				Ready: e.Ready, Health: st.String(),
-			})
+			}
+			if unchecked[e.Addr] {
+				ev.Unchecked = health.UncheckedReason
+			}
+			pv.Endpoints = append(pv.Endpoints, ev)
 		}
 		sv.Priorities = append(sv.Priorities, pv)
 	}
