@@ -7,7 +7,10 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
+	"time"
 
+	"github.com/hashicorp/golang-lru/v2/expirable"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
@@ -100,4 +103,47 @@ func stripPod(obj any) (any, error) {
 		ObjectMeta: metav1.ObjectMeta{Namespace: pod.Namespace, Name: pod.Name, UID: pod.UID, ResourceVersion: pod.ResourceVersion},
 		Status:     corev1.PodStatus{Phase: pod.Status.Phase, PodIPs: pod.Status.PodIPs},
 	}, nil
+}
+
+// PodsOnNode looks up, through the API server, the Pods of another node that
+// have ip: how an agent serving as another node's xDS fallback verifies that
+// a client is a pod of the node it claims. Answers are cached for a minute
+// (positive and negative), so a client reconnecting does not cost a request
+// each time, and the cache is bounded.
+type PodsOnNode struct {
+	Client kubernetes.Interface
+	cache  *expirable.LRU[podOnNodeKey, []PodRef]
+	once   sync.Once
+}
+
+type podOnNodeKey struct {
+	ip   netip.Addr
+	node string
+}
+
+// Lookup returns the running Pods on node with ip.
+func (p *PodsOnNode) Lookup(ctx context.Context, ip netip.Addr, node string) ([]PodRef, error) {
+	p.once.Do(func() { p.cache = expirable.NewLRU[podOnNodeKey, []PodRef](4096, nil, time.Minute) })
+	k := podOnNodeKey{ip.Unmap(), node}
+	if refs, ok := p.cache.Get(k); ok {
+		return refs, nil
+	}
+	list, err := p.Client.CoreV1().Pods("").List(ctx, metav1.ListOptions{
+		FieldSelector: fields.AndSelectors(
+			fields.OneTermEqualSelector("spec.nodeName", node),
+			fields.OneTermEqualSelector("status.podIP", k.ip.String()),
+		).String(),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("looking up pods of node %s with IP %s: %w", node, k.ip, err)
+	}
+	var refs []PodRef
+	for i := range list.Items {
+		pod := &list.Items[i]
+		if ips, _ := podIPs(pod); slices.Contains(ips, k.ip.String()) {
+			refs = append(refs, PodRef{pod.Namespace, pod.Name})
+		}
+	}
+	p.cache.Add(k, refs)
+	return refs, nil
 }

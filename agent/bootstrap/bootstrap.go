@@ -5,6 +5,8 @@ package bootstrap
 import (
 	"encoding/json"
 	"errors"
+
+	"github.com/nodexds/nodexds/agent/xds"
 )
 
 // Options describe the client.
@@ -14,8 +16,16 @@ type Options struct {
 	// NodeID identifies the client in the agent's logs and CSDS.
 	NodeID string
 	// Zone, Region and SubZone are the client's locality (informational: the
-	// agent prioritizes by its own node).
+	// agent prioritizes by the client's node).
 	Zone, Region, SubZone string
+	// NodeName is the Kubernetes node the client runs on, written into the
+	// node metadata (nodexds.io/node-name): an agent of another node that
+	// serves the client as its fallback answers with this node's view.
+	NodeName string
+	// Fallback is a second xDS server (gRFC A71), used only while Server is
+	// unreachable: normally the nodexds-fallback Service, in front of every
+	// node's agent.
+	Fallback string
 }
 
 // JSON returns the bootstrap document. It sets ignore_resource_deletion so a
@@ -36,7 +46,8 @@ func JSON(o Options) ([]byte, error) {
 	type node struct {
 		ID string `json:"id"`
 		// Always present: grpc-js-xds rejects a bootstrap whose node has none.
-		Locality locality `json:"locality"`
+		Locality locality          `json:"locality"`
+		Metadata map[string]string `json:"metadata,omitempty"`
 	}
 	type creds struct {
 		Type string `json:"type"`
@@ -52,6 +63,12 @@ func JSON(o Options) ([]byte, error) {
 	}{
 		Servers: []server{{URI: o.Server, Creds: []creds{{Type: "insecure"}}, Features: []string{"ignore_resource_deletion"}}},
 		Node:    node{ID: o.NodeID, Locality: locality{Region: o.Region, Zone: o.Zone, SubZone: o.SubZone}},
+	}
+	if o.NodeName != "" {
+		doc.Node.Metadata = map[string]string{xds.MetadataNodeName: o.NodeName}
+	}
+	if o.Fallback != "" {
+		doc.Servers = append(doc.Servers, server{URI: o.Fallback, Creds: []creds{{Type: "insecure"}}, Features: []string{"ignore_resource_deletion"}})
 	}
 	return json.MarshalIndent(doc, "", "  ")
 }

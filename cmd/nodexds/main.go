@@ -233,7 +233,8 @@ func serve(ctx context.Context, args []string) error {
 			if err := pods.Start(ctx); err != nil {
 				return err
 			}
-			o.Admit = agent.NodePods{Pods: pods, Node: f.nodeName, Grace: agent.DefaultAdmissionGrace}.Admit
+			foreign := &discovery.PodsOnNode{Client: client}
+			o.Admit = agent.NodePods{Pods: pods, Foreign: foreign.Lookup, Node: f.nodeName, Grace: agent.DefaultAdmissionGrace}.Admit
 		}
 		rec := discovery.NewEventRecorder(client, f.nodeName)
 		defer rec.Stop()
@@ -282,6 +283,8 @@ func printBootstrap(args []string) error {
 	node := fs.String("node-id", "", "client id shown in the agent's logs (default $POD_NAMESPACE/$POD_NAME, else the hostname)")
 	zone := fs.String("zone", os.Getenv("NODE_ZONE"), "client zone, informational (default $NODE_ZONE)")
 	region := fs.String("region", os.Getenv("NODE_REGION"), "client region, informational (default $NODE_REGION)")
+	nodeName := fs.String("node-name", os.Getenv("NODE_NAME"), "the node the client runs on (default $NODE_NAME), so an agent of another node serving as its fallback answers with this node's view")
+	fallback := fs.String("fallback-server", "", "a second xDS server (gRFC A71), used only while -server is unreachable, e.g. nodexds-fallback.nodexds.svc:18000")
 	out := fs.String("o", "-", "file to write, - for standard output")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -300,7 +303,7 @@ func printBootstrap(args []string) error {
 			*node = h
 		}
 	}
-	doc, err := bootstrap.JSON(bootstrap.Options{Server: *server, NodeID: *node, Zone: *zone, Region: *region})
+	doc, err := bootstrap.JSON(bootstrap.Options{Server: *server, NodeID: *node, Zone: *zone, Region: *region, NodeName: *nodeName, Fallback: *fallback})
 	if err != nil {
 		return err
 	}
