@@ -330,8 +330,8 @@ func (a *Agent) assertNoForbidden(t testing.TB) {
 }
 
 // Bootstrap returns what `nodexds bootstrap` prints for a client on node,
-// as a pod's init step would run it.
-func (e *Env) Bootstrap(t testing.TB, node, id string) string {
+// as a pod's init step would run it; extra are more flags.
+func (e *Env) Bootstrap(t testing.TB, node, id string, extra ...string) string {
 	t.Helper()
 	var zone, region string
 	for _, n := range clusterNodes {
@@ -339,8 +339,8 @@ func (e *Env) Bootstrap(t testing.TB, node, id string) string {
 			zone, region = n.Zone, n.Region
 		}
 	}
-	cmd := exec.Command(e.Bins.Nodexds, "bootstrap", "-server", e.Agents[node].XDSAddr(),
-		"-node-id", id, "-zone", zone, "-region", region)
+	cmd := exec.Command(e.Bins.Nodexds, append([]string{"bootstrap", "-server", e.Agents[node].XDSAddr(),
+		"-node-id", id, "-zone", zone, "-region", region}, extra...)...)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()

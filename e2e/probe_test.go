@@ -61,6 +61,9 @@ type ProbeOptions struct {
 	Interval time.Duration
 	// Headers ("name:value") are sent with every RPC.
 	Headers []string
+	// Fallback names a node whose agent is the client's second xDS server
+	// (gRFC A71; `nodexds bootstrap --fallback-server`, with --node-name).
+	Fallback string
 }
 
 // RPC is one line of a probe's output.
@@ -175,7 +178,11 @@ func (e *Env) StartProbe(t testing.TB, o ProbeOptions) *Probe {
 	default:
 		t.Fatalf("e2e: unknown stack %q", o.Stack)
 	}
-	env = append(env, "GRPC_XDS_BOOTSTRAP_CONFIG="+e.Bootstrap(t, o.Node, "e2e/"+id))
+	var extra []string
+	if o.Fallback != "" {
+		extra = []string{"-fallback-server", e.Agents[o.Fallback].XDSAddr(), "-node-name", o.Node}
+	}
+	env = append(env, "GRPC_XDS_BOOTSTRAP_CONFIG="+e.Bootstrap(t, o.Node, "e2e/"+id, extra...))
 
 	p := &Probe{
 		Stack: o.Stack, Name: o.Name, Node: o.Node, Targets: o.Targets, Interval: o.Interval,

@@ -22,8 +22,21 @@ import (
 const listenerType = "type.googleapis.com/envoy.config.listener.v3.Listener"
 
 // refusedCount reads nodexds_admission_refused_total{code="permission_denied"}
-// from an agent's /metrics (0 when it has not refused anyone yet).
+// from an agent's /metrics.
 func (a *Agent) refusedCount(t testing.TB) float64 {
+	t.Helper()
+	return a.metric(t, `nodexds_admission_refused_total{code="permission_denied"}`)
+}
+
+// connectedClients reads nodexds_connected_clients from an agent's /metrics.
+func (a *Agent) connectedClients(t testing.TB) float64 {
+	t.Helper()
+	return a.metric(t, "nodexds_connected_clients")
+}
+
+// metric reads one sample (name with labels, as exposed) from an agent's
+// /metrics; 0 when it is not there.
+func (a *Agent) metric(t testing.TB, series string) float64 {
 	t.Helper()
 	resp, err := http.Get("http://" + net.JoinHostPort(a.IP, "18001") + "/metrics")
 	if err != nil {
@@ -35,7 +48,7 @@ func (a *Agent) refusedCount(t testing.TB) float64 {
 		t.Fatalf("e2e: %v", err)
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, `nodexds_admission_refused_total{code="permission_denied"} `); ok {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
 			var f float64
 			fmt.Sscan(v, &f)
 			return f
