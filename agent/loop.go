@@ -1,0 +1,221 @@
+// The event loop: one goroutine applies discovery events, follows what
+// clients subscribe to, and rebuilds what changed, in coalesced batches.
+
+package agent
+
+import (
+	"context"
+	"time"
+
+	"github.com/nodexds/nodexds/agent/topology"
+	"github.com/nodexds/nodexds/agent/xds"
+	"github.com/nodexds/nodexds/discovery"
+)
+
+// Run processes events and interests until ctx is done.
+//
+// Changes — discovery events and health transitions alike — are coalesced:
+// the first change after a quiet period is flushed at once, later ones are
+// batched until the window ends, so a flapping endpoint pushes at most once
+// per window, not at its flap rate.
+func (a *Agent) Run(ctx context.Context) error {
+	window := time.NewTimer(0)
+	<-window.C
+	windowOpen := false
+	tick := time.NewTicker(heartbeatEvery) // an idle loop beats too
+	defer tick.Stop()
+	changed := func(barrier bool) {
+		if barrier || !windowOpen {
+			a.flush()
+			window.Reset(a.cfg.Coalesce)
+			windowOpen = true
+		}
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+
+		case q := <-a.queue:
+			barrier := a.take(q)
+			// Drain what is already queued: a free batch.
+			for drained := false; !drained; {
+				select {
+				case q := <-a.queue:
+					barrier = a.take(q) || barrier
+				default:
+					drained = true
+				}
+			}
+			changed(barrier)
+			if barrier {
+				a.cache.Publish() // what Sync promises is visible
+				a.releaseBarriers()
+			}
+
+		case <-window.C:
+			windowOpen = false
+			if a.pending() {
+				changed(false)
+			}
+
+		case <-a.cache.Interests():
+			a.interests(a.cache.TakeInterests())
+
+		case req := <-a.debug:
+			req.reply <- a.view(req.q)
+
+		case <-tick.C: // nothing to do but beat, below
+
+		case <-a.checker.Changed():
+			// Only the Services whose endpoints changed health are rebuilt (their
+			// load assignment, and picker routes if any; the rest is unchanged
+			// and not resent).
+			now := time.Now()
+			for _, cluster := range a.checker.TakeChanged() {
+				if k, ok := a.subs.service(xds.EndpointType, cluster); ok {
+					a.markDirty(k, now)
+				}
+			}
+			changed(false)
+		}
+		// Everything this iteration built becomes visible to streams at once.
+		a.cache.Publish()
+		clear(a.merged)
+		a.beat.now()
+	}
+}
+
+// take applies one queued item; it reports whether it was a barrier.
+func (a *Agent) take(q queued) bool {
+	a.beat.now() // a long drain (the initial list) is progress
+	if q.done != nil {
+		a.barriers = append(a.barriers, q.done)
+		return true
+	}
+	a.apply(q.ev, q.at)
+	return false
+}
+
+func (a *Agent) releaseBarriers() {
+	for _, d := range a.barriers {
+		close(d)
+	}
+	a.barriers = nil
+}
+
+func (a *Agent) pending() bool { return a.dirtyAll || len(a.dirty) > 0 }
+
+// apply records an event in the store and marks what it touched.
+func (a *Agent) apply(e discovery.Event, at time.Time) {
+	kind, op := eventLabels(e)
+	a.metrics.DiscoveryEvents.WithLabelValues(kind, op).Inc()
+	ch := a.store.Apply(e)
+	clear(a.merged) // the store changed under them
+	for _, k := range a.store.TakeMoved() {
+		a.markDirty(k, at)
+	}
+	switch {
+	case ch.Service != nil:
+		a.markDirty(*ch.Service, at)
+	case ch.Node != "":
+		if ch.Node == a.cfg.NodeName {
+			n, _ := a.store.Node(ch.Node)
+			a.here = topology.Here{Node: a.cfg.NodeName, Zone: n.Zone, Region: n.Region}
+		}
+		// A node's zone or region moves every endpoint on it between tiers;
+		// rare enough to rebuild whatever is subscribed.
+		a.dirtyAll = true
+		if a.observed.IsZero() {
+			a.observed = at
+		}
+	}
+}
+
+// markDirty records that a Service must be rebuilt at the next flush.
+func (a *Agent) markDirty(k discovery.ServiceKey, at time.Time) {
+	a.dirty[k] = true
+	if a.observed.IsZero() {
+		a.observed = at
+	}
+}
+
+// flush rebuilds the subscribed resources of every dirty Service.
+func (a *Agent) flush() {
+	if !a.pending() {
+		return
+	}
+	if a.dirtyAll {
+		for _, k := range a.subs.services() {
+			a.rebuild(k, a.observed)
+		}
+	} else {
+		for k := range a.dirty {
+			if a.subs.has(k) {
+				a.rebuild(k, a.observed)
+			}
+		}
+	}
+	clear(a.dirty)
+	a.dirtyAll = false
+	a.observed = time.Time{}
+}
+
+// interests follows subscription changes from the cache: build what became
+// wanted, forget what is no longer wanted.
+func (a *Agent) interests(in []xds.Interest) {
+	now := time.Now()
+	for _, i := range in {
+		if !i.Wanted {
+			a.subs.remove(i.Type, i.Name)
+			if i.Type == xds.EndpointType {
+				a.checker.Track(i.Name, nil) // nobody here uses it: stop checking
+				a.setFailOpen(i.Name, false)
+			}
+			continue
+		}
+		var key discovery.ServiceKey
+		var err error
+		if i.Type == xds.ListenerType {
+			key, err = a.subs.addListener(i.Name, a.cfg.Names)
+		} else {
+			key, err = a.subs.addCanonical(i.Type, i.Name, a.cfg.Names)
+		}
+		if err != nil {
+			// Not a name we could ever serve: say so once, and answer "none".
+			a.metrics.UnresolvedNames.Inc()
+			// Debug only: clients choose these names, so a warning per name
+			// would let any client fill the logs; the metric counts them.
+			a.log.Debug("client asked for a name that cannot be served", "type", i.Type, "name", i.Name, "error", err)
+			a.set(i.Type, i.Name, nil, xds.Scope{}, now)
+			continue
+		}
+		a.build(key, i.Type, i.Name, now)
+	}
+}
+
+// rebuild rebuilds every subscribed resource of one Service.
+func (a *Agent) rebuild(k discovery.ServiceKey, observed time.Time) {
+	a.metrics.Rebuilds.Inc()
+	for typ, names := range a.subs.of(k) {
+		for _, n := range names {
+			a.build(k, typ, n, observed)
+		}
+	}
+}
+
+func eventLabels(e discovery.Event) (kind, op string) {
+	op = "upsert"
+	if e.Deleted {
+		op = "delete"
+	}
+	switch {
+	case e.Service != nil:
+		return "service", op
+	case e.Slice != nil:
+		return "endpointslice", op
+	case e.Node != nil:
+		return "node", op
+	}
+	return "unknown", op
+}
