@@ -4,7 +4,8 @@
 //
 // One goroutine (Run) owns the model. Sources only enqueue Events; the cache
 // only enqueues Interests (which names clients subscribe to). Work is demand
-// driven: only Service ports some client on this node subscribes to are built,
+// driven: only Service ports some client subscribes to (a client of this node,
+// or of another node using this agent as its fallback) are built,
 // and a change to one Service rebuilds only that Service's resources.
 package agent
 

@@ -56,6 +56,8 @@ type Env struct {
 	stacks []Stack
 	skip   map[Stack]stackSkip
 
+	agentArgs []string // EnvOptions.AgentArgs
+
 	mu     sync.Mutex
 	probes []*Probe // running, so Step can mark phases on them
 	seq    int
@@ -74,10 +76,22 @@ type stackSkip struct {
 // deploy/ ServiceAccount. namespaces are created for the test's workloads.
 func StartEnv(t *testing.T, namespaces ...string) *Env {
 	t.Helper()
+	return StartEnvWith(t, EnvOptions{}, namespaces...)
+}
+
+// EnvOptions change how StartEnvWith runs the agents.
+type EnvOptions struct {
+	// AgentArgs are more flags for every agent (later flags win).
+	AgentArgs []string
+}
+
+// StartEnvWith is StartEnv with options.
+func StartEnvWith(t *testing.T, o EnvOptions, namespaces ...string) *Env {
+	t.Helper()
 	start := time.Now()
 	c := cluster.Start(t, cluster.Options{Nodes: clusterNodes, Namespaces: namespaces})
 	e := &Env{Cluster: c, Bins: projectBins(t), Agents: map[string]*Agent{},
-		stacks: slices.Clone(Stacks), skip: map[Stack]stackSkip{}}
+		stacks: slices.Clone(Stacks), skip: map[Stack]stackSkip{}, agentArgs: o.AgentArgs}
 
 	// The kustomization as a user would apply it. Nothing runs the
 	// DaemonSet (no scheduler, no kubelet); the agents below play its pods.
@@ -234,6 +248,7 @@ func (e *Env) startAgent(t testing.TB, node, kubeconfig string) *Agent {
 		// Loopback by default; the harness reads it from the host.
 		"--debug-listen=" + net.JoinHostPort(ip, "18002"),
 	}}
+	a.argv = append(a.argv, e.agentArgs...)
 	a.Start(t)
 	// A "forbidden" anywhere in its log means deploy/rbac.yaml lacks
 	// something the agent uses (list/watch fails, or an Event is refused).

@@ -64,6 +64,8 @@ type ProbeOptions struct {
 	// Fallback names a node whose agent is the client's second xDS server
 	// (gRFC A71; `nodexds bootstrap --fallback-server`, with --node-name).
 	Fallback string
+	// Server overrides the agent address in the bootstrap (host:port).
+	Server string
 }
 
 // RPC is one line of a probe's output.
@@ -181,6 +183,9 @@ func (e *Env) StartProbe(t testing.TB, o ProbeOptions) *Probe {
 	var extra []string
 	if o.Fallback != "" {
 		extra = []string{"-fallback-server", e.Agents[o.Fallback].XDSAddr(), "-node-name", o.Node}
+	}
+	if o.Server != "" {
+		extra = append(extra, "-server", o.Server)
 	}
 	env = append(env, "GRPC_XDS_BOOTSTRAP_CONFIG="+e.Bootstrap(t, o.Node, "e2e/"+id, extra...))
 
