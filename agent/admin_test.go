@@ -378,8 +378,8 @@ func TestNACKShowsInCSDSAndDebugClients(t *testing.T) {
 		t.Errorf("/debug/clients CDS = %s, want one NACK and the cluster in ERROR", mustJSON(cds))
 	}
 	code, body := get(t, admin, "/metrics", "")
-	if got := metric(body, `nodexds_xds_nacks_total{type="CDS"}`); code != http.StatusOK || got != 1 {
-		t.Errorf(`nodexds_xds_nacks_total{type="CDS"} = %v, want 1`, got)
+	if got := metric(body, `nodexds_xds_nacks_total{stack="other",type="CDS"}`); code != http.StatusOK || got != 1 {
+		t.Errorf(`nodexds_xds_nacks_total{stack="other",type="CDS"} = %v, want 1`, got)
 	}
 	_, text := get(t, debug, "/debug/services?format=text", "")
 	if !strings.Contains(text, "  clients: raw-nacker (CDS)\n") {

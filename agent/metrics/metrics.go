@@ -11,7 +11,7 @@ type Metrics struct {
 	Subscriptions    *prometheus.GaugeVec   // type
 	Pushes           *prometheus.CounterVec // type
 	PushLatency      *prometheus.HistogramVec
-	NACKs            *prometheus.CounterVec // type
+	NACKs            *prometheus.CounterVec // type, stack
 	DiscoveryEvents  *prometheus.CounterVec // kind, op
 	Rebuilds         prometheus.Counter
 	AnnotationErrors *prometheus.CounterVec // annotation
@@ -46,8 +46,8 @@ func New(reg prometheus.Registerer) *Metrics {
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
 		}, []string{"type"}),
 		NACKs: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "nodexds_xds_nacks_total", Help: "Responses rejected by clients, by type.",
-		}, []string{"type"}),
+			Name: "nodexds_xds_nacks_total", Help: "Responses rejected by clients, by type and client stack (grpc-go, grpc-js, c-core, grpc-java, other).",
+		}, []string{"type", "stack"}),
 		DiscoveryEvents: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "nodexds_discovery_events_total", Help: "Objects received from sources, by kind and operation.",
 		}, []string{"kind", "op"}),

@@ -108,7 +108,7 @@ func TestStaleAndForgedNoncesNeitherACKNorNACK(t *testing.T) {
 	if ts.NACKs != 0 || ts.ACKs != 2 {
 		t.Errorf("NACKs = %d, ACKs = %d; want a stale and a forged NACK ignored, two ACKs", ts.NACKs, ts.ACKs)
 	}
-	if got := testutil.ToFloat64(s.metrics.NACKs.WithLabelValues("CDS")); got != 0 {
+	if got := testutil.ToFloat64(s.metrics.NACKs.WithLabelValues("CDS", "other")); got != 0 {
 		t.Errorf("NACK counter = %v, want 0", got)
 	}
 	c.expectNothing()
@@ -124,7 +124,7 @@ func TestNACKRepeatedOnLaterRequestsCountsOnce(t *testing.T) {
 	n := func() uint64 { _, ts := cdsOf(t, s); return ts.Requests }()
 	c.nack("bad") // the client repeats its error with the same nonce
 	waitFor(t, func() bool { _, ts := cdsOf(t, s); return ts.Requests == n+1 })
-	if got := testutil.ToFloat64(s.metrics.NACKs.WithLabelValues("CDS")); got != 1 {
+	if got := testutil.ToFloat64(s.metrics.NACKs.WithLabelValues("CDS", "other")); got != 1 {
 		t.Errorf("NACK counter = %v, want 1", got)
 	}
 	c.expectNothing() // a NACKed version is not resent

@@ -481,7 +481,7 @@ func (st *stream) handle(ctx context.Context, req *discoveryv3.DiscoveryRequest)
 	case nonce == "" || nonce != ts.nonce || nonce == ts.answered:
 	case req.GetErrorDetail() != nil:
 		ts.answered, v = nonce, nack
-		st.srv.metrics.NACKs.WithLabelValues(ShortType(typ)).Inc()
+		st.srv.metrics.NACKs.WithLabelValues(ShortType(typ), clientStack(st.node)).Inc()
 		st.log.at(slog.LevelError, "client rejected a response (NACK)", "node", st.node.GetId(),
 			"type", ShortType(typ), "nonce", nonce, "version", ts.sent,
 			"error", clip(req.GetErrorDetail().GetMessage(), maxLogLen))
@@ -605,6 +605,23 @@ func (s *Server) outsider(typ, name string) entry {
 		}
 	}
 	return e
+}
+
+// clientStack names a client's gRPC implementation from its Node's user
+// agent, as a metric label: a small fixed set, whatever clients send.
+func clientStack(n *corev3.Node) string {
+	ua := strings.ToLower(n.GetUserAgentName())
+	switch {
+	case strings.HasPrefix(ua, "grpc go"):
+		return "grpc-go"
+	case strings.HasPrefix(ua, "grpc node"):
+		return "grpc-js"
+	case strings.HasPrefix(ua, "grpc c-core"):
+		return "c-core"
+	case strings.HasPrefix(ua, "grpc java"):
+		return "grpc-java"
+	}
+	return "other"
 }
 
 // peerAddr is the IP of a peer address (unmapped, without zone), or the zero

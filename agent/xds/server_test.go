@@ -322,7 +322,7 @@ func TestNACKIsCountedAndNotResent(t *testing.T) {
 	c.expect("be1")
 	c.nack("bad cluster")
 	c.expectNothing()
-	if got := testutil.ToFloat64(s.metrics.NACKs.WithLabelValues("CDS")); got != 1 {
+	if got := testutil.ToFloat64(s.metrics.NACKs.WithLabelValues("CDS", "other")); got != 1 {
 		t.Errorf("NACK counter = %v, want 1", got)
 	}
 }
