@@ -61,9 +61,14 @@ func (a *Agent) build(k discovery.ServiceKey, typ, name string, observed time.Ti
 			picks, fail := a.picks(svc, p, canonical, cfg)
 			set(resources.RouteConfig(name, name, cfg.lb, picks, fail))
 		case typ == xds.ClusterType && ref.subset == "":
-			set(resources.Cluster(name, cfg.lb))
+			lb := cfg.lb
+			if ref.noRingHash && lb.Policy == resources.RingHash {
+				lb.Policy = resources.RoundRobin
+				a.metrics.ClientWorkarounds.WithLabelValues("ring_hash_as_round_robin").Inc()
+			}
+			set(resources.Cluster(strings.TrimSuffix(name, noRingHash), lb))
 		case typ == xds.ClusterType:
-			set(resources.Cluster(name, resources.DefaultLB))
+			set(resources.Cluster(strings.TrimSuffix(name, noRingHash), resources.DefaultLB))
 		case ref.subset == "":
 			set(a.loadAssignment(svc, p, name, ref.view, cfg))
 		case ref.subset == subsetNone:

@@ -47,6 +47,8 @@ type portRef struct {
 	subset string
 	// view is the node whose view the name is of; "" for the agent's own.
 	view string
+	// noRingHash: a cluster served with round_robin instead of ring_hash.
+	noRingHash bool
 }
 
 // Names of the endpoint picker's clusters: canonical + "|endpoint|ip:port",
@@ -77,6 +79,7 @@ func (s *subscriptions) addCanonical(typ, name string, p names.Parser) (discover
 
 // parseCanonical reads a route, cluster or endpoints name the agent hands out.
 func parseCanonical(name string, p names.Parser) (discovery.ServiceKey, portRef, error) {
+	name, compat := strings.CutSuffix(name, noRingHash)
 	base, subset, _ := strings.Cut(name, subsetSep)
 	base, view := splitView(base)
 	t, err := p.Parse(base)
@@ -88,7 +91,7 @@ func parseCanonical(name string, p names.Parser) (discovery.ServiceKey, portRef,
 	if err != nil || p.Canonical(t.Service, int32(port)) != base || !validSubset {
 		return discovery.ServiceKey{}, portRef{}, fmt.Errorf("%q is not a name this agent hands out", name)
 	}
-	ref := portRef{port: int32(port), subset: subset, view: view}
+	ref := portRef{port: int32(port), subset: subset, view: view, noRingHash: compat}
 	if a, ok := strings.CutPrefix(subset, subsetEndpoint); ok {
 		if _, err := netip.ParseAddrPort(a); err != nil {
 			return discovery.ServiceKey{}, portRef{}, fmt.Errorf("%q is not a name this agent hands out", name)

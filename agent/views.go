@@ -54,11 +54,17 @@ func (a *Agent) viewOf(n *corev3.Node) string {
 // under: a listener's name is the client's choice, so another node's client
 // gets its listener under a name of its own view; every other name the
 // agent handed out already carries its view.
+//
+// A client with a known bug is also served its own variant of what it
+// cannot take (see compat.go).
 func (a *Agent) CacheKey(client *corev3.Node, typ, name string) string {
-	if typ != xds.ListenerType {
-		return name
+	switch {
+	case typ == xds.ListenerType:
+		return withView(name, a.viewOf(client))
+	case typ == xds.ClusterType && crashesOnRingHash(client):
+		return name + noRingHash
 	}
-	return withView(name, a.viewOf(client))
+	return name
 }
 
 // hereFor is where a view's node sits.

@@ -151,22 +151,22 @@ func TestServiceWithoutEndpointsFailsUnavailable(t *testing.T) {
 func TestHashHeaderKeepsAKeyOnOnePod(t *testing.T) {
 	const ns = "affinity"
 	e := StartEnv(t, ns)
-	if v := e.Bins.CCoreVersion; strings.HasPrefix(v, "1.51.") {
-		// Found running it: the Python process dies with SIGSEGV (exit 139)
-		// as soon as it reads a Cluster with lb_policy RING_HASH, before
-		// its first RPC; a bug of that client version, not a NACK. The
-		// agent sends such a client ring_hash like everyone else (see
-		// docs/compatibility.md).
-		e.SkipStack(t, CCore, "gRPC C-core "+v+" (python3-grpcio) crashes with SIGSEGV on any ring_hash Cluster: a client bug of that version")
-	} else {
-		e.WithStack(t, CCore)
-	}
+	e.WithStack(t, CCore)
+	// gRPC C-core 1.51 (python3-grpcio) crashes with SIGSEGV on any
+	// ring_hash Cluster, a bug of that version: the agent serves it the
+	// Service's cluster with round_robin instead. It keeps working, without
+	// affinity.
+	noRingHash := strings.HasPrefix(e.Bins.CCoreVersion, "1.51.")
 	e.CreateService(t, ns, "be", annotate("nodexds.io/hash-header", "x-user"))
 	f := newFleet(e, ns, "be")
 	f.start(t, 3, "node-a1")
 	clients := e.StartClients(t, ProbeOptions{Targets: []string{Target(ns, "be")}, Headers: []string{"x-user:alice"}})
 	pinned := map[Stack]string{}
 	e.Step(t, "one key, one pod", nil, func(t *testing.T, s Stack) {
+		if s == CCore && noRingHash {
+			clients[s].WaitServedBy(t, f.names("node-a1")...) // alive, balanced round robin
+			return
+		}
 		clients[s].waitFor(t, waitTimeout, "one pod for alice", 40, func(recent []RPC) bool {
 			pods := map[string]bool{}
 			for _, r := range recent {
@@ -186,6 +186,10 @@ func TestHashHeaderKeepsAKeyOnOnePod(t *testing.T) {
 		f.start(t, 3, "node-a2")
 		time.Sleep(2 * time.Second)
 	}, func(t *testing.T, s Stack) {
+		if s == CCore && noRingHash {
+			clients[s].AssertNoFailures(t, marks[s], "round robin after the scale-up")
+			return
+		}
 		clients[s].AssertOnlyPods(t, marks[s], "alice after the scale-up", pinned[s])
 	})
 }

@@ -19,6 +19,9 @@ type Metrics struct {
 	UnresolvedNames  prometheus.Counter
 	LimitHits        *prometheus.CounterVec // limit
 	Refused          *prometheus.CounterVec // code
+	// ClientWorkarounds counts resources built in a variant for clients with
+	// a known bug, by workaround.
+	ClientWorkarounds *prometheus.CounterVec
 
 	// HealthFailOpen is the agent's decision (health's own collectors are
 	// in health.Metrics).
@@ -66,6 +69,9 @@ func New(reg prometheus.Registerer) *Metrics {
 		LimitHits: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "nodexds_limit_hits_total", Help: "Client requests refused or streams ended for reaching one of the agent's limits, by limit.",
 		}, []string{"limit"}),
+		ClientWorkarounds: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nodexds_client_workarounds_total", Help: "Resources built in a variant for clients with a known bug (e.g. ring_hash_as_round_robin for gRPC C-core 1.51, which crashes on ring_hash), by workaround.",
+		}, []string{"workaround"}),
 		Refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "nodexds_admission_refused_total", Help: "ADS streams refused by admission (a peer that is not a pod on this node), by gRPC status code.",
 		}, []string{"code"}),
@@ -87,7 +93,7 @@ func New(reg prometheus.Registerer) *Metrics {
 	}
 	reg.MustRegister(m.BuildInfo, m.SourceSyncDuration)
 	reg.MustRegister(m.ConnectedClients, m.Subscriptions, m.Pushes, m.PushLatency, m.NACKs,
-		m.DiscoveryEvents, m.Rebuilds, m.AnnotationErrors, m.SourceErrors, m.UnresolvedNames, m.LimitHits, m.Refused,
+		m.DiscoveryEvents, m.Rebuilds, m.AnnotationErrors, m.SourceErrors, m.UnresolvedNames, m.LimitHits, m.Refused, m.ClientWorkarounds,
 		m.HealthFailOpen)
 	return m
 }
