@@ -8,10 +8,10 @@ import (
 	"google.golang.org/grpc"
 )
 
-// goAwayGrace is how long RPCs may go on after GOAWAY before they are cut.
-// ADS streams never end by themselves, so this is normally the whole wait:
-// cut, a client re-opens its stream at once on a new connection, which
-// GOAWAY has already sent elsewhere.
+// goAwayGrace is how long RPCs may go on after GOAWAY before they are cut,
+// at most. ADS streams never end by themselves, so this is normally the
+// whole wait: cut, a client re-opens its stream at once on a new
+// connection, which GOAWAY has already sent elsewhere.
 const goAwayGrace = time.Second
 
 // drain shuts the ADS server down in three steps, all within timeout:
@@ -21,7 +21,8 @@ const goAwayGrace = time.Second
 //  2. open streams are served, and updated, for delay more: time for an
 //     agent starting beside this one to become ready;
 //  3. GOAWAY tells clients to reconnect; streams still open goAwayGrace
-//     later (every ADS stream) are cut.
+//     later (every ADS stream) are cut. With no delay there is nothing to
+//     hand over to (no agent beside this one), so they are cut at once.
 //
 // The cut comes by 90% of timeout at the latest, leaving the rest for the
 // process to exit, and a delay too long for that is shortened so that
@@ -30,7 +31,7 @@ func drain(g *grpc.Server, lis net.Listener, delay, timeout time.Duration, log *
 	start := time.Now()
 	end := timeout * 9 / 10
 	goAwayAt := max(0, min(delay, end-min(goAwayGrace, end/2)))
-	cutAt := min(goAwayAt+goAwayGrace, end)
+	cutAt := min(goAwayAt+min(goAwayGrace, delay), end)
 	if err := lis.Close(); err != nil {
 		log.Warn("closing the ADS listener", "err", err)
 	}

@@ -121,7 +121,7 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.BoolVar(&f.reusePort, "reuse-port", false, "set SO_REUSEPORT on the ADS listener, so a new agent can listen beside this one on the same node (surge rollout); the ADS port is then opened only once the agent is ready, and a held admin port is taken when its holder exits")
 	fs.StringVar(&f.probeSocket, "probe-socket", "", `also serve /healthz and /readyz on this unix socket, for "nodexds probe" (exec probes that must reach this pod); "" disables`)
-	fs.DurationVar(&f.drainDelay, "drain-delay", 2*time.Second, "with -reuse-port: on SIGTERM, how long open ADS streams are still served after the listener closes, before GOAWAY (without -reuse-port nothing can replace this agent before it exits, so GOAWAY is sent at once)")
+	fs.DurationVar(&f.drainDelay, "drain-delay", 2*time.Second, "with -reuse-port: on SIGTERM, how long open ADS streams are still served after the listener closes, before GOAWAY (without -reuse-port nothing can replace this agent before it exits, so streams are cut at once, after a GOAWAY)")
 	fs.DurationVar(&f.drainTimeout, "drain-timeout", 10*time.Second, "on SIGTERM, the agent exits within this long")
 
 	fs.StringVar(&f.admit, "admit", "", `who may open ADS streams: "node-pods" (only Pods on this node, by peer IP; the default with -source=kube) or "any" (the default with -source=file:PATH)`)
