@@ -32,6 +32,18 @@ type Options struct {
 	// /debug/clients and, on the same listener, gRPC: CSDS
 	// (envoy.service.status.v3).
 	XDS, Admin, Debug net.Listener
+	// ListenXDS, used when XDS is nil, opens the ADS listener once the
+	// initial state is applied: with SO_REUSEPORT, a socket listening before
+	// the agent can answer would get its share of new connections and keep
+	// them waiting.
+	ListenXDS func() (net.Listener, error)
+	// Probe (optional) serves only /healthz and /readyz, for probes that
+	// must reach this agent when another one shares the node's ports (a
+	// unix socket in the pod's own directory).
+	Probe net.Listener
+	// DrainDelay and DrainTimeout shape the exit once ctx is done (see
+	// drain).
+	DrainDelay, DrainTimeout time.Duration
 	// Pprof adds net/http/pprof's handlers under /debug/pprof/ on Debug.
 	Pprof bool
 	// StuckAfter is how long the event loop may make no progress before
@@ -76,11 +88,14 @@ func Serve(ctx context.Context, o Options) error {
 	cache := xds.NewCache()
 	a := New(o.Config, cache, o.Checker, o.Reporter, m, o.Log)
 
-	ctx, cancel := context.WithCancel(ctx)
+	// The agent and its source outlive ctx while ADS drains, so the streams
+	// still open keep getting updates. Until ADS is served, ctx stops all.
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
+	detach := context.AfterFunc(ctx, cancel)
 	var ready atomic.Bool
-	errc := make(chan error, 4)
-	go func() { errc <- a.Run(ctx) }()
+	errc := make(chan error, 5) // one per goroutine that sends: Run, admin, debug, probe, ADS
+	go func() { errc <- a.Run(runCtx) }()
 
 	limits := o.Limits.WithDefaults()
 	ads := xds.NewServer(cache, m, o.Log, xds.Options{Limits: limits, Admit: o.Admit, Absent: a.absent, Key: a.CacheKey})
@@ -104,13 +119,25 @@ func Serve(ctx context.Context, o Options) error {
 		defer d.grpc.Stop()
 		defer srv.Close()
 	}
+	if o.Probe != nil {
+		srv := probeServer(ready.Load)
+		go func() {
+			if err := srv.Serve(o.Probe); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("probe server: %w", err)
+			}
+		}()
+		defer srv.Close()
+	}
 
 	start := time.Now()
-	if err := o.Source.Start(ctx, a.Enqueue); err != nil {
+	if err := o.Source.Start(runCtx, a.Enqueue); err != nil {
 		return err
 	}
-	if err := a.Sync(ctx); err != nil {
+	if err := a.Sync(runCtx); err != nil {
 		return err
+	}
+	if !detach() {
+		return ctx.Err()
 	}
 	m.SourceSyncDuration.Set(time.Since(start).Seconds())
 	o.Log.Info("initial state applied", "took", time.Since(start).Round(time.Millisecond))
@@ -131,18 +158,26 @@ func Serve(ctx context.Context, o Options) error {
 		grpc.ConnectionTimeout(10*time.Second),
 	)
 	ads.Register(g)
-	lis := xds.LimitListener(o.XDS, limits.MaxConnsPerPeer, limits.MaxConns, ads.ConnRefused)
+	raw := o.XDS
+	if raw == nil {
+		var err error
+		if raw, err = o.ListenXDS(); err != nil {
+			return fmt.Errorf("ADS listener: %w", err)
+		}
+	}
+	lis := xds.LimitListener(raw, limits.MaxConnsPerPeer, limits.MaxConns, ads.ConnRefused)
 	go func() { errc <- g.Serve(lis) }()
 	ready.Store(true)
-	o.Log.Info("serving ADS", "addr", o.XDS.Addr().String(), "node", o.NodeName)
+	o.Log.Info("serving ADS", "addr", raw.Addr().String(), "node", o.NodeName)
 
-	var err error
 	select {
 	case <-ctx.Done():
-	case err = <-errc:
+	case err := <-errc:
+		ready.Store(false)
+		g.Stop()
+		return err
 	}
 	ready.Store(false)
-	cancel()
-	g.Stop() // ADS streams never end by themselves; clients reconnect elsewhere
-	return err
+	drain(g, lis, o.DrainDelay, o.DrainTimeout, o.Log)
+	return nil
 }

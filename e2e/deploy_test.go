@@ -65,6 +65,9 @@ func TestDeployManifestsPassServerSideDryRun(t *testing.T) {
 		if filepath.Base(dir) == "pinned" && !imagesPinned(objs) {
 			t.Errorf("%s: the agent image is not pinned by digest", rel)
 		}
+		if filepath.Base(dir) == "surge" {
+			checkSurgeOverlay(t, c, objs)
+		}
 		t.Logf("kubectl apply --dry-run=server -k %s:\n%s", rel, kubectl("apply", "--dry-run=server", "-k", dir))
 	}
 

@@ -2,6 +2,7 @@
 //
 //	nodexds serve       run the agent (in a DaemonSet, or on a file source)
 //	nodexds bootstrap   print a gRPC xDS bootstrap for a client on this node
+//	nodexds probe       ask this pod's agent for /healthz or /readyz (exec probe)
 //	nodexds demo        run a three-node demo on this machine, no cluster needed
 //	nodexds version     print the version
 package main
@@ -42,6 +43,7 @@ const usage = `nodexds: node-local xDS agent for proxyless gRPC.
 Usage:
   nodexds serve [flags]       run the agent
   nodexds bootstrap [flags]   print a gRPC xDS bootstrap for a client on this node
+  nodexds probe PATH          ask this pod's agent for /healthz or /readyz (exec probe)
   nodexds demo                run a three-node demo on this machine
   nodexds version             print the version
 
@@ -61,6 +63,8 @@ func main() {
 		err = serve(ctx, args)
 	case "bootstrap":
 		err = printBootstrap(args)
+	case "probe":
+		err = probe(ctx, args)
 	case "demo":
 		err = demo(ctx, args)
 	case "demo-client": // the demo's client process
@@ -96,6 +100,10 @@ type serveFlags struct {
 	health                          health.Config
 	admit, visibility               string
 	limits                          xds.Limits
+	// Surge rollouts (deploy/overlays/surge, docs/availability.md).
+	reusePort                bool
+	probeSocket              string
+	drainDelay, drainTimeout time.Duration
 }
 
 func (f *serveFlags) register(fs *flag.FlagSet) {
@@ -113,6 +121,10 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.filePoll, "file-poll", time.Second, "how often -source=file re-reads its files")
 	fs.IntVar(&f.maxPicker, "endpoint-picker-max-endpoints", agent.DefaultMaxPickerEndpoints, "Service ports with more endpoints get no endpoint-picker routes (each member costs clients up to two routes, a cluster and a load assignment); 0 or less means the default")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.BoolVar(&f.reusePort, "reuse-port", false, "set SO_REUSEPORT on the ADS listener, so a new agent can listen beside this one on the same node (surge rollout); the ADS port is then opened only once the agent is ready, and a held admin port is taken when its holder exits")
+	fs.StringVar(&f.probeSocket, "probe-socket", "", `also serve /healthz and /readyz on this unix socket, for "nodexds probe" (exec probes that must reach this pod); "" disables`)
+	fs.DurationVar(&f.drainDelay, "drain-delay", 2*time.Second, "with -reuse-port: on SIGTERM, how long open ADS streams are still served after the listener closes, before GOAWAY (without -reuse-port nothing can replace this agent before it exits, so streams are cut at once, after a GOAWAY)")
+	fs.DurationVar(&f.drainTimeout, "drain-timeout", 10*time.Second, "on SIGTERM, the agent exits within this long")
 
 	fs.StringVar(&f.admit, "admit", "", `who may open ADS streams: "node-pods" (only Pods on this node, by peer IP; the default with -source=kube) or "any" (the default with -source=file:PATH)`)
 	fs.StringVar(&f.visibility, "visibility", string(agent.VisibilityCluster), `which Services a client sees: "cluster" (all, as cluster DNS tells any pod) or "namespace" (its own namespace's, and those exporting themselves with the nodexds.io/export-to annotation; needs -admit=node-pods)`)
@@ -246,16 +258,39 @@ func serve(ctx context.Context, args []string) error {
 	default:
 		return fmt.Errorf(`-source=%q: want "kube" or "file:PATH"`, f.source)
 	}
-	if o.XDS, err = net.Listen("tcp", f.xdsListen); err != nil {
+	if f.drainTimeout <= 0 || f.drainDelay < 0 || f.drainDelay >= f.drainTimeout {
+		return errors.New("-drain-timeout must be positive, -drain-delay not negative and below it")
+	}
+	o.DrainTimeout = f.drainTimeout
+	if f.reusePort {
+		o.DrainDelay = f.drainDelay
+		o.ListenXDS = func() (net.Listener, error) { return listenTCP(f.xdsListen, true) }
+	} else if o.XDS, err = listenTCP(f.xdsListen, false); err != nil {
 		return err
 	}
 	if f.adminListen != "" {
-		if o.Admin, err = net.Listen("tcp", f.adminListen); err != nil {
+		if f.reusePort {
+			o.Admin, err = listenWhenFree(f.adminListen, 500*time.Millisecond, log)
+		} else {
+			o.Admin, err = net.Listen("tcp", f.adminListen)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if f.probeSocket != "" {
+		if o.Probe, err = listenUnix(f.probeSocket); err != nil {
 			return err
 		}
 	}
 	if f.debugListen != "" {
-		if o.Debug, err = net.Listen("tcp", f.debugListen); err != nil {
+		// With a surge rollout two agents share the node's loopback too.
+		if f.reusePort {
+			o.Debug, err = listenWhenFree(f.debugListen, 500*time.Millisecond, log)
+		} else {
+			o.Debug, err = net.Listen("tcp", f.debugListen)
+		}
+		if err != nil {
 			return err
 		}
 	}
