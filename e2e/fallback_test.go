@@ -45,3 +45,43 @@ func TestFallbackServesANewClientWhileItsAgentIsDown(t *testing.T) {
 	p.WaitServedBy(t, zone.Name())
 	p.AssertNoFailures(t, served, "through fallback, return and the endpoint change")
 }
+
+// TestAgentDownForAMinute (figures for docs/availability.md): node-a1's
+// agent is down for 60 s. Clients already running keep their cached
+// configuration and lose no RPC; a grpc-go client with a fallback server
+// started 50 s into the outage is served at once by node-a2's agent; a
+// grpc-js client (no fallback support) started when the outage began waits
+// for the agent's return and then for its own reconnection backoff.
+func TestAgentDownForAMinute(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a minute-long outage")
+	}
+	const ns = "outage"
+	e := StartEnv(t, ns)
+	e.CreateService(t, ns, "be")
+	local := Backend{Namespace: ns, Service: "be", Node: clientNode, N: 1}
+	e.StartBackend(t, local)
+	agent := e.Agents[clientNode]
+	running := e.StartProbe(t, ProbeOptions{Stack: Go, Name: "running", Targets: []string{Target(ns, "be")}})
+	running.WaitServedBy(t, local.Name())
+	mark := running.Mark()
+
+	agent.Kill(t)
+	down := time.Now()
+	js := e.StartProbe(t, ProbeOptions{Stack: JS, Name: "js-at-start", Targets: []string{Target(ns, "be")}})
+	time.Sleep(50 * time.Second)
+	started := time.Now()
+	late := e.StartProbe(t, ProbeOptions{Stack: Go, Name: "go-at-50s", Targets: []string{Target(ns, "be")}, Fallback: "node-a2"})
+	late.WaitServedByWithin(t, 3*time.Second, local.Name())
+	lateTook := time.Since(started)
+	time.Sleep(time.Until(down.Add(60 * time.Second)))
+	agent.Start(t)
+	agent.waitReady(t)
+	back := time.Now()
+	js.WaitServedBy(t, local.Name())
+	jsTook := time.Since(down)
+
+	running.AssertNoFailures(t, mark, "through a 60 s outage of its agent")
+	t.Logf("agent down 60 s: running client 0 failed RPCs; new grpc-go client with fallback, started at 50 s: first answer %v after it started; new grpc-js client (no fallback), started at 0 s: first answer %v after it started (%v after the agent was back)",
+		lateTook.Round(time.Millisecond), jsTook.Round(time.Millisecond), time.Since(back).Round(time.Millisecond))
+}
