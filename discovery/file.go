@@ -37,10 +37,16 @@ type FileSource struct {
 	// OnError is told about every reload that failed (for a metric); may be nil.
 	OnError func(error)
 
-	digest  [sha256.Size]byte // of what was last applied
-	pending [sha256.Size]byte // of a change seen once, applied when seen again
-	last    map[string]Event  // by kind/namespace/name, as last sent
+	digest    [sha256.Size]byte // of what was last applied
+	pending   [sha256.Size]byte // of a change seen once, applied when seen again
+	pendingAt time.Time         // when pending was first seen
+	last      map[string]Event  // by kind/namespace/name, as last sent
 }
+
+// emptySettle is how long files that read empty must stay so before they
+// are taken for "every object deleted": an empty read is much more often a
+// writer caught between truncating and writing than an intent.
+const emptySettle = 2 * time.Second
 
 // Start loads the files and sends their objects to sink; an error here (a
 // missing or malformed file) is returned. Afterwards it watches the files in
@@ -79,12 +85,14 @@ func (f *FileSource) reload(sink func(Event)) error {
 	}
 	h := sha256.New()
 	contents := make([][]byte, len(files))
+	size := 0
 	for i, name := range files {
 		b, err := os.ReadFile(name)
 		if err != nil {
 			return fmt.Errorf("file source: %w", err)
 		}
 		contents[i] = b
+		size += len(bytes.TrimSpace(b))
 		fmt.Fprintf(h, "%s\x00%d\x00", name, len(b))
 		h.Write(b)
 	}
@@ -97,7 +105,10 @@ func (f *FileSource) reload(sink func(Event)) error {
 	// file caught mid-write (truncated, half written) must not be taken for
 	// "every object was deleted". The first load is applied at once.
 	if f.last != nil && digest != f.pending {
-		f.pending = digest
+		f.pending, f.pendingAt = digest, time.Now()
+		return nil
+	}
+	if f.last != nil && size == 0 && len(f.last) > 0 && time.Since(f.pendingAt) < emptySettle {
 		return nil
 	}
 

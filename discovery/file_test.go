@@ -143,3 +143,33 @@ func waitFor(t *testing.T, cond func() bool) {
 	}
 	t.Fatal("condition not met within 5s")
 }
+
+func TestFileSourceTakesAnEmptyFileForDeletionsOnlyOnceItStaysEmpty(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "cluster.yaml")
+	if err := os.WriteFile(path, []byte(goodYAML), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f := &FileSource{Path: path, Poll: 5 * time.Millisecond, Log: slog.New(slog.DiscardHandler)}
+	var r recorder
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := f.Start(ctx, r.sink); err != nil {
+		t.Fatal(err)
+	}
+	r.take()
+	// A writer caught between truncating and writing: empty for a while.
+	if err := os.WriteFile(path, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	var got []Event
+	waitFor(t, func() bool { got = append(got, r.take()...); return len(got) >= 3 })
+	if waited := time.Since(start); waited < emptySettle-100*time.Millisecond {
+		t.Errorf("an empty file was taken for deletions after %v, want no sooner than %v", waited, emptySettle)
+	}
+	for _, e := range got {
+		if !e.Deleted {
+			t.Errorf("want only deletions once the file stays empty, got %+v", e)
+		}
+	}
+}
