@@ -38,9 +38,15 @@ func hitsWith(cc *grpc.ClientConn, n int, kv ...string) map[string]int {
 // eventuallyWith is eventually for RPCs carrying headers kv.
 func eventuallyWith(t testing.TB, cc *grpc.ClientConn, kv []string, want ...string) {
 	t.Helper()
+	eventuallyWithin(t, 20*time.Second, cc, kv, want...)
+}
+
+// eventuallyWithin is eventuallyWith with another deadline.
+func eventuallyWithin(t testing.TB, timeout time.Duration, cc *grpc.ClientConn, kv []string, want ...string) {
+	t.Helper()
 	slices.Sort(want)
 	var last map[string]int
-	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		last = hitsWith(cc, 10*max(len(want), 2), kv...)
 		if slices.Equal(keys(last), want) {
 			return
@@ -144,7 +150,9 @@ func TestEndpointPickerAt500Endpoints(t *testing.T) {
 	runtime.ReadMemStats(&before)
 	a := startAgent(t, w)
 	cc := dial(t, a, "big:8080")
-	eventuallyWith(t, cc, []string{"x-target-pod", "big-real"}, "big-real")
+	// The client takes 500 clusters and load assignments in: slow under the
+	// race detector on a busy machine, hence the longer wait.
+	eventuallyWithin(t, 90*time.Second, cc, []string{"x-target-pod", "big-real"}, "big-real")
 	var after runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&after)

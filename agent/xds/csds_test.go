@@ -72,7 +72,10 @@ func TestCSDSReportsEachClientsResources(t *testing.T) {
 	s := startServer(t, "be1", "be2")
 	a, b := dial(t, s), dial(t, s)
 	a.node, b.node = "a", "b"
+	s.world.hold("nosuch") // resolved only after be1 was answered: two responses, deterministically
 	a.request("be1", "nosuch")
+	a.expect("be1")
+	s.world.release(ClusterType, "nosuch")
 	a.expect("be1")
 	a.request("be1", "nosuch") // ACK
 	b.request("be2")

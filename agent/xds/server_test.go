@@ -48,11 +48,12 @@ func (w *world) run(ctx context.Context) {
 					w.resolve(in.Type, in.Name)
 				}
 			}
+			w.cache.Publish() // the whole batch at once, as the agent does
 		}
 	}
 }
 
-// resolve Sets a name of a type as the world has it now.
+// resolve stages a name of a type as the world has it now.
 func (w *world) resolve(typ, name string) {
 	w.mu.Lock()
 	res := w.data[name]
@@ -61,7 +62,6 @@ func (w *world) resolve(typ, name string) {
 		res = &listenerv3.Listener{Name: name}
 	}
 	w.cache.Set(typ, name, res, Scope{}, time.Now())
-	w.cache.Publish()
 }
 
 // hold keeps names unresolved, as an agent that has not got to them yet.
@@ -79,6 +79,7 @@ func (w *world) release(typ, name string) {
 	delete(w.held, name)
 	w.mu.Unlock()
 	w.resolve(typ, name)
+	w.cache.Publish()
 }
 
 func (w *world) update(name string, res proto.Message) {
