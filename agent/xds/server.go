@@ -25,6 +25,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/nodexds/nodexds/agent/metrics"
+	"github.com/nodexds/nodexds/internal/shrink"
 )
 
 // AdmitFunc decides whether a client may be served, from its address and the
@@ -64,9 +65,10 @@ type Server struct {
 	perPeer map[netip.Addr]int
 	names   map[netip.Addr]int // names subscribed by each peer's streams
 
-	subMu sync.Mutex
-	subs  map[key]map[*stream]struct{} // who subscribes to each name
-	count map[string]int               // distinct subscribed names per type
+	subMu    sync.Mutex
+	subs     map[key]map[*stream]struct{} // who subscribes to each name
+	subsPeak int                          // see shrink.Map
+	count    map[string]int               // distinct subscribed names per type
 }
 
 // NewServer returns a Server answering from cache.
@@ -240,6 +242,7 @@ func (s *Server) subscribe(st *stream, typ string, add, remove []string) {
 			s.count[typ]--
 		}
 	}
+	s.subs = shrink.Map(s.subs, &s.subsPeak)
 	s.metrics.Subscriptions.WithLabelValues(ShortType(typ)).Set(float64(s.count[typ]))
 }
 
@@ -283,6 +286,7 @@ type typeState struct {
 	names    map[string]struct{} // subscribed
 	sorted   []string            // names, sorted; nil when names changed
 	told     map[string]string   // see typeInput.told
+	toldPeak int                 // see shrink.Map
 	nonce    string              // of the latest response of this type
 	sent     string              // its version
 	answered string              // nonce last ACKed or NACKed, not to count a repeat
@@ -502,6 +506,7 @@ func (st *stream) handle(ctx context.Context, req *discoveryv3.DiscoveryRequest)
 				st.peer, st.srv.limits.MaxNamesPerPeer)
 		}
 		ts.names, ts.sorted = want, nil
+		ts.told = shrink.Map(ts.told, &ts.toldPeak)
 		st.srv.subscribe(st, typ, add, remove)
 	}
 	st.info.requested(typ, add, remove, v, nonce, req.GetErrorDetail().GetMessage())
