@@ -21,6 +21,9 @@ type Limits struct {
 	// all types together: without it, many streams of one client multiply
 	// MaxNamesPerType.
 	MaxNamesPerPeer int
+	// MaxNames bounds the names all streams subscribe to, all peers and
+	// types together: without it, many addresses multiply MaxNamesPerPeer.
+	MaxNames int
 	// MaxStreamsPerPeer bounds the ADS streams open at once from one IP.
 	MaxStreamsPerPeer int
 	// MaxStreams bounds the ADS streams open at once in all.
@@ -39,6 +42,7 @@ type Limits struct {
 var DefaultLimits = Limits{
 	MaxNamesPerType:   10000,
 	MaxNamesPerPeer:   40000,
+	MaxNames:          100000,
 	MaxStreamsPerPeer: 100,
 	MaxStreams:        5000,
 	MaxConnsPerPeer:   100,
@@ -54,6 +58,9 @@ func (l Limits) WithDefaults() Limits {
 	}
 	if l.MaxNamesPerPeer <= 0 {
 		l.MaxNamesPerPeer = d.MaxNamesPerPeer
+	}
+	if l.MaxNames <= 0 {
+		l.MaxNames = d.MaxNames
 	}
 	if l.MaxStreamsPerPeer <= 0 {
 		l.MaxStreamsPerPeer = d.MaxStreamsPerPeer

@@ -64,6 +64,7 @@ type Server struct {
 	streams map[uint64]*stream // open streams, for Clients
 	perPeer map[netip.Addr]int
 	names   map[netip.Addr]int // names subscribed by each peer's streams
+	total   int                // names subscribed by all streams
 
 	subMu    sync.Mutex
 	subs     map[key]map[*stream]struct{} // who subscribes to each name
@@ -162,20 +163,24 @@ func (s *Server) open(st *stream) error {
 }
 
 // reserveNames adds delta to a peer's subscribed names, unless that would
-// exceed MaxNamesPerPeer.
-func (s *Server) reserveNames(peer netip.Addr, delta int) bool {
+// exceed MaxNamesPerPeer or MaxNames; it returns the limit that refused it.
+func (s *Server) reserveNames(peer netip.Addr, delta int) (refused string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	n := s.names[peer] + delta
-	if delta > 0 && n > s.limits.MaxNamesPerPeer {
-		return false
+	switch {
+	case delta > 0 && n > s.limits.MaxNamesPerPeer:
+		return "names_per_peer"
+	case delta > 0 && s.total+delta > s.limits.MaxNames:
+		return "names"
 	}
+	s.total += delta
 	if n <= 0 {
 		delete(s.names, peer)
 	} else {
 		s.names[peer] = n
 	}
-	return true
+	return ""
 }
 
 // close drops a finished stream and all its subscriptions.
@@ -499,11 +504,17 @@ func (st *stream) handle(ctx context.Context, req *discoveryv3.DiscoveryRequest)
 		}
 	}
 	if len(add)+len(remove) > 0 {
-		if !st.srv.reserveNames(st.peer, len(add)-len(remove)) {
+		switch st.srv.reserveNames(st.peer, len(add)-len(remove)) {
+		case "names_per_peer":
 			st.srv.limitHit(st, "names_per_peer", "client's address subscribes to too many names: ending its stream",
 				"max", st.srv.limits.MaxNamesPerPeer)
 			return false, status.Errorf(codes.ResourceExhausted, "the streams from %s subscribe to more than %d names",
 				st.peer, st.srv.limits.MaxNamesPerPeer)
+		case "names":
+			st.srv.limitHit(st, "names", "clients subscribe to too many names in all: ending a stream that adds more",
+				"max", st.srv.limits.MaxNames)
+			return false, status.Errorf(codes.ResourceExhausted, "this agent's clients subscribe to more than %d names in all",
+				st.srv.limits.MaxNames)
 		}
 		ts.names, ts.sorted = want, nil
 		ts.told = shrink.Map(ts.told, &ts.toldPeak)
