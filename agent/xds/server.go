@@ -64,6 +64,7 @@ type Server struct {
 	streams map[uint64]*stream // open streams, for Clients
 	perPeer map[netip.Addr]int
 	names   map[netip.Addr]int // names subscribed by each peer's streams
+	pending map[netip.Addr]int // bytes of requests waiting in each peer's inboxes
 	total   int                // names subscribed by all streams
 
 	subMu    sync.Mutex
@@ -83,6 +84,7 @@ func NewServer(cache *Cache, m *metrics.Metrics, log *slog.Logger, o Options) *S
 		streams: map[uint64]*stream{},
 		perPeer: map[netip.Addr]int{},
 		names:   map[netip.Addr]int{},
+		pending: map[netip.Addr]int{},
 		subs:    map[key]map[*stream]struct{}{},
 		count:   map[string]int{},
 	}
@@ -181,6 +183,23 @@ func (s *Server) reserveNames(peer netip.Addr, delta int) (refused string) {
 		s.names[peer] = n
 	}
 	return ""
+}
+
+// chargePending adds delta to a peer's pending request bytes, unless that
+// would exceed MaxPendingBytesPerPeer.
+func (s *Server) chargePending(peer netip.Addr, delta int) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := s.pending[peer] + delta
+	if delta > 0 && n > s.limits.MaxPendingBytesPerPeer {
+		return false
+	}
+	if n <= 0 {
+		delete(s.pending, peer)
+	} else {
+		s.pending[peer] = n
+	}
+	return true
 }
 
 // close drops a finished stream and all its subscriptions.
@@ -328,22 +347,40 @@ func (st *stream) takeDirty() []string {
 // State-of-the-world requests each carry the whole subscription, so a newer
 // one replaces an older one; only an unhandled NACK is carried over. Its size
 // is thus bounded by four requests, however fast a client sends.
+//
+// Its bytes are charged to the peer (MaxPendingBytesPerPeer): requests wait
+// only while the stream waits for its client to read a response, and one
+// that keeps sending large requests meanwhile must not grow the agent.
 type inbox struct {
-	mu   sync.Mutex
-	reqs map[string]*discoveryv3.DiscoveryRequest
+	mu     sync.Mutex
+	reqs   map[string]*discoveryv3.DiscoveryRequest
+	bytes  int                  // pendingSize of reqs, charged
+	charge func(delta int) bool // to the peer; false: over its limit, not charged
+	closed bool
 }
 
-func (in *inbox) put(req *discoveryv3.DiscoveryRequest) {
+// put adds a compacted request; false means it did not fit the peer's limit.
+func (in *inbox) put(req *discoveryv3.DiscoveryRequest) bool {
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	if old := in.reqs[req.GetTypeUrl()]; old != nil && old.GetErrorDetail() != nil &&
+	if in.closed {
+		return true
+	}
+	old := in.reqs[req.GetTypeUrl()]
+	if old != nil && old.GetErrorDetail() != nil &&
 		req.GetErrorDetail() == nil && req.GetResponseNonce() == old.GetResponseNonce() {
 		req.ErrorDetail = old.ErrorDetail
 	}
+	delta := pendingSize(req) - pendingSize(old)
+	if !in.charge(delta) {
+		return false
+	}
+	in.bytes += delta
 	in.reqs[req.GetTypeUrl()] = req
+	return true
 }
 
-// take returns the pending requests in listOrder.
+// take returns the pending requests in listOrder, and releases their bytes.
 func (in *inbox) take() []*discoveryv3.DiscoveryRequest {
 	in.mu.Lock()
 	defer in.mu.Unlock()
@@ -354,7 +391,17 @@ func (in *inbox) take() []*discoveryv3.DiscoveryRequest {
 		}
 	}
 	clear(in.reqs)
+	in.charge(-in.bytes)
+	in.bytes = 0
 	return out
+}
+
+// close releases what is pending for good: the stream is over.
+func (in *inbox) close() {
+	in.take()
+	in.mu.Lock()
+	in.closed = true
+	in.mu.Unlock()
 }
 
 func (st *stream) run(ctx context.Context) error {
@@ -362,7 +409,11 @@ func (st *stream) run(ctx context.Context) error {
 	// even while a Send waits for the client to read: a client that stops
 	// reading until its own requests are sent (grpc-go's xDS client does,
 	// under flow control) would otherwise deadlock with us.
-	in := inbox{reqs: map[string]*discoveryv3.DiscoveryRequest{}}
+	in := &inbox{
+		reqs:   map[string]*discoveryv3.DiscoveryRequest{},
+		charge: func(delta int) bool { return st.srv.chargePending(st.peer, delta) },
+	}
+	defer in.close()
 	arrived := make(chan struct{}, 1)
 	errc := make(chan error, 1)
 	go func() {
@@ -372,11 +423,23 @@ func (st *stream) run(ctx context.Context) error {
 				st.log.at(slog.LevelWarn, "request for a type nodexds does not serve: ending the stream", "type", clip(req.GetTypeUrl(), maxLogLen))
 				err = status.Errorf(codes.InvalidArgument, "type URL %q is not served (nodexds serves LDS, RDS, CDS and EDS)", clip(req.GetTypeUrl(), maxLogLen))
 			}
+			if err == nil {
+				var long int
+				if req, long = compact(req); long > 0 {
+					st.srv.limitHit(st, "name_length", "client asked for names longer than any Service's: ignoring them",
+						"names", long, "max_bytes", maxNameLen)
+				}
+				if !in.put(req) {
+					st.srv.limitHit(st, "pending_bytes_per_peer", "client's address sends requests faster than it reads responses: ending its stream",
+						"max_bytes", st.srv.limits.MaxPendingBytesPerPeer)
+					err = status.Errorf(codes.ResourceExhausted, "requests from %s wait unhandled beyond %d bytes: read the responses",
+						st.peer, st.srv.limits.MaxPendingBytesPerPeer)
+				}
+			}
 			if err != nil {
 				errc <- err
 				return
 			}
-			in.put(req)
 			select {
 			case arrived <- struct{}{}:
 			default:
