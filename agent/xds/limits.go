@@ -56,7 +56,7 @@ var DefaultLimits = Limits{
 	MaxStreamsPerPeer: 100,
 	MaxStreams:        5000,
 	MaxConnsPerPeer:   100,
-	MaxConns:          5000,
+	MaxConns:          1000,
 	SendTimeout:       30 * time.Second,
 	// Four requests of the largest size gRPC accepts (agent.MaxRequestBytes):
 	// a well-behaved client has a few small ones waiting, at most.
