@@ -56,7 +56,7 @@ import (
 
 var (
 	attackFull   = flag.Bool("attack.full", false, "run the attacks at the full size of issue 11 (slow; not under -race)")
-	attackBinary = flag.String("attack.binary", "", "attack this nodexds binary (RSS from /proc) instead of an in-process agent")
+	attackBinary = flag.String("attack.binary", "", "attack this nodexds binary and report its RSS from /proc (memory budgets are asserted in-process only)")
 	attackReport = flag.String("attack.report", "", "append one markdown table row per attack to this file")
 )
 
@@ -351,11 +351,16 @@ func runAttack(t *testing.T, c attackCase) {
 	if c.check != nil {
 		c.check(t, n, st)
 	}
-	if f.peak > f.before+budget {
-		t.Errorf("memory peaked at %s, %s above the %s before (budget %s)", mib(f.peak), mib(f.peak-f.before), mib(f.before), mib(budget))
-	}
-	if f.after > f.before+maxAfterGrowth {
-		t.Errorf("memory after the attack is %s, %s above the %s before (budget %s)", mib(f.after), mib(f.after-f.before), mib(f.before), mib(maxAfterGrowth))
+	// RSS includes garbage not yet collected (no GOMEMLIMIT there) and memory
+	// the Go runtime has not yet returned to the OS: with -attack.binary the
+	// figures are for docs/security.md; the budgets hold the heap in-process.
+	if _, ok := tgt.(*inProcess); ok {
+		if f.peak > f.before+budget {
+			t.Errorf("memory peaked at %s, %s above the %s before (budget %s)", mib(f.peak), mib(f.peak-f.before), mib(f.before), mib(budget))
+		}
+		if f.after > f.before+maxAfterGrowth {
+			t.Errorf("memory after the attack is %s, %s above the %s before (budget %s)", mib(f.after), mib(f.after-f.before), mib(f.before), mib(maxAfterGrowth))
+		}
 	}
 	if f.logBytes > maxLogBytes {
 		t.Errorf("the attack made %s of logs (budget %s)", kib(f.logBytes), kib(maxLogBytes))
