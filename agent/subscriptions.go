@@ -9,6 +9,7 @@ import (
 	"github.com/nodexds/nodexds/agent/names"
 	"github.com/nodexds/nodexds/agent/xds"
 	"github.com/nodexds/nodexds/discovery"
+	"github.com/nodexds/nodexds/internal/shrink"
 )
 
 // subscriptions indexes what clients of this node subscribe to by Service,
@@ -18,13 +19,18 @@ type subscriptions struct {
 	bySvc  map[discovery.ServiceKey]map[string]map[string]bool // service → type → names
 	byName map[string]map[string]discovery.ServiceKey          // type → name → service
 	ports  map[typedName]portRef                               // route, cluster or endpoints name → port
+	// peaks of the maps above (byName by type), see shrink.Map: junk names
+	// come and go in floods.
+	svcPeak, portsPeak int
+	namePeak           map[string]*int
 }
 
 func newSubscriptions() *subscriptions {
 	return &subscriptions{
-		bySvc:  map[discovery.ServiceKey]map[string]map[string]bool{},
-		byName: map[string]map[string]discovery.ServiceKey{},
-		ports:  map[typedName]portRef{},
+		bySvc:    map[discovery.ServiceKey]map[string]map[string]bool{},
+		byName:   map[string]map[string]discovery.ServiceKey{},
+		ports:    map[typedName]portRef{},
+		namePeak: map[string]*int{},
 	}
 }
 
@@ -115,6 +121,17 @@ func (s *subscriptions) add(k discovery.ServiceKey, typ, name string) {
 		s.byName[typ] = map[string]discovery.ServiceKey{}
 	}
 	s.byName[typ][name] = k
+	s.shrink(typ)
+}
+
+// shrink lets the maps that index typ give back the space of removed names.
+func (s *subscriptions) shrink(typ string) {
+	if s.namePeak[typ] == nil {
+		s.namePeak[typ] = new(int)
+	}
+	s.byName[typ] = shrink.Map(s.byName[typ], s.namePeak[typ])
+	s.bySvc = shrink.Map(s.bySvc, &s.svcPeak)
+	s.ports = shrink.Map(s.ports, &s.portsPeak)
 }
 
 // remove forgets a name.
@@ -133,6 +150,7 @@ func (s *subscriptions) remove(typ, name string) {
 	if len(byType) == 0 {
 		delete(s.bySvc, k)
 	}
+	s.shrink(typ)
 }
 
 func (s *subscriptions) has(k discovery.ServiceKey) bool { return s.bySvc[k] != nil }

@@ -30,6 +30,8 @@ import (
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/nodexds/nodexds/internal/shrink"
 )
 
 // Interest says that the first stream subscribed to a resource (Wanted) or
@@ -92,6 +94,7 @@ type Cache struct {
 	interests map[key]bool   // pending for the agent, latest wins
 	signal    chan struct{}  // cap 1: interests are pending
 	changed   func([]key)
+	peak      int // of entries, see shrink.Map
 }
 
 // NewCache returns an empty Cache.
@@ -117,7 +120,7 @@ func (c *Cache) TakeInterests() []Interest {
 	for k, wanted := range c.interests {
 		out = append(out, Interest{Type: k.typ, Name: k.name, Wanted: wanted})
 	}
-	clear(c.interests)
+	c.interests = shrink.Emptied(c.interests)
 	return out
 }
 
@@ -167,7 +170,7 @@ func (c *Cache) Publish() {
 			keys = append(keys, k)
 		}
 	}
-	clear(c.staged)
+	c.staged = shrink.Emptied(c.staged)
 	changed := c.changed
 	c.mu.Unlock()
 	if changed != nil {
@@ -197,6 +200,7 @@ func (c *Cache) want(typ, name string) {
 	k := key{typ, name}
 	if c.entries[k] == nil {
 		c.entries[k] = &entry{}
+		c.entries = shrink.Map(c.entries, &c.peak)
 		c.interest(k, true)
 	}
 }
@@ -209,6 +213,7 @@ func (c *Cache) drop(typ, name string) {
 	if c.entries[k] != nil {
 		delete(c.entries, k)
 		delete(c.staged, k)
+		c.entries = shrink.Map(c.entries, &c.peak)
 		c.interest(k, false)
 	}
 }

@@ -10,6 +10,8 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/nodexds/nodexds/internal/shrink"
 )
 
 // ResourceState is where one subscribed resource stands on one client, as
@@ -152,6 +154,7 @@ type clientInfo struct {
 
 type typeInfo struct {
 	resources                        map[string]*resourceInfo // subscribed names
+	peak                             int                      // of resources, see shrink.Map
 	requests, responses, acks, nacks uint64
 	lastSent, lastACK                Response // zero until there is one
 	lastNACK                         *NACK
@@ -210,6 +213,7 @@ func (ci *clientInfo) requested(typ string, add, remove []string, v verdict, non
 	for _, n := range remove {
 		delete(ti.resources, n)
 	}
+	ti.resources = shrink.Map(ti.resources, &ti.peak)
 	if v == noVerdict {
 		return
 	}

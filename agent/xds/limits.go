@@ -3,12 +3,15 @@ package xds
 import (
 	"context"
 	"log/slog"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
 	"unicode/utf8"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
 )
 
@@ -21,6 +24,9 @@ type Limits struct {
 	// all types together: without it, many streams of one client multiply
 	// MaxNamesPerType.
 	MaxNamesPerPeer int
+	// MaxNames bounds the names all streams subscribe to, all peers and
+	// types together: without it, many addresses multiply MaxNamesPerPeer.
+	MaxNames int
 	// MaxStreamsPerPeer bounds the ADS streams open at once from one IP.
 	MaxStreamsPerPeer int
 	// MaxStreams bounds the ADS streams open at once in all.
@@ -28,6 +34,13 @@ type Limits struct {
 	// MaxConnsPerPeer and MaxConns bound open connections the same way
 	// (see LimitListener).
 	MaxConnsPerPeer, MaxConns int
+	// MaxPendingBytesPerPeer bounds the requests read but not yet handled,
+	// in bytes, of all streams from one IP: requests wait only while a
+	// stream's response waits for its client to read, and a client that
+	// keeps sending large requests meanwhile would otherwise grow the agent
+	// by a megabyte a stream. Beyond it, the stream whose request does not
+	// fit ends RESOURCE_EXHAUSTED.
+	MaxPendingBytesPerPeer int
 	// SendTimeout ends a stream whose client has not taken a response in
 	// that long: it holds the response (and a goroutine) and reads nothing.
 	SendTimeout time.Duration
@@ -39,11 +52,15 @@ type Limits struct {
 var DefaultLimits = Limits{
 	MaxNamesPerType:   10000,
 	MaxNamesPerPeer:   40000,
+	MaxNames:          100000,
 	MaxStreamsPerPeer: 100,
 	MaxStreams:        5000,
 	MaxConnsPerPeer:   100,
-	MaxConns:          5000,
+	MaxConns:          1000,
 	SendTimeout:       30 * time.Second,
+	// Four requests of the largest size gRPC accepts (agent.MaxRequestBytes):
+	// a well-behaved client has a few small ones waiting, at most.
+	MaxPendingBytesPerPeer: 4 << 20,
 }
 
 // WithDefaults returns l with each zero field set to its default.
@@ -54,6 +71,9 @@ func (l Limits) WithDefaults() Limits {
 	}
 	if l.MaxNamesPerPeer <= 0 {
 		l.MaxNamesPerPeer = d.MaxNamesPerPeer
+	}
+	if l.MaxNames <= 0 {
+		l.MaxNames = d.MaxNames
 	}
 	if l.MaxStreamsPerPeer <= 0 {
 		l.MaxStreamsPerPeer = d.MaxStreamsPerPeer
@@ -66,6 +86,9 @@ func (l Limits) WithDefaults() Limits {
 	}
 	if l.MaxConns <= 0 {
 		l.MaxConns = d.MaxConns
+	}
+	if l.MaxPendingBytesPerPeer <= 0 {
+		l.MaxPendingBytesPerPeer = d.MaxPendingBytesPerPeer
 	}
 	if l.SendTimeout <= 0 {
 		l.SendTimeout = d.SendTimeout
@@ -81,7 +104,53 @@ const MetadataNodeName = "nodexds.io/node-name"
 const (
 	maxIDLen  = 256 // node id, cluster, locality parts, node name
 	maxLogLen = 160 // any client string in a log line
+	// A resource name nodexds serves is a Service's DNS name (at most 253
+	// bytes), a port and perhaps an endpoint picker's suffix: far less.
+	maxNameLen = 512
 )
+
+// compact keeps of a request what the server reads, within bounds, so that a
+// request waiting in a stream's inbox costs little more than its names: the
+// Node trimmed, strings clipped, names longer than maxNameLen dropped (it
+// reports how many; no Service has such a name, so they are answered as
+// names that do not exist would be, by nothing).
+func compact(req *discoveryv3.DiscoveryRequest) (*discoveryv3.DiscoveryRequest, int) {
+	out := &discoveryv3.DiscoveryRequest{
+		VersionInfo:   clip(req.GetVersionInfo(), maxIDLen),
+		TypeUrl:       req.GetTypeUrl(),
+		ResponseNonce: clip(req.GetResponseNonce(), maxIDLen),
+		ResourceNames: req.GetResourceNames(),
+	}
+	if n := req.GetNode(); n != nil {
+		out.Node = trimNode(n)
+	}
+	if e := req.GetErrorDetail(); e != nil {
+		out.ErrorDetail = &status.Status{Code: e.GetCode(), Message: clip(e.GetMessage(), maxNACKLen)}
+	}
+	long := 0
+	for _, n := range out.ResourceNames {
+		if len(n) > maxNameLen {
+			long++
+		}
+	}
+	if long > 0 {
+		out.ResourceNames = slices.DeleteFunc(slices.Clone(out.ResourceNames), func(n string) bool { return len(n) > maxNameLen })
+	}
+	return out, long
+}
+
+// pendingSize is what a compacted request waiting in an inbox is counted as
+// against MaxPendingBytesPerPeer: its strings, and a little for the rest.
+func pendingSize(req *discoveryv3.DiscoveryRequest) int {
+	if req == nil {
+		return 0
+	}
+	n := 256 + len(req.GetVersionInfo()) + len(req.GetResponseNonce()) + len(req.GetErrorDetail().GetMessage())
+	for _, name := range req.GetResourceNames() {
+		n += 16 + len(name)
+	}
+	return n
+}
 
 // trimNode keeps what nodexds reads of a client's Node — id, cluster,
 // locality, user agent and the node name — so a client cannot make the agent

@@ -25,6 +25,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/nodexds/nodexds/agent/metrics"
+	"github.com/nodexds/nodexds/internal/shrink"
 )
 
 // AdmitFunc decides whether a client may be served, from its address and the
@@ -68,10 +69,13 @@ type Server struct {
 	streams map[uint64]*stream // open streams, for Clients
 	perPeer map[netip.Addr]int
 	names   map[netip.Addr]int // names subscribed by each peer's streams
+	pending map[netip.Addr]int // bytes of requests waiting in each peer's inboxes
+	total   int                // names subscribed by all streams
 
-	subMu sync.Mutex
-	subs  map[key]map[*stream]struct{} // who subscribes to each name
-	count map[string]int               // distinct subscribed names per type
+	subMu    sync.Mutex
+	subs     map[key]map[*stream]struct{} // who subscribes to each name
+	subsPeak int                          // see shrink.Map
+	count    map[string]int               // distinct subscribed names per type
 }
 
 // NewServer returns a Server answering from cache.
@@ -86,6 +90,7 @@ func NewServer(cache *Cache, m *metrics.Metrics, log *slog.Logger, o Options) *S
 		streams: map[uint64]*stream{},
 		perPeer: map[netip.Addr]int{},
 		names:   map[netip.Addr]int{},
+		pending: map[netip.Addr]int{},
 		subs:    map[key]map[*stream]struct{}{},
 		count:   map[string]int{},
 	}
@@ -166,18 +171,39 @@ func (s *Server) open(st *stream) error {
 }
 
 // reserveNames adds delta to a peer's subscribed names, unless that would
-// exceed MaxNamesPerPeer.
-func (s *Server) reserveNames(peer netip.Addr, delta int) bool {
+// exceed MaxNamesPerPeer or MaxNames; it returns the limit that refused it.
+func (s *Server) reserveNames(peer netip.Addr, delta int) (refused string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	n := s.names[peer] + delta
-	if delta > 0 && n > s.limits.MaxNamesPerPeer {
-		return false
+	switch {
+	case delta > 0 && n > s.limits.MaxNamesPerPeer:
+		return "names_per_peer"
+	case delta > 0 && s.total+delta > s.limits.MaxNames:
+		return "names"
 	}
+	s.total += delta
 	if n <= 0 {
 		delete(s.names, peer)
 	} else {
 		s.names[peer] = n
+	}
+	return ""
+}
+
+// chargePending adds delta to a peer's pending request bytes, unless that
+// would exceed MaxPendingBytesPerPeer.
+func (s *Server) chargePending(peer netip.Addr, delta int) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := s.pending[peer] + delta
+	if delta > 0 && n > s.limits.MaxPendingBytesPerPeer {
+		return false
+	}
+	if n <= 0 {
+		delete(s.pending, peer)
+	} else {
+		s.pending[peer] = n
 	}
 	return true
 }
@@ -246,6 +272,7 @@ func (s *Server) subscribe(st *stream, typ string, add, remove []string) {
 			s.count[typ]--
 		}
 	}
+	s.subs = shrink.Map(s.subs, &s.subsPeak)
 	s.metrics.Subscriptions.WithLabelValues(ShortType(typ)).Set(float64(s.count[typ]))
 }
 
@@ -289,6 +316,7 @@ type typeState struct {
 	names    map[string]struct{} // subscribed
 	sorted   []string            // names, sorted; nil when names changed
 	told     map[string]string   // see typeInput.told
+	toldPeak int                 // see shrink.Map
 	nonce    string              // of the latest response of this type
 	sent     string              // its version
 	answered string              // nonce last ACKed or NACKed, not to count a repeat
@@ -333,22 +361,40 @@ func (st *stream) takeDirty() []string {
 // State-of-the-world requests each carry the whole subscription, so a newer
 // one replaces an older one; only an unhandled NACK is carried over. Its size
 // is thus bounded by four requests, however fast a client sends.
+//
+// Its bytes are charged to the peer (MaxPendingBytesPerPeer): requests wait
+// only while the stream waits for its client to read a response, and one
+// that keeps sending large requests meanwhile must not grow the agent.
 type inbox struct {
-	mu   sync.Mutex
-	reqs map[string]*discoveryv3.DiscoveryRequest
+	mu     sync.Mutex
+	reqs   map[string]*discoveryv3.DiscoveryRequest
+	bytes  int                  // pendingSize of reqs, charged
+	charge func(delta int) bool // to the peer; false: over its limit, not charged
+	closed bool
 }
 
-func (in *inbox) put(req *discoveryv3.DiscoveryRequest) {
+// put adds a compacted request; false means it did not fit the peer's limit.
+func (in *inbox) put(req *discoveryv3.DiscoveryRequest) bool {
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	if old := in.reqs[req.GetTypeUrl()]; old != nil && old.GetErrorDetail() != nil &&
+	if in.closed {
+		return true
+	}
+	old := in.reqs[req.GetTypeUrl()]
+	if old != nil && old.GetErrorDetail() != nil &&
 		req.GetErrorDetail() == nil && req.GetResponseNonce() == old.GetResponseNonce() {
 		req.ErrorDetail = old.ErrorDetail
 	}
+	delta := pendingSize(req) - pendingSize(old)
+	if !in.charge(delta) {
+		return false
+	}
+	in.bytes += delta
 	in.reqs[req.GetTypeUrl()] = req
+	return true
 }
 
-// take returns the pending requests in listOrder.
+// take returns the pending requests in listOrder, and releases their bytes.
 func (in *inbox) take() []*discoveryv3.DiscoveryRequest {
 	in.mu.Lock()
 	defer in.mu.Unlock()
@@ -359,7 +405,17 @@ func (in *inbox) take() []*discoveryv3.DiscoveryRequest {
 		}
 	}
 	clear(in.reqs)
+	in.charge(-in.bytes)
+	in.bytes = 0
 	return out
+}
+
+// close releases what is pending for good: the stream is over.
+func (in *inbox) close() {
+	in.take()
+	in.mu.Lock()
+	in.closed = true
+	in.mu.Unlock()
 }
 
 func (st *stream) run(ctx context.Context) error {
@@ -367,7 +423,11 @@ func (st *stream) run(ctx context.Context) error {
 	// even while a Send waits for the client to read: a client that stops
 	// reading until its own requests are sent (grpc-go's xDS client does,
 	// under flow control) would otherwise deadlock with us.
-	in := inbox{reqs: map[string]*discoveryv3.DiscoveryRequest{}}
+	in := &inbox{
+		reqs:   map[string]*discoveryv3.DiscoveryRequest{},
+		charge: func(delta int) bool { return st.srv.chargePending(st.peer, delta) },
+	}
+	defer in.close()
 	arrived := make(chan struct{}, 1)
 	errc := make(chan error, 1)
 	go func() {
@@ -377,11 +437,23 @@ func (st *stream) run(ctx context.Context) error {
 				st.log.at(slog.LevelWarn, "request for a type nodexds does not serve: ending the stream", "type", clip(req.GetTypeUrl(), maxLogLen))
 				err = status.Errorf(codes.InvalidArgument, "type URL %q is not served (nodexds serves LDS, RDS, CDS and EDS)", clip(req.GetTypeUrl(), maxLogLen))
 			}
+			if err == nil {
+				var long int
+				if req, long = compact(req); long > 0 {
+					st.srv.limitHit(st, "name_length", "client asked for names longer than any Service's: ignoring them",
+						"names", long, "max_bytes", maxNameLen)
+				}
+				if !in.put(req) {
+					st.srv.limitHit(st, "pending_bytes_per_peer", "client's address sends requests faster than it reads responses: ending its stream",
+						"max_bytes", st.srv.limits.MaxPendingBytesPerPeer)
+					err = status.Errorf(codes.ResourceExhausted, "requests from %s wait unhandled beyond %d bytes: read the responses",
+						st.peer, st.srv.limits.MaxPendingBytesPerPeer)
+				}
+			}
 			if err != nil {
 				errc <- err
 				return
 			}
-			in.put(req)
 			select {
 			case arrived <- struct{}{}:
 			default:
@@ -509,13 +581,20 @@ func (st *stream) handle(ctx context.Context, req *discoveryv3.DiscoveryRequest)
 		}
 	}
 	if len(add)+len(remove) > 0 {
-		if !st.srv.reserveNames(st.peer, len(add)-len(remove)) {
+		switch st.srv.reserveNames(st.peer, len(add)-len(remove)) {
+		case "names_per_peer":
 			st.srv.limitHit(st, "names_per_peer", "client's address subscribes to too many names: ending its stream",
 				"max", st.srv.limits.MaxNamesPerPeer)
 			return false, status.Errorf(codes.ResourceExhausted, "the streams from %s subscribe to more than %d names",
 				st.peer, st.srv.limits.MaxNamesPerPeer)
+		case "names":
+			st.srv.limitHit(st, "names", "clients subscribe to too many names in all: ending a stream that adds more",
+				"max", st.srv.limits.MaxNames)
+			return false, status.Errorf(codes.ResourceExhausted, "this agent's clients subscribe to more than %d names in all",
+				st.srv.limits.MaxNames)
 		}
 		ts.names, ts.sorted = want, nil
+		ts.told = shrink.Map(ts.told, &ts.toldPeak)
 		st.srv.subscribe(st, typ, add, remove)
 	}
 	st.info.requested(typ, add, remove, v, nonce, req.GetErrorDetail().GetMessage())
