@@ -88,6 +88,11 @@ func New(reg prometheus.Registerer) *Metrics {
 	// Known label values start at 0, so dashboards and alerts find the
 	// series before the first hit.
 	m.Refused.WithLabelValues("permission_denied")
+	for _, typ := range []string{"LDS", "RDS", "CDS", "EDS"} {
+		m.Pushes.WithLabelValues(typ)
+		m.PushLatency.WithLabelValues(typ)
+		m.Subscriptions.WithLabelValues(typ)
+	}
 	for _, l := range []string{"names_per_type", "names_per_peer", "streams", "streams_per_peer", "conns", "conns_per_peer", "send_timeout"} {
 		m.LimitHits.WithLabelValues(l)
 	}
