@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -214,7 +215,19 @@ func withHealth(t testing.TB, cfg health.Config) func(*agent.Options) {
 // bootstrap pointing at the agent.
 func dial(t testing.TB, a *testAgent, target string) *grpc.ClientConn {
 	t.Helper()
-	bs, err := bootstrap.JSON(bootstrap.Options{Server: a.Addr, NodeID: "test/" + t.Name(), Zone: "a", Region: "r1"})
+	return dialWith(t, bootstrap.Options{Server: a.Addr, NodeID: "test/" + t.Name()}, target)
+}
+
+// dialWith opens a grpc-go xDS channel with the given bootstrap options.
+// Without a NodeID, each has an xDS client of its own (a node id of its
+// own), as separate processes would.
+func dialWith(t testing.TB, o bootstrap.Options, target string) *grpc.ClientConn {
+	t.Helper()
+	if o.NodeID == "" {
+		o.NodeID = fmt.Sprintf("test/%s/%d", t.Name(), dials.Add(1))
+	}
+	o.Zone, o.Region = "a", "r1"
+	bs, err := bootstrap.JSON(o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -229,6 +242,8 @@ func dial(t testing.TB, a *testAgent, target string) *grpc.ClientConn {
 	t.Cleanup(func() { cc.Close() })
 	return cc
 }
+
+var dials atomic.Int64
 
 // hits sends n RPCs and counts them by the backend that answered, or by
 // "ERR <code>" for failures.

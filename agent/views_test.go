@@ -2,19 +2,14 @@ package agent_test
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"net"
 	"os"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/xds"
 
 	"github.com/nodexds/nodexds/agent"
 	"github.com/nodexds/nodexds/agent/bootstrap"
@@ -23,28 +18,6 @@ import (
 	"github.com/nodexds/nodexds/agent/topology"
 	"github.com/nodexds/nodexds/discovery"
 )
-
-// dialWith opens a grpc-go xDS channel with the given bootstrap options.
-// Each has an xDS client of its own (a node id of its own), as separate
-// processes would.
-func dialWith(t testing.TB, o bootstrap.Options, target string) *grpc.ClientConn {
-	t.Helper()
-	o.NodeID, o.Zone, o.Region = fmt.Sprintf("test/%s/%d", t.Name(), dials.Add(1)), "a", "r1"
-	bs, err := bootstrap.JSON(o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := xds.NewXDSResolverWithConfigForTesting(bs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cc, err := grpc.NewClient("xds:///"+target, grpc.WithResolvers(r), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cc.Close() })
-	return cc
-}
 
 func TestAnotherNodesClientGetsItsNodesView(t *testing.T) {
 	w, _, _, _ := localAndZone(t) // be1: on-a1 (node a1), on-a2 (node a2)
@@ -57,8 +30,6 @@ func TestAnotherNodesClientGetsItsNodesView(t *testing.T) {
 	eventually(t, other, "on-a2")
 	eventually(t, own, "on-a1")
 }
-
-var dials atomic.Int64
 
 // nodeAgent is an agent of one node that can be stopped and started again
 // on the same address.

@@ -269,31 +269,27 @@ func serve(ctx context.Context, args []string) error {
 	} else if o.XDS, err = listenTCP(f.xdsListen, false); err != nil {
 		return err
 	}
-	if f.adminListen != "" {
+	// With --reuse-port another agent may hold these ports (and the node's
+	// loopback) for a while: they are taken when free.
+	listen := func(addr string) (net.Listener, error) {
+		if addr == "" {
+			return nil, nil
+		}
 		if f.reusePort {
-			o.Admin, err = listenWhenFree(f.adminListen, 500*time.Millisecond, log)
-		} else {
-			o.Admin, err = net.Listen("tcp", f.adminListen)
+			return listenWhenFree(addr, 500*time.Millisecond, log)
 		}
-		if err != nil {
-			return err
-		}
+		return net.Listen("tcp", addr)
+	}
+	if o.Admin, err = listen(f.adminListen); err != nil {
+		return err
 	}
 	if f.probeSocket != "" {
 		if o.Probe, err = listenUnix(f.probeSocket); err != nil {
 			return err
 		}
 	}
-	if f.debugListen != "" {
-		// With a surge rollout two agents share the node's loopback too.
-		if f.reusePort {
-			o.Debug, err = listenWhenFree(f.debugListen, 500*time.Millisecond, log)
-		} else {
-			o.Debug, err = net.Listen("tcp", f.debugListen)
-		}
-		if err != nil {
-			return err
-		}
+	if o.Debug, err = listen(f.debugListen); err != nil {
+		return err
 	}
 	log.Info("starting nodexds", "version", version, "node", f.nodeName, "source", f.source, "admit", admit, "visibility", o.Visibility)
 	return agent.Serve(ctx, o)
