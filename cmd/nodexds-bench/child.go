@@ -166,23 +166,6 @@ func runChild(cfg childConfig) (result, error) {
 	r.RSSFull, r.AnonFull = rss()
 	r.HeapFull = sub(liveHeap(), base)
 
-	// A check that the snapshot is what it claims: every Service served,
-	// with endpoints. Snapshot builds a view of all of them: done after the
-	// figures above.
-	v, err := a.Snapshot(ctx)
-	if err != nil {
-		return r, err
-	}
-	for _, sv := range v.Services {
-		if sv.Exists && len(sv.Priorities) > 0 {
-			r.Subscribed++
-		}
-	}
-	if r.Subscribed != cfg.services {
-		return r, fmt.Errorf("%d of %d Services served with endpoints", r.Subscribed, cfg.services)
-	}
-	v = agent.View{}
-
 	// Churn: EndpointSlice updates one at a time, each waited for.
 	if cfg.changes > 0 {
 		ch, err := churn(ctx, a, cfg)
@@ -197,6 +180,23 @@ func runChild(cfg childConfig) (result, error) {
 	}
 	// The kernel updates VmHWM lazily: it can trail a VmRSS read earlier.
 	r.RSSPeak = max(procStatus("VmHWM")[0], r.RSSSynced, r.RSSFull, r.RSSChurn)
+
+	// A check that the snapshot is what it claims: every Service served,
+	// with endpoints. Snapshot builds a view of all of them, a large
+	// transient: done after every figure is taken.
+	v, err := a.Snapshot(ctx)
+	if err != nil {
+		return r, err
+	}
+	for _, sv := range v.Services {
+		if sv.Exists && len(sv.Priorities) > 0 {
+			r.Subscribed++
+		}
+	}
+	if r.Subscribed != cfg.services {
+		return r, fmt.Errorf("%d of %d Services served with endpoints", r.Subscribed, cfg.services)
+	}
+
 	runtime.KeepAlive(src)
 	return r, nil
 }
