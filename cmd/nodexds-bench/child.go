@@ -184,7 +184,7 @@ func runChild(cfg childConfig) (result, error) {
 	// A check that the snapshot is what it claims: every Service served,
 	// with endpoints. Snapshot builds a view of all of them, a large
 	// transient: done after every figure is taken.
-	v, err := a.Snapshot(ctx)
+	v, err := a.Snapshot(ctx, agent.ViewQuery{}) // every Service
 	if err != nil {
 		return r, err
 	}
