@@ -50,6 +50,8 @@ func run(args []string, out io.Writer) error {
 	changes := fs.Int("changes", 2000, "EndpointSlice updates applied one at a time after the full snapshot")
 	png := fs.String("png", "", "write a plot of memory and time against Services here (default GOGC, per source)")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the build (start to full snapshot) to this file; one size, one run")
+	saveTo := fs.String("json", "", "also write every run's figures to this file, as JSON")
+	replot := fs.String("from", "", "measure nothing: print the tables and draw -png from a file written by -json")
 	child := fs.Bool("child", false, "internal: measure one configuration in this process")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -77,6 +79,16 @@ func run(args []string, out io.Writer) error {
 		return err
 	}
 	var all []result
+	if *replot != "" {
+		b, err := os.ReadFile(*replot)
+		if err != nil {
+			return err
+		}
+		if err := json.Unmarshal(b, &all); err != nil {
+			return fmt.Errorf("%s: %w", *replot, err)
+		}
+		return report(out, all, *perService, *memlimit, *png)
+	}
 	for _, src := range strings.Split(*sources, ",") {
 		for _, g := range strings.Split(*gogcs, ",") {
 			for _, n := range ns {
@@ -105,25 +117,42 @@ func run(args []string, out io.Writer) error {
 			}
 		}
 	}
-	printTables(out, all, *perService, *memlimit)
-	if *png != "" {
-		var series []result
-		for _, r := range all {
-			if r.GOGC == "100" || len(strings.Split(*gogcs, ",")) == 1 {
-				series = append(series, r)
-			}
-		}
-		f, err := os.Create(*png)
+	if *saveTo != "" {
+		b, err := json.MarshalIndent(all, "", "  ")
 		if err != nil {
 			return err
 		}
-		if err := plot(f, series); err != nil {
-			f.Close()
+		if err := os.WriteFile(*saveTo, b, 0o644); err != nil {
 			return err
 		}
-		return f.Close()
 	}
-	return nil
+	return report(out, all, *perService, *memlimit, *png)
+}
+
+// report prints the tables and, if png is set, plots the default GOGC's runs.
+func report(out io.Writer, all []result, perService int, memlimit, png string) error {
+	if len(all) == 0 {
+		return fmt.Errorf("no results")
+	}
+	printTables(out, all, perService, memlimit)
+	if png == "" {
+		return nil
+	}
+	var series []result
+	for _, r := range all {
+		if r.GOGC == "100" || r.GOGC == "" {
+			series = append(series, r)
+		}
+	}
+	f, err := os.Create(png)
+	if err != nil {
+		return err
+	}
+	if err := plot(f, series); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // printTables writes markdown tables of min–max over the runs of each
