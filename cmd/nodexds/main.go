@@ -23,6 +23,7 @@ import (
 
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/metadata"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/nodexds/nodexds/agent"
@@ -231,7 +232,13 @@ func serve(ctx context.Context, args []string) error {
 			return fmt.Errorf("kubernetes client config: %w", err)
 		}
 		cfg.UserAgent = "nodexds/" + version
-		client, err := kubernetes.NewForConfig(cfg)
+		// Protobuf for the built-in types: decoding the initial lists as JSON
+		// takes 1.4–1.9 s at 11,000 Services and slices, protobuf 0.3 s
+		// (docs/BENCHMARKS.md). The metadata client keeps JSON, its only form.
+		typed := rest.CopyConfig(cfg)
+		typed.ContentType = "application/vnd.kubernetes.protobuf"
+		typed.AcceptContentTypes = "application/vnd.kubernetes.protobuf,application/json"
+		client, err := kubernetes.NewForConfig(typed)
 		if err != nil {
 			return fmt.Errorf("kubernetes client: %w", err)
 		}
