@@ -44,21 +44,28 @@ Debug views, CSDS and pprof are on the debug port (--debug-listen, local by defa
 `)
 	})
 	ad.mux.Handle("/metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{}))
-	ad.mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+	handleProbes(ad.mux, ready, loop, stuckAfter)
+	return ad
+}
+
+// handleProbes adds what the kubelet probes to mux: /healthz (the event loop
+// makes progress) and /readyz (200 while ready reports true, 503 otherwise:
+// before the initial state is applied, and from the moment a drain starts).
+func handleProbes(mux *http.ServeMux, ready func() bool, loop *heartbeat, stuckAfter time.Duration) {
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		if err := loopHealth(loop.at(), time.Now(), stuckAfter); err != nil {
 			http.Error(w, err.Error(), http.StatusServiceUnavailable)
 			return
 		}
 		fmt.Fprintln(w, "ok")
 	})
-	ad.mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if !ready() {
-			http.Error(w, "not synced yet", http.StatusServiceUnavailable)
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
 			return
 		}
 		fmt.Fprintln(w, "ok")
 	})
-	return ad
 }
 
 // server returns an http.Server for the admin port: HTTP/1 only, as probes

@@ -1,24 +1,15 @@
 package agent
 
 import (
-	"fmt"
 	"net/http"
 	"time"
 )
 
-// probeServer serves what the kubelet probes, and nothing else: /healthz
-// (the process answers) and /readyz (200 while ready reports true, 503
-// otherwise: before the initial state is applied, and from the moment a
-// drain starts).
-func probeServer(ready func() bool) *http.Server {
+// probeServer serves what the kubelet probes, and nothing else (see
+// handleProbes): the same answers as the admin port, for probes that must
+// reach this agent when another one shares the node's ports.
+func probeServer(ready func() bool, loop *heartbeat, stuckAfter time.Duration) *http.Server {
 	mux := http.NewServeMux()
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
-	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if !ready() {
-			http.Error(w, "not ready", http.StatusServiceUnavailable)
-			return
-		}
-		fmt.Fprintln(w, "ok")
-	})
+	handleProbes(mux, ready, loop, stuckAfter)
 	return &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 }

@@ -98,9 +98,10 @@ func Serve(ctx context.Context, o Options) error {
 	go func() { errc <- a.Run(runCtx) }()
 
 	limits := o.Limits.WithDefaults()
+	stuckAfter := cmp.Or(o.StuckAfter, DefaultStuckAfter)
 	ads := xds.NewServer(cache, m, o.Log, xds.Options{Limits: limits, Admit: o.Admit, Absent: a.absent, Key: a.CacheKey})
 	if o.Admin != nil {
-		srv := newAdmin(reg, ready.Load, a.beat, cmp.Or(o.StuckAfter, DefaultStuckAfter)).server()
+		srv := newAdmin(reg, ready.Load, a.beat, stuckAfter).server()
 		go func() {
 			if err := srv.Serve(o.Admin); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				errc <- fmt.Errorf("admin server: %w", err)
@@ -120,7 +121,7 @@ func Serve(ctx context.Context, o Options) error {
 		defer srv.Close()
 	}
 	if o.Probe != nil {
-		srv := probeServer(ready.Load)
+		srv := probeServer(ready.Load, a.beat, stuckAfter)
 		go func() {
 			if err := srv.Serve(o.Probe); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				errc <- fmt.Errorf("probe server: %w", err)
