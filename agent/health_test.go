@@ -3,17 +3,16 @@ package agent_test
 import (
 	"io"
 	"net"
-	"slices"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	dto "github.com/prometheus/client_model/go"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/nodexds/nodexds/health"
 	"github.com/nodexds/nodexds/internal/echo"
+	"github.com/nodexds/nodexds/internal/metricstest"
 )
 
 const (
@@ -138,26 +137,11 @@ func TestChecksFollowSubscriptions(t *testing.T) {
 // whose label values include labelValues.
 func metricValue(t testing.TB, a *testAgent, name string, labelValues ...string) float64 {
 	t.Helper()
-	mfs, err := a.Registry.Gather()
+	v, err := metricstest.Sum(a.Registry, name, labelValues...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var sum float64
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	series:
-		for _, m := range mf.GetMetric() {
-			for _, want := range labelValues {
-				if !slices.ContainsFunc(m.GetLabel(), func(l *dto.LabelPair) bool { return l.GetValue() == want }) {
-					continue series
-				}
-			}
-			sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
-		}
-	}
-	return sum
+	return v
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {

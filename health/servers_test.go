@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nodexds/nodexds/internal/metricstest"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -48,30 +49,11 @@ func startProber(t testing.TB, cfg Config) *testProber {
 // labelValues.
 func (p *testProber) metric(t testing.TB, name string, labelValues ...string) float64 {
 	t.Helper()
-	mfs, err := p.reg.Gather()
+	v, err := metricstest.Sum(p.reg, name, labelValues...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var sum float64
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	series:
-		for _, m := range mf.GetMetric() {
-			for _, want := range labelValues {
-				found := false
-				for _, l := range m.GetLabel() {
-					found = found || l.GetValue() == want
-				}
-				if !found {
-					continue series
-				}
-			}
-			sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
-		}
-	}
-	return sum
+	return v
 }
 
 // waitFor polls cond until it holds, failing the test after 10 s.
