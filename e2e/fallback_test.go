@@ -78,7 +78,10 @@ func TestAgentDownForAMinute(t *testing.T) {
 	agent.Start(t)
 	agent.waitReady(t)
 	back := time.Now()
-	js.WaitServedBy(t, local.Name())
+	// grpc-js retries a refused connection after 1 s × 1.6ⁿ (at most 120 s),
+	// each delay ±20 %: after 60 s of refusals the attempt that follows the
+	// agent's return may be up to ≈ 52 s away. Wait that long and some.
+	js.WaitServedByWithin(t, 90*time.Second, local.Name())
 	jsTook := time.Since(down)
 
 	running.AssertNoFailures(t, mark, "through a 60 s outage of its agent")
