@@ -30,8 +30,9 @@ type Config struct {
 	Names names.Parser
 	// DefaultTiers is the topology of Services that ask for none.
 	DefaultTiers topology.Tiers
-	// Coalesce is the burst window: the first change after a quiet period is
-	// applied at once, later ones are batched until the window ends.
+	// Coalesce is the burst window, per Service: a Service's first change
+	// after a quiet period is applied at once, its later ones are batched
+	// until its window ends. Other Services' changes never wait for it.
 	Coalesce time.Duration
 	// Visibility says which clients see a Service: every client
 	// (VisibilityCluster, the default) or those in its namespace and the
@@ -73,16 +74,21 @@ type Agent struct {
 	beat     *heartbeat // Run's; read by /healthz
 
 	// Owned by Run.
-	store    *discovery.Store
-	here     topology.Here
-	subs     *subscriptions
-	dirty    map[discovery.ServiceKey]bool
-	dirtyAll bool
-	observed time.Time                  // first change not yet flushed
-	reported map[string]string          // report key → errors last reported
-	failOpen map[string]bool            // clusters whose endpoints all fail checks
-	merged   map[portKey]*portEndpoints // this iteration's merged endpoints; see endpoints
-	barriers []chan struct{}
+	store *discovery.Store
+	here  topology.Here
+	subs  *subscriptions
+	// Changes waiting to be built, with when each was first seen. A
+	// Service rebuilt less than a coalescing window ago waits in dirty until
+	// its window ends (see flush); pushed says when each was rebuilt.
+	dirty       map[discovery.ServiceKey]time.Time
+	pushed      map[discovery.ServiceKey]time.Time
+	dirtyAll    bool      // a topology change: rebuild everything subscribed
+	observedAll time.Time // when dirtyAll was first set
+	pushedAll   time.Time
+	reported    map[string]string          // report key → errors last reported
+	failOpen    map[string]bool            // clusters whose endpoints all fail checks
+	merged      map[portKey]*portEndpoints // this iteration's merged endpoints; see endpoints
+	barriers    []chan struct{}
 }
 
 // queued is an Event, or a barrier (done) that Sync waits on.
@@ -116,7 +122,8 @@ func New(cfg Config, cache *xds.Cache, checker health.Checker, reporter Reporter
 		store:    discovery.NewStore(),
 		here:     topology.Here{Node: cfg.NodeName},
 		subs:     newSubscriptions(),
-		dirty:    map[discovery.ServiceKey]bool{},
+		dirty:    map[discovery.ServiceKey]time.Time{},
+		pushed:   map[discovery.ServiceKey]time.Time{},
 		reported: map[string]string{},
 		failOpen: map[string]bool{},
 		merged:   map[portKey]*portEndpoints{},

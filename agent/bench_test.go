@@ -54,7 +54,7 @@ func benchSlice(key discovery.ServiceKey, s, n, gen int) *discovery.Slice {
 	return sl
 }
 
-func benchAgent(b *testing.B) (*Agent, *xds.Cache, *metrics.Metrics) {
+func benchAgent(b testing.TB) (*Agent, *xds.Cache, *metrics.Metrics) {
 	cache := xds.NewCache()
 	m := metrics.New(prometheus.NewRegistry())
 	a := New(Config{
@@ -67,7 +67,7 @@ func benchAgent(b *testing.B) (*Agent, *xds.Cache, *metrics.Metrics) {
 
 // subscribeAll makes every service's four resources wanted, as if clients on
 // this node used every service: the worst case for a rebuild.
-func subscribeAll(b *testing.B, a *Agent, cache *xds.Cache, services int) {
+func subscribeAll(b testing.TB, a *Agent, cache *xds.Cache, services int) {
 	s := xds.NewTestSubscriber(cache)
 	for i := range services {
 		key := discovery.ServiceKey{Namespace: fmt.Sprintf("ns%d", i%50), Name: fmt.Sprintf("svc%d", i)}
@@ -90,7 +90,7 @@ func BenchmarkEndpointChange(b *testing.B) {
 			for _, e := range benchCluster(services, 10) {
 				a.apply(e, time.Now())
 			}
-			a.flush()
+			a.flush(time.Now(), true)
 			subscribeAll(b, a, cache, services)
 			key := discovery.ServiceKey{Namespace: "ns7", Name: "svc7"}
 			rebuilds := testutil.ToFloat64(m.Rebuilds)
@@ -98,7 +98,7 @@ func BenchmarkEndpointChange(b *testing.B) {
 			b.ResetTimer()
 			for i := 0; b.Loop(); i++ {
 				a.apply(discovery.Event{Slice: benchSlice(key, 7, 10, i+1)}, time.Now())
-				a.flush()
+				a.flush(time.Now(), true)
 			}
 			b.StopTimer()
 			if got := testutil.ToFloat64(m.Rebuilds) - rebuilds; got != float64(b.N) {
@@ -119,7 +119,7 @@ func BenchmarkFullBuild(b *testing.B) {
 		for _, e := range evs {
 			a.apply(e, time.Now())
 		}
-		a.flush()
+		a.flush(time.Now(), true)
 		subscribeAll(b, a, cache, 10000)
 	}
 }
@@ -136,7 +136,7 @@ func BenchmarkPickerRebuild(b *testing.B) {
 				Ports:       []discovery.Port{{Name: "grpc", Port: 8080}},
 				Annotations: map[string]string{resources.AnnotationEndpointHeader: "x-pod"}}}, time.Now())
 			a.apply(discovery.Event{Slice: benchSlice(key, 0, members, 0)}, time.Now())
-			a.flush()
+			a.flush(time.Now(), true)
 			s := xds.NewTestSubscriber(cache)
 			canonical := a.cfg.Names.Canonical(key, 8080)
 			for _, typ := range []string{xds.RouteType, xds.ClusterType, xds.EndpointType} {
@@ -150,7 +150,7 @@ func BenchmarkPickerRebuild(b *testing.B) {
 			b.ReportAllocs()
 			for i := 0; b.Loop(); i++ {
 				a.apply(discovery.Event{Slice: benchSlice(key, 0, members, i+1)}, time.Now())
-				a.flush()
+				a.flush(time.Now(), true)
 			}
 		})
 	}

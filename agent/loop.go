@@ -14,21 +14,21 @@ import (
 
 // Run processes events and interests until ctx is done.
 //
-// Changes — discovery events and health transitions alike — are coalesced:
-// the first change after a quiet period is flushed at once, later ones are
-// batched until the window ends, so a flapping endpoint pushes at most once
-// per window, not at its flap rate.
+// Changes — discovery events and health transitions alike — are coalesced
+// per Service: a Service's first change after a quiet period is built at
+// once, its later ones wait until its window ends, so a flapping endpoint
+// pushes at most once per window, not at its flap rate. Other Services'
+// changes never wait for that window: one Service churning must not delay
+// a change to another (issue 12 measured this as the tail of a change's
+// latency under churn).
 func (a *Agent) Run(ctx context.Context) error {
 	window := time.NewTimer(0)
 	<-window.C
-	windowOpen := false
 	tick := time.NewTicker(heartbeatEvery) // an idle loop beats too
 	defer tick.Stop()
-	changed := func(barrier bool) {
-		if barrier || !windowOpen {
-			a.flush()
-			window.Reset(a.cfg.Coalesce)
-			windowOpen = true
+	changed := func(force bool) {
+		if next, held := a.flush(time.Now(), force); held {
+			window.Reset(time.Until(next))
 		}
 	}
 	for {
@@ -47,17 +47,16 @@ func (a *Agent) Run(ctx context.Context) error {
 					drained = true
 				}
 			}
+			// A barrier (Sync) promises that everything before it is
+			// visible: nothing may wait for a window.
 			changed(barrier)
 			if barrier {
-				a.cache.Publish() // what Sync promises is visible
+				a.cache.Publish()
 				a.releaseBarriers()
 			}
 
 		case <-window.C:
-			windowOpen = false
-			if a.pending() {
-				changed(false)
-			}
+			changed(false)
 
 		case <-a.cache.Interests():
 			a.interests(a.cache.TakeInterests())
@@ -104,8 +103,6 @@ func (a *Agent) releaseBarriers() {
 	a.barriers = nil
 }
 
-func (a *Agent) pending() bool { return a.dirtyAll || len(a.dirty) > 0 }
-
 // apply records an event in the store and marks what it touched.
 func (a *Agent) apply(e discovery.Event, at time.Time) {
 	kind, op := eventLabels(e)
@@ -125,40 +122,61 @@ func (a *Agent) apply(e discovery.Event, at time.Time) {
 		}
 		// A node's zone or region moves every endpoint on it between tiers;
 		// rare enough to rebuild whatever is subscribed.
-		a.dirtyAll = true
-		if a.observed.IsZero() {
-			a.observed = at
+		if !a.dirtyAll {
+			a.dirtyAll, a.observedAll = true, at
 		}
 	}
 }
 
-// markDirty records that a Service must be rebuilt at the next flush.
+// markDirty records that a Service must be rebuilt.
 func (a *Agent) markDirty(k discovery.ServiceKey, at time.Time) {
-	a.dirty[k] = true
-	if a.observed.IsZero() {
-		a.observed = at
+	if _, ok := a.dirty[k]; !ok {
+		a.dirty[k] = at
 	}
 }
 
-// flush rebuilds the subscribed resources of every dirty Service.
-func (a *Agent) flush() {
-	if !a.pending() {
-		return
+// flush rebuilds the subscribed resources of every dirty Service whose
+// window allows it (all of them if force), and reports the earliest time a
+// held one is due, if any.
+func (a *Agent) flush(now time.Time, force bool) (next time.Time, held bool) {
+	win := a.cfg.Coalesce
+	hold := func(last time.Time) bool {
+		if force || last.IsZero() || now.Sub(last) >= win {
+			return false
+		}
+		if due := last.Add(win); !held || due.Before(next) {
+			next, held = due, true
+		}
+		return true
 	}
-	if a.dirtyAll {
+	// Windows that have ended are forgotten: pushed holds only the Services
+	// rebuilt in the last window.
+	for k, at := range a.pushed {
+		if now.Sub(at) >= win {
+			delete(a.pushed, k)
+		}
+	}
+	if a.dirtyAll && !hold(a.pushedAll) {
 		for _, k := range a.subs.services() {
-			a.rebuild(k, a.observed)
+			a.rebuild(k, a.observedAll)
 		}
-	} else {
-		for k := range a.dirty {
-			if a.subs.has(k) {
-				a.rebuild(k, a.observed)
-			}
-		}
+		a.dirtyAll, a.observedAll, a.pushedAll = false, time.Time{}, now
+		clear(a.dirty) // rebuilt above, if subscribed
+		return next, held
 	}
-	clear(a.dirty)
-	a.dirtyAll = false
-	a.observed = time.Time{}
+	for k, observed := range a.dirty {
+		if !a.subs.has(k) {
+			delete(a.dirty, k) // nobody here uses it: nothing to build, no window spent
+			continue
+		}
+		if hold(a.pushed[k]) {
+			continue
+		}
+		a.rebuild(k, observed)
+		a.pushed[k] = now
+		delete(a.dirty, k)
+	}
+	return next, held
 }
 
 // interests follows subscription changes from the cache: build what became
