@@ -147,7 +147,7 @@ func TestSettledStateCallsForNoResponse(t *testing.T) {
 		if got := plan([]typeInput{in}); len(got) != 1 {
 			t.Fatalf("%s: first plan = %q, want one response", ShortType(typ), describe(got))
 		}
-		settle(in.told, in.subs)
+		in.digest = settle(in.told, in.subs, in.digest)
 		if got := plan([]typeInput{in}); len(got) != 0 {
 			t.Errorf("%s: plan after settling = %q, want nothing", ShortType(typ), describe(got))
 		}
@@ -158,10 +158,33 @@ func TestSettledStateCallsForNoResponse(t *testing.T) {
 }
 
 func TestTypeVersionDependsOnContentOnly(t *testing.T) {
-	a := typeVersion(subsOf(map[string]string{"x": "v1", "y": "v2"}))
-	b := typeVersion(subsOf(map[string]string{"y": "v2", "x": "v1"}))
-	c := typeVersion(subsOf(map[string]string{"x": "v1", "y": "v3"}))
+	version := func(state map[string]string) string {
+		return typeVersion(settled(0, map[string]string{}, subsOf(state)))
+	}
+	a := version(map[string]string{"x": "v1", "y": "v2"})
+	b := version(map[string]string{"y": "v2", "x": "v1"})
+	c := version(map[string]string{"x": "v1", "y": "v3"})
 	if a != b || a == c {
 		t.Errorf("versions: equal content %q vs %q, changed content %q", a, b, c)
+	}
+}
+
+func TestOneChangedEndpointIsPlannedAloneAtTheFullVersion(t *testing.T) {
+	// A stream holding a, b and c is woken for b alone: planned from b only,
+	// it sends what a plan over every name would, at the same version, which
+	// is the version a new client holding the same state would be sent.
+	told := map[string]string{}
+	digest := settle(told, subsOf(map[string]string{"a": "v1", "b": "v1", "c": "v1"}), 0)
+	now := map[string]string{"a": "v1", "b": "v2", "c": "v1"}
+	full := typeInput{typ: EndpointType, subs: subsOf(now), told: told, digest: digest}
+	alone := typeInput{typ: EndpointType, subs: subsOf(map[string]string{"b": "v2"}), told: told, digest: digest}
+	fresh := typeVersion(settled(0, map[string]string{}, subsOf(now)))
+	f, ok1 := decide(full)
+	a, ok2 := decide(alone)
+	if !ok1 || !ok2 || describe([]response{f}) != "EDS[b]" || describe([]response{a}) != "EDS[b]" {
+		t.Fatalf("full plan %q (%v), plan of b alone %q (%v): want EDS[b] from both", describe([]response{f}), ok1, describe([]response{a}), ok2)
+	}
+	if f.version != a.version || a.version != fresh {
+		t.Errorf("versions: full plan %s, b alone %s, a new client %s: want one", f.version, a.version, fresh)
 	}
 }

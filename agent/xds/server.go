@@ -116,7 +116,7 @@ func (s *Server) StreamAggregatedResources(gs discoveryv3.AggregatedDiscoverySer
 		srv:    s,
 		grpc:   gs,
 		wakeCh: make(chan struct{}, 1),
-		dirty:  map[string]bool{},
+		dirty:  dirty{},
 		types:  map[string]*typeState{},
 		stuck:  make(chan struct{}),
 	}
@@ -282,7 +282,7 @@ func (s *Server) resourcesChanged(keys []key) {
 	defer s.subMu.Unlock()
 	for _, k := range keys {
 		for st := range s.subs[k] {
-			st.wake(k.typ)
+			st.wake(k.typ, k.name)
 		}
 	}
 }
@@ -303,7 +303,7 @@ type stream struct {
 
 	wakeCh chan struct{}
 	mu     sync.Mutex
-	dirty  map[string]bool
+	dirty  dirty
 
 	stuck     chan struct{} // closed when a Send outlives SendTimeout
 	stuckOnce sync.Once
@@ -316,6 +316,7 @@ type typeState struct {
 	names    map[string]struct{} // subscribed
 	sorted   []string            // names, sorted; nil when names changed
 	told     map[string]string   // see typeInput.told
+	digest   uint64              // see typeInput.digest
 	toldPeak int                 // see shrink.Map
 	nonce    string              // of the latest response of this type
 	sent     string              // its version
@@ -338,10 +339,34 @@ func (st *stream) keyOf(typ, name string) string {
 	return st.srv.key(st.node, typ, name)
 }
 
-// wake marks typ as changed.
-func (st *stream) wake(typ string) {
+// dirty is what changed for a stream since it last looked, per type: the
+// cache keys of the Routes and Endpoints that changed, or nil for a type to
+// be looked at whole (Listeners and Clusters are full state: any change
+// means a response carrying all of them).
+type dirty map[string]map[string]struct{}
+
+func (d dirty) all(typ string) { d[typ] = nil }
+
+func (d dirty) add(typ, key string) {
+	if fullState(typ) {
+		d.all(typ)
+		return
+	}
+	keys, ok := d[typ]
+	if ok && keys == nil {
+		return // already whole
+	}
+	if keys == nil {
+		keys = map[string]struct{}{}
+		d[typ] = keys
+	}
+	keys[key] = struct{}{}
+}
+
+// wake records that the resource key of type typ changed.
+func (st *stream) wake(typ, key string) {
 	st.mu.Lock()
-	st.dirty[typ] = true
+	st.dirty.add(typ, key)
 	st.mu.Unlock()
 	select {
 	case st.wakeCh <- struct{}{}:
@@ -349,11 +374,11 @@ func (st *stream) wake(typ string) {
 	}
 }
 
-func (st *stream) takeDirty() []string {
+func (st *stream) takeDirty() dirty {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	out := slices.Collect(maps.Keys(st.dirty))
-	clear(st.dirty)
+	out := st.dirty
+	st.dirty = dirty{}
 	return out
 }
 
@@ -472,17 +497,17 @@ func (st *stream) run(ctx context.Context) error {
 		case <-arrived:
 			// Handle every request that is already here before answering: a
 			// client adding names one by one gets one answer, not one each.
-			var answer []string
+			d := st.takeDirty()
 			for _, req := range in.take() {
 				asks, err := st.handle(ctx, req)
 				if err != nil {
 					return err
 				}
 				if asks {
-					answer = append(answer, req.GetTypeUrl())
+					d.all(req.GetTypeUrl())
 				}
 			}
-			if err := st.respond(slices.Concat(answer, st.takeDirty())); err != nil {
+			if err := st.respond(d); err != nil {
 				return err
 			}
 		case <-st.wakeCh:
@@ -577,6 +602,9 @@ func (st *stream) handle(ctx context.Context, req *discoveryv3.DiscoveryRequest)
 	for n := range ts.names {
 		if _, ok := want[n]; !ok {
 			remove = append(remove, n)
+			if v, ok := ts.told[n]; ok && v != toldAbsent {
+				ts.digest ^= digestOf(n, v)
+			}
 			delete(ts.told, n)
 		}
 	}
@@ -601,15 +629,20 @@ func (st *stream) handle(ctx context.Context, req *discoveryv3.DiscoveryRequest)
 	return len(add) > 0, nil
 }
 
-// respond sends what plan decides for the given types.
-func (st *stream) respond(types []string) error {
+// respond sends what plan decides for what changed: for each type in d,
+// every subscribed name, or only those whose resources changed.
+func (st *stream) respond(d dirty) error {
 	var ins []typeInput
-	for _, typ := range types {
+	for _, typ := range addOrder {
+		keys, ok := d[typ]
 		ts := st.types[typ]
-		if ts == nil || slices.ContainsFunc(ins, func(in typeInput) bool { return in.typ == typ }) {
+		if !ok || ts == nil {
 			continue
 		}
 		names := ts.sortedNames()
+		if keys != nil {
+			names = st.changedNames(typ, ts, keys)
+		}
 		subs := make([]sub, len(names))
 		for i, n := range names {
 			subs[i].name, subs[i].key = n, st.keyOf(typ, n)
@@ -620,7 +653,7 @@ func (st *stream) respond(types []string) error {
 				*e = st.srv.outsider(typ, subs[i].name)
 			}
 		}
-		ins = append(ins, typeInput{typ: typ, subs: subs, told: ts.told})
+		ins = append(ins, typeInput{typ: typ, subs: subs, told: ts.told, digest: ts.digest})
 	}
 	for _, r := range plan(ins) {
 		if err := st.send(r); err != nil {
@@ -628,9 +661,27 @@ func (st *stream) respond(types []string) error {
 		}
 	}
 	for _, in := range ins {
-		settle(in.told, in.subs)
+		st.types[in.typ].digest = settle(in.told, in.subs, in.digest)
 	}
 	return nil
+}
+
+// changedNames are the subscribed names of the changed cache keys of an
+// incremental type, sorted. Route and Endpoint names are their own cache
+// keys (only Listener and Cluster keys carry a view or variant); a key that
+// is not is looked up through every name.
+func (st *stream) changedNames(typ string, ts *typeState, keys map[string]struct{}) []string {
+	names := make([]string, 0, len(keys))
+	for k := range keys {
+		if st.keyOf(typ, k) != k {
+			return ts.sortedNames()
+		}
+		if _, ok := ts.names[k]; ok { // else no longer subscribed: nothing to say
+			names = append(names, k)
+		}
+	}
+	slices.Sort(names)
+	return names
 }
 
 // send sends one response.

@@ -97,12 +97,12 @@ type testServer struct {
 	addr    string
 }
 
-func startServer(t *testing.T, clusters ...string) *testServer {
+func startServer(t testing.TB, clusters ...string) *testServer {
 	t.Helper()
 	return startServerWith(t, Options{}, clusters...)
 }
 
-func startServerWith(t *testing.T, o Options, clusters ...string) *testServer {
+func startServerWith(t testing.TB, o Options, clusters ...string) *testServer {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	w := &world{cache: NewCache(), data: map[string]proto.Message{}, held: map[string]bool{}}
@@ -126,7 +126,7 @@ func startServerWith(t *testing.T, o Options, clusters ...string) *testServer {
 
 // adsClient is a raw ADS client: it speaks the protocol step by step.
 type adsClient struct {
-	t         *testing.T
+	t         testing.TB
 	node      string   // the Node id it sends; "test" unless set
 	typ       string   // the type it asks for; CDS unless set
 	names     []string // what it last asked for
@@ -135,7 +135,7 @@ type adsClient struct {
 	last      *discoveryv3.DiscoveryResponse
 }
 
-func dial(t *testing.T, s *testServer) *adsClient {
+func dial(t testing.TB, s *testServer) *adsClient {
 	t.Helper()
 	cc, err := grpc.NewClient(s.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
