@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime/debug"
 	"sync/atomic"
 	"time"
 
@@ -142,6 +143,12 @@ func Serve(ctx context.Context, o Options) error {
 	}
 	m.SourceSyncDuration.Set(time.Since(start).Seconds())
 	o.Log.Info("initial state applied", "took", time.Since(start).Round(time.Millisecond))
+	// The initial lists left garbage several times the model's size (at
+	// 11,000 Services: ≈ 170 MB allocated while decoding, against ≈ 25 MB
+	// kept). Collect it and hand its pages back now, once, rather than
+	// keep them resident until the runtime's background scavenger gets to
+	// them minutes later.
+	go debug.FreeOSMemory()
 
 	g := grpc.NewServer(
 		// Find clients that vanished without closing (node reboots, netns gone).

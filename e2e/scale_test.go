@@ -5,7 +5,9 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -69,6 +71,7 @@ type scaleConfig struct {
 	Flips        int
 	ChurnPerSec  int      // background slice writes per second, to the other Services
 	AgentArgs    []string // more agent flags
+	AgentEnv     []string // more agent environment
 	// Window is the agent's coalescing window (its -coalesce), for the
 	// attribution of slow flips.
 	Window time.Duration
@@ -86,10 +89,46 @@ type flipTiming struct {
 
 func (f flipTiming) share() time.Duration { return f.pushed.Sub(f.seen) }
 
-type procMem struct{ rss, anon, file, hwm int64 } // KiB
+// procMem is a process's memory: from /proc/PID/status (KiB), and the Go
+// heap as its /metrics reports it (bytes).
+type procMem struct {
+	rss, anon, file, hwm int64
+	heapAlloc, heapInuse int64 // live + not yet collected; in spans
+	nextGC               int64
+}
 
 func (m procMem) String() string {
-	return fmt.Sprintf("%d MiB (anon %d MiB, file %d MiB)", m.rss>>10, m.anon>>10, m.file>>10)
+	return fmt.Sprintf("%d MiB (anon %d MiB, file %d MiB; Go heap allocated %d MiB, in use %d MiB, next GC at %d MiB)",
+		m.rss>>10, m.anon>>10, m.file>>10, m.heapAlloc>>20, m.heapInuse>>20, m.nextGC>>20)
+}
+
+// agentMem is readProcMem plus the agent's Go heap figures.
+func agentMem(t testing.TB, a *scaleAgent) procMem {
+	t.Helper()
+	m := readProcMem(t, a.pid)
+	resp, err := http.Get("http://" + net.JoinHostPort(a.ip, "18001") + "/metrics")
+	if err != nil {
+		t.Fatalf("scale: %v", err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) != 2 {
+			continue
+		}
+		v, _ := strconv.ParseFloat(f[1], 64)
+		switch f[0] {
+		case "go_memstats_heap_alloc_bytes":
+			m.heapAlloc = int64(v)
+		case "go_memstats_heap_inuse_bytes":
+			m.heapInuse = int64(v)
+		case "go_memstats_next_gc_bytes":
+			m.nextGC = int64(v)
+		}
+	}
+	return m
 }
 
 type scaleResult struct {
@@ -104,6 +143,7 @@ type scaleResult struct {
 	churnWrites int
 	churnFor    time.Duration
 	gcs         int
+	internal    histogram // the agent's own EDS push latency (enqueue → sent) during the flips
 }
 
 // scaleNodes: the agent's node and 100 more over four zones of two regions;
@@ -200,9 +240,18 @@ func (h *history) wait(ctx context.Context, svc, from int, want scaleMask) (time
 	}
 }
 
-func runScale(t testing.TB, cfg scaleConfig) scaleResult {
+// scaleCluster is a control plane holding the scale run's objects.
+type scaleCluster struct {
+	*cluster.Cluster
+	bins       Bins
+	client     kubernetes.Interface // this test's, unthrottled, protobuf
+	kubeconfig string               // the agent's: deploy/'s ServiceAccount
+}
+
+// startScaleCluster starts a control plane with deploy/'s RBAC and writes
+// cfg's Nodes, Services and EndpointSlices into it.
+func startScaleCluster(t testing.TB, cfg scaleConfig) (*scaleCluster, time.Duration) {
 	t.Helper()
-	var res scaleResult
 	c := cluster.Start(t, cluster.Options{
 		Nodes:      []cluster.Node{{Name: scaleNode, Zone: "zone-a", Region: "region-1"}},
 		Namespaces: []string{scaleNS},
@@ -210,23 +259,36 @@ func runScale(t testing.TB, cfg scaleConfig) scaleResult {
 	e := &Env{Cluster: c, Bins: projectBins(t)}
 	e.kubectl(t, "apply", "-k", e.Bins.Repo+"/deploy")
 	e.waitRBACEffective(t)
-	kubeconfig := c.WriteKubeconfig(t, c.ServiceAccountToken(t, "nodexds", "nodexds"))
-
 	rc := c.RESTConfig()
 	rc.QPS, rc.Burst = -1, 0 // the writer is this test, not a controller
 	rc.ContentType = "application/vnd.kubernetes.protobuf"
-	client := kubernetes.NewForConfigOrDie(rc)
-
+	sc := &scaleCluster{Cluster: c, bins: e.Bins, client: kubernetes.NewForConfigOrDie(rc),
+		kubeconfig: c.WriteKubeconfig(t, c.ServiceAccountToken(t, "nodexds", "nodexds"))}
 	start := time.Now()
-	populateScale(t, client, cfg)
-	res.populate = time.Since(start)
+	populateScale(t, sc.client, cfg)
+	took := time.Since(start)
 	t.Logf("scale: wrote %d Services and %d EndpointSlices (%d endpoints) in %v",
-		cfg.Services, cfg.Services, cfg.Services*cfg.EndpointsPer, res.populate.Round(time.Millisecond))
+		cfg.Services, cfg.Services, cfg.Services*cfg.EndpointsPer, took.Round(time.Millisecond))
+	return sc, took
+}
 
-	// The agent, run as its pod would be, with its stderr time-stamped here.
-	ip := c.NodeIP(scaleNode).String()
-	argv := append([]string{e.Bins.Nodexds, "serve",
-		"--source=kube", "--kubeconfig=" + kubeconfig, "--node-name=" + scaleNode,
+// scaleAgent is a running agent of the scale run.
+type scaleAgent struct {
+	pid     int
+	ip      string
+	lines   *agentLines
+	serving time.Duration // exec → "serving ADS"
+	applied time.Duration // its "initial state applied" took
+	stop    func()
+}
+
+// startAgent runs the agent as its pod would be, with its stderr
+// time-stamped here, and returns once it serves ADS.
+func (sc *scaleCluster) startAgent(t testing.TB, cfg scaleConfig, name string) *scaleAgent {
+	t.Helper()
+	ip := sc.NodeIP(scaleNode).String()
+	argv := append([]string{sc.bins.Nodexds, "serve",
+		"--source=kube", "--kubeconfig=" + sc.kubeconfig, "--node-name=" + scaleNode,
 		"--xds-listen=" + net.JoinHostPort(ip, "18000"),
 		"--admin-listen=" + net.JoinHostPort(ip, "18001"),
 		"--debug-listen=" + net.JoinHostPort(ip, "18002"),
@@ -234,41 +296,54 @@ func runScale(t testing.TB, cfg scaleConfig) scaleResult {
 		"--admit=any",
 		// The endpoints' addresses are made up: nothing may dial them.
 		"--health-checks=false",
+		"--pprof",
 	}, cfg.AgentArgs...)
-	cmd := c.RunInNode(scaleNode, argv...)
-	cmd.Env = append(os.Environ(), "GODEBUG=gctrace=1")
+	cmd := sc.RunInNode(scaleNode, argv...)
+	cmd.Env = append(append(os.Environ(), "GODEBUG=gctrace=1"), cfg.AgentEnv...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd.Stdout = nil
-	logPath := filepath.Join(c.LogDir(), "agent-scale.log")
-	logFile, err := os.Create(logPath)
+	logFile, err := os.Create(filepath.Join(sc.LogDir(), name+".log"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { logFile.Close() })
-	lines := &agentLines{}
+	a := &scaleAgent{ip: ip, lines: &agentLines{}}
 	execAt := time.Now()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	scanned := make(chan struct{})
-	go func() { defer close(scanned); lines.scan(stderr, logFile) }()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-		<-scanned
-	})
-	pid := cmd.Process.Pid
-
-	servingAt := lines.waitFor(t, 60*time.Second, `"msg":"serving ADS"`)
-	res.serving = servingAt.Sub(execAt)
-	res.applied = lines.appliedTook(t)
+	go func() { defer close(scanned); a.lines.scan(stderr, logFile) }()
+	var once sync.Once
+	a.stop = func() {
+		once.Do(func() {
+			cmd.Process.Kill()
+			cmd.Wait()
+			<-scanned
+			logFile.Close()
+		})
+	}
+	t.Cleanup(a.stop)
+	a.pid = cmd.Process.Pid
+	a.serving = a.lines.waitFor(t, 60*time.Second, `"msg":"serving ADS"`).Sub(execAt)
+	a.applied = a.lines.appliedTook(t)
 	t.Logf("scale: agent initial state applied %v after its source started; exec → serving ADS %v",
-		res.applied.Round(time.Millisecond), res.serving.Round(time.Millisecond))
+		a.applied.Round(time.Millisecond), a.serving.Round(time.Millisecond))
+	return a
+}
+
+func runScale(t testing.TB, cfg scaleConfig) scaleResult {
+	t.Helper()
+	var res scaleResult
+	sc, populate := startScaleCluster(t, cfg)
+	res.populate = populate
+	client := sc.client
+	agent := sc.startAgent(t, cfg, "agent-scale")
+	res.serving, res.applied = agent.serving, agent.applied
+	ip, lines := agent.ip, agent.lines
 	time.Sleep(2 * time.Second) // let the start's garbage be collected, as it would be by the time it matters
-	res.synced = readProcMem(t, pid)
+	res.synced = agentMem(t, agent)
 
 	// The watcher: from now on, every slice change, with when it was seen.
 	ctx, cancel := context.WithCancel(t.Context())
@@ -325,9 +400,11 @@ func runScale(t testing.TB, cfg scaleConfig) scaleResult {
 	t.Logf("scale: ADS client subscribed to %d Services: every load assignment received in %v",
 		cfg.Subscribed, res.subscribe.Round(time.Millisecond))
 	time.Sleep(2 * time.Second)
-	res.subscribed = readProcMem(t, pid)
+	res.subscribed = agentMem(t, agent)
 
 	// Churn the other Services in the background.
+	histBefore := pushLatency(t, ip)
+	profile := startCPUProfile(t, ip)
 	churnCtx, stopChurn := context.WithCancel(ctx)
 	churnDone := make(chan struct{})
 	go func() {
@@ -373,7 +450,9 @@ func runScale(t testing.TB, cfg scaleConfig) scaleResult {
 	}
 	stopChurn()
 	<-churnDone
-	res.churned = readProcMem(t, pid)
+	res.churned = agentMem(t, agent)
+	res.internal = pushLatency(t, ip).minus(histBefore)
+	profile()
 
 	// What the slow ones coincide with.
 	gcs := lines.gcCycles()
@@ -881,12 +960,112 @@ func (r scaleResult) report(t testing.TB, cfg scaleConfig) []time.Duration {
 			all.co++
 		}
 	}
+	t.Logf("scale: the agent's own EDS push latency during the flips (queued → sent, all EDS pushes): p50 %s, p90 %s, p99 %s",
+		r.internal.quantile(0.5), r.internal.quantile(0.9), r.internal.quantile(0.99))
 	t.Logf("scale: the slowest %d flips (≥ %s): %d during an agent GC cycle, %d within %v after another slice change, %d both, %d neither (of all flips: %d during GC, %d after another change)",
 		len(top), fmt.Sprintf("%.2f ms", float64(top[len(top)-1].share())/1e6), gc, co, cfg.Window, both, none, all.gc, all.co)
 	for _, f := range slow[:min(len(slow), 5)] {
 		t.Logf("scale:   %s: %.2f ms (gc %v, after another change %v)", scaleSvc(f.svc), float64(f.share())/1e6, f.gc, f.coalesced)
 	}
 	return shares
+}
+
+// histogram is a Prometheus histogram's cumulative buckets.
+type histogram struct {
+	le    []float64
+	count []float64
+}
+
+func (h histogram) minus(o histogram) histogram {
+	out := histogram{le: h.le, count: slices.Clone(h.count)}
+	for i := range out.count {
+		if i < len(o.count) {
+			out.count[i] -= o.count[i]
+		}
+	}
+	return out
+}
+
+// quantile is the upper bound of the bucket holding quantile p.
+func (h histogram) quantile(p float64) string {
+	if len(h.count) == 0 || h.count[len(h.count)-1] == 0 {
+		return "-"
+	}
+	total := h.count[len(h.count)-1]
+	for i, c := range h.count {
+		if c >= p*total {
+			if math.IsInf(h.le[i], 1) {
+				return fmt.Sprintf("> %.1f ms", h.le[i-1]*1e3)
+			}
+			return fmt.Sprintf("≤ %.1f ms", h.le[i]*1e3)
+		}
+	}
+	return "-"
+}
+
+// pushLatency scrapes the agent's nodexds_push_latency_seconds for EDS.
+func pushLatency(t testing.TB, ip string) histogram {
+	t.Helper()
+	resp, err := http.Get("http://" + net.JoinHostPort(ip, "18001") + "/metrics")
+	if err != nil {
+		t.Fatalf("scale: %v", err)
+	}
+	defer resp.Body.Close()
+	var h histogram
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	re := regexp.MustCompile(`^nodexds_push_latency_seconds_bucket\{.*le="([^"]+)".*\} (\S+)$`)
+	for sc.Scan() {
+		m := re.FindStringSubmatch(sc.Text())
+		if m == nil || !strings.Contains(sc.Text(), `type="EDS"`) {
+			continue
+		}
+		le, _ := strconv.ParseFloat(m[1], 64)
+		c, _ := strconv.ParseFloat(m[2], 64)
+		h.le, h.count = append(h.le, le), append(h.count, c)
+	}
+	if len(h.le) == 0 {
+		t.Fatal("scale: the agent's /metrics has no EDS push latency")
+	}
+	return h
+}
+
+// startCPUProfile, when NODEXDS_SCALE_PROFILE names a directory, records a
+// CPU profile of the agent during the flips there (and its heap after).
+func startCPUProfile(t testing.TB, ip string) func() {
+	dir := os.Getenv("NODEXDS_SCALE_PROFILE")
+	if dir == "" {
+		return func() {}
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		resp, err := http.Get("http://" + net.JoinHostPort(ip, "18002") + "/debug/pprof/profile?seconds=40")
+		if err != nil {
+			t.Errorf("scale: profile: %v", err)
+			return
+		}
+		defer resp.Body.Close()
+		f, err := os.Create(filepath.Join(dir, "agent-cpu.pprof"))
+		if err != nil {
+			t.Errorf("scale: profile: %v", err)
+			return
+		}
+		defer f.Close()
+		io.Copy(f, resp.Body)
+	}()
+	return func() {
+		<-done
+		resp, err := http.Get("http://" + net.JoinHostPort(ip, "18002") + "/debug/pprof/heap")
+		if err == nil {
+			if f, err := os.Create(filepath.Join(dir, "agent-heap.pprof")); err == nil {
+				io.Copy(f, resp.Body)
+				f.Close()
+			}
+			resp.Body.Close()
+		}
+		t.Logf("scale: agent CPU and heap profiles in %s", dir)
+	}
 }
 
 func quantile(sorted []time.Duration, p float64) time.Duration {
@@ -911,9 +1090,12 @@ func TestScaleSmall(t *testing.T) {
 	}
 }
 
-// BenchmarkScale is issue 12's measurement: 11,000 Services, 110,000
-// endpoints on a real API server.
-func BenchmarkScale(b *testing.B) {
+// scaleBenchConfig is issue 12's size, 11,000 Services and 110,000
+// endpoints, adjusted by the environment:
+//
+//	NODEXDS_SCALE_SUBSCRIBED=N   Services the client subscribes to (default 1000)
+//	NODEXDS_SCALE_AGENT_ENV="K=V ..."  more agent environment (GOGC=50, ...)
+func scaleBenchConfig(b *testing.B) scaleConfig {
 	cfg := scaleConfig{Services: 11000, EndpointsPer: 10, Subscribed: 1000, Measured: 100, Flips: 400, ChurnPerSec: 20, Window: 20 * time.Millisecond}
 	if s := os.Getenv("NODEXDS_SCALE_SUBSCRIBED"); s != "" {
 		n, err := strconv.Atoi(s)
@@ -924,6 +1106,14 @@ func BenchmarkScale(b *testing.B) {
 		// Beyond the default per-stream limits: one client takes everything.
 		cfg.AgentArgs = append(cfg.AgentArgs, "--max-names-per-type=20000", "--max-names-per-peer=100000")
 	}
+	cfg.AgentEnv = strings.Fields(os.Getenv("NODEXDS_SCALE_AGENT_ENV"))
+	return cfg
+}
+
+// BenchmarkScale is issue 12's measurement: 11,000 Services, 110,000
+// endpoints on a real API server.
+func BenchmarkScale(b *testing.B) {
+	cfg := scaleBenchConfig(b)
 	for range b.N {
 		r := runScale(b, cfg)
 		shares := r.report(b, cfg)
@@ -935,5 +1125,33 @@ func BenchmarkScale(b *testing.B) {
 		b.ReportMetric(float64(r.churned.hwm)/1024, "peak-MiB")
 		b.ReportMetric(float64(quantile(shares, 0.5))/1e6, "share-p50-ms")
 		b.ReportMetric(float64(quantile(shares, 0.99))/1e6, "share-p99-ms")
+	}
+}
+
+// BenchmarkScaleColdStart starts the agent five times against one
+// populated API server: cold start and resident memory once synced.
+func BenchmarkScaleColdStart(b *testing.B) {
+	cfg := scaleBenchConfig(b)
+	for range b.N {
+		sc, _ := startScaleCluster(b, cfg)
+		var applied, serving []time.Duration
+		var rss []int64
+		for n := range 5 {
+			a := sc.startAgent(b, cfg, fmt.Sprintf("agent-%d", n))
+			time.Sleep(2 * time.Second)
+			m := agentMem(b, a)
+			a.stop()
+			applied, serving, rss = append(applied, a.applied), append(serving, a.serving), append(rss, m.rss)
+			b.Logf("scale: start %d: applied %v, exec → serving %v, synced %v, peak %d MiB", n,
+				a.applied.Round(time.Millisecond), a.serving.Round(time.Millisecond), m, m.hwm>>10)
+		}
+		slices.Sort(applied)
+		slices.Sort(serving)
+		slices.Sort(rss)
+		b.ReportMetric(applied[0].Seconds(), "applied-min-s")
+		b.ReportMetric(applied[2].Seconds(), "applied-median-s")
+		b.ReportMetric(applied[4].Seconds(), "applied-max-s")
+		b.ReportMetric(serving[2].Seconds(), "exec-to-serving-median-s")
+		b.ReportMetric(float64(rss[2])/1024, "rss-synced-median-MiB")
 	}
 }

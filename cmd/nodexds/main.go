@@ -232,6 +232,7 @@ func serve(ctx context.Context, args []string) error {
 			return fmt.Errorf("kubernetes client config: %w", err)
 		}
 		cfg.UserAgent = "nodexds/" + version
+		plainInitialLists()
 		// Protobuf for the built-in types: decoding the initial lists as JSON
 		// takes 1.4–1.9 s at 11,000 Services and slices, protobuf 0.3 s
 		// (docs/BENCHMARKS.md). The metadata client keeps JSON, its only form.
