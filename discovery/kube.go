@@ -6,16 +6,13 @@ import (
 	"log/slog"
 	"reflect"
 
+	"github.com/nodexds/nodexds/discovery/kubeapi"
+
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/kubernetes/scheme"
-	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
-	"k8s.io/client-go/metadata"
-	"k8s.io/client-go/metadata/metadatainformer"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 )
@@ -25,31 +22,30 @@ import (
 // the Store keeps, shared with it) instead of the API object, so the model is
 // the only copy: memory stays small with tens of thousands of Services.
 type KubeSource struct {
-	Client kubernetes.Interface
-	// Metadata watches Nodes as metadata only: their labels are all nodexds
-	// reads, while their status is large and changes at every heartbeat.
-	Metadata metadata.Interface
-	Log      *slog.Logger
+	// API is where it reads. Nodes are watched as metadata only: their labels
+	// are all nodexds reads, while their status is large and changes at
+	// every heartbeat.
+	API kubeapi.API
+	Log *slog.Logger
 	// OnError is told about objects that could not be converted; may be nil.
 	OnError func(error)
 }
-
-var nodesResource = corev1.SchemeGroupVersion.WithResource("nodes")
 
 // Start begins watching and returns once every object of the initial lists
 // has been sent to sink (or ctx ends). Watching continues in the background
 // until ctx is done; client-go re-lists and re-watches by itself after API
 // server outages. sink is called from one goroutine per kind of object.
 func (k *KubeSource) Start(ctx context.Context, sink func(Event)) error {
-	f := informers.NewSharedInformerFactory(k.Client, 0)
-	mf := metadatainformer.NewSharedInformerFactory(k.Metadata, 0)
+	informer := func(lw cache.ListerWatcher, example runtime.Object) cache.SharedIndexInformer {
+		return cache.NewSharedIndexInformer(lw, example, 0, cache.Indexers{})
+	}
 	kinds := []struct {
 		inf     cache.SharedIndexInformer
 		compact cache.TransformFunc
 	}{
-		{f.Core().V1().Services().Informer(), compactService},
-		{f.Discovery().V1().EndpointSlices().Informer(), compactSlice},
-		{mf.ForResource(nodesResource).Informer(), compactNode},
+		{informer(k.API.Services, &corev1.Service{}), compactService},
+		{informer(k.API.EndpointSlices, &discoveryv1.EndpointSlice{}), compactSlice},
+		{informer(k.API.Nodes, &metav1.PartialObjectMetadata{}), compactNode},
 	}
 	var synced []cache.DoneChecker
 	for _, kind := range kinds {
@@ -62,8 +58,9 @@ func (k *KubeSource) Start(ctx context.Context, sink func(Event)) error {
 		}
 		synced = append(synced, reg.HasSyncedChecker())
 	}
-	f.Start(ctx.Done())
-	mf.Start(ctx.Done())
+	for _, kind := range kinds {
+		go kind.inf.RunWithContext(ctx)
+	}
 	// The handlers' registrations, not the informers: an informer is synced
 	// once its store holds the initial list, while its handlers may still be
 	// delivering it, and answering from a half-read state tells clients that
@@ -201,11 +198,11 @@ type EventRecorder struct {
 }
 
 // NewEventRecorder records Events as component "nodexds" from node.
-func NewEventRecorder(client kubernetes.Interface, node string) *EventRecorder {
+func NewEventRecorder(api kubeapi.API, node string) *EventRecorder {
 	b := record.NewBroadcaster()
-	b.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")})
+	b.StartRecordingToSink(api.Events)
 	return &EventRecorder{
-		rec:  b.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "nodexds", Host: node}),
+		rec:  b.NewRecorder(kubeapi.Scheme, corev1.EventSource{Component: "nodexds", Host: node}),
 		stop: b.Shutdown,
 	}
 }

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nodexds/nodexds/discovery/clientset"
+
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -65,7 +67,7 @@ func startKubeWithSink(t *testing.T, hook func(Event), objs ...runtime.Object) *
 		f.write(o, false)
 	}
 	k := &KubeSource{
-		Client: f.client, Metadata: f.meta, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		API: clientset.API(f.client, f.meta), Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		OnError: func(error) { f.mu.Lock(); f.errs++; f.mu.Unlock() },
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -101,7 +103,7 @@ func (f *kubeFixture) tracker(o runtime.Object) (interface {
 	case *discoveryv1.EndpointSlice:
 		return f.client.Tracker(), slicesResource
 	case *metav1.PartialObjectMetadata:
-		return f.meta.Tracker(), nodesResource
+		return f.meta.Tracker(), corev1.SchemeGroupVersion.WithResource("nodes")
 	}
 	f.t.Fatalf("unexpected %T", o)
 	return nil, schema.GroupVersionResource{}
@@ -133,7 +135,7 @@ func (f *kubeFixture) delete(o runtime.Object) {
 	var err error
 	switch o.(type) {
 	case *metav1.PartialObjectMetadata:
-		err = f.meta.Tracker().Delete(nodesResource, "", m.GetName())
+		err = f.meta.Tracker().Delete(corev1.SchemeGroupVersion.WithResource("nodes"), "", m.GetName())
 	default:
 		_, gvr := f.tracker(o)
 		err = f.client.Tracker().Delete(gvr, m.GetNamespace(), m.GetName())

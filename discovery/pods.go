@@ -10,12 +10,12 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nodexds/nodexds/discovery/kubeapi"
+
 	"github.com/hashicorp/golang-lru/v2/expirable"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 )
 
@@ -27,8 +27,8 @@ type PodRef struct{ Namespace, Name string }
 // does) and keeps only their names and IPs. hostNetwork Pods carry the
 // node's IP, so processes on the host network are found by it too.
 type PodIndex struct {
-	Client kubernetes.Interface
-	Node   string
+	API  kubeapi.API
+	Node string
 
 	indexer cache.Indexer
 }
@@ -37,11 +37,7 @@ const podsByIP = "ip"
 
 // Start watches the node's Pods and returns once the first list is indexed.
 func (p *PodIndex) Start(ctx context.Context) error {
-	f := informers.NewSharedInformerFactoryWithOptions(p.Client, 0,
-		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
-			o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", p.Node).String()
-		}))
-	inf := f.Core().V1().Pods().Informer()
+	inf := cache.NewSharedIndexInformer(p.API.PodsOn(p.Node), &corev1.Pod{}, 0, cache.Indexers{})
 	if err := inf.SetTransform(stripPod); err != nil {
 		return fmt.Errorf("pod index: %w", err)
 	}
@@ -49,7 +45,7 @@ func (p *PodIndex) Start(ctx context.Context) error {
 		return fmt.Errorf("pod index: %w", err)
 	}
 	p.indexer = inf.GetIndexer()
-	f.Start(ctx.Done())
+	go inf.RunWithContext(ctx)
 	if !cache.WaitForCacheSync(ctx.Done(), inf.HasSynced) {
 		return fmt.Errorf("pod index: pods did not sync: %w", context.Cause(ctx))
 	}
@@ -111,9 +107,9 @@ func stripPod(obj any) (any, error) {
 // (positive and negative), so a client reconnecting does not cost a request
 // each time, and the cache is bounded.
 type PodsOnNode struct {
-	Client kubernetes.Interface
-	cache  *expirable.LRU[podOnNodeKey, []PodRef]
-	once   sync.Once
+	API   kubeapi.API
+	cache *expirable.LRU[podOnNodeKey, []PodRef]
+	once  sync.Once
 }
 
 type podOnNodeKey struct {
@@ -128,7 +124,7 @@ func (p *PodsOnNode) Lookup(ctx context.Context, ip netip.Addr, node string) ([]
 	if refs, ok := p.cache.Get(k); ok {
 		return refs, nil
 	}
-	list, err := p.Client.CoreV1().Pods("").List(ctx, metav1.ListOptions{
+	list, err := p.API.ListPods(ctx, metav1.ListOptions{
 		FieldSelector: fields.AndSelectors(
 			fields.OneTermEqualSelector("spec.nodeName", node),
 			fields.OneTermEqualSelector("status.podIP", k.ip.String()),

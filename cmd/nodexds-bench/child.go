@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/nodexds/nodexds/discovery/clientset"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/kubernetes/fake"
@@ -246,7 +248,7 @@ func fakeKube(services, perService int, log *slog.Logger) *discovery.KubeSource 
 			panic(err)
 		}
 	}
-	return &discovery.KubeSource{Client: client, Metadata: metafake.NewSimpleMetadataClient(scheme, ns...), Log: log}
+	return &discovery.KubeSource{API: clientset.API(client, metafake.NewSimpleMetadataClient(scheme, ns...)), Log: log}
 }
 
 // liveHeap is the heap in use after a full collection.

@@ -21,9 +21,8 @@ import (
 	"syscall"
 	"time"
 
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/metadata"
-	"k8s.io/client-go/rest"
+	"github.com/nodexds/nodexds/discovery/kubeapi"
+
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/nodexds/nodexds/agent"
@@ -233,31 +232,23 @@ func serve(ctx context.Context, args []string) error {
 		}
 		cfg.UserAgent = "nodexds/" + version
 		plainInitialLists()
-		// Protobuf for the built-in types: decoding the initial lists as JSON
-		// takes 1.4–1.9 s at 11,000 Services and slices, protobuf 0.3 s
-		// (docs/BENCHMARKS.md). The metadata client keeps JSON, its only form.
-		typed := rest.CopyConfig(cfg)
-		typed.ContentType = "application/vnd.kubernetes.protobuf"
-		typed.AcceptContentTypes = "application/vnd.kubernetes.protobuf,application/json"
-		client, err := kubernetes.NewForConfig(typed)
+		// Protobuf for Services, slices and Pods: decoding the initial lists
+		// as JSON takes 1.4–1.9 s at 11,000 Services and slices, protobuf
+		// 0.3 s (docs/BENCHMARKS.md).
+		api, err := kubeapi.New(cfg)
 		if err != nil {
-			return fmt.Errorf("kubernetes client: %w", err)
+			return err
 		}
-		// Nodes are watched as metadata only (labels), with the same RBAC.
-		meta, err := metadata.NewForConfig(cfg)
-		if err != nil {
-			return fmt.Errorf("kubernetes metadata client: %w", err)
-		}
-		o.Source = &discovery.KubeSource{Client: client, Metadata: meta, Log: log, OnError: sourceError("kube")}
+		o.Source = &discovery.KubeSource{API: api, Log: log, OnError: sourceError("kube")}
 		if admit == "node-pods" {
-			pods := &discovery.PodIndex{Client: client, Node: f.nodeName}
+			pods := &discovery.PodIndex{API: api, Node: f.nodeName}
 			if err := pods.Start(ctx); err != nil {
 				return err
 			}
-			foreign := &discovery.PodsOnNode{Client: client}
+			foreign := &discovery.PodsOnNode{API: api}
 			o.Admit = agent.NodePods{Pods: pods, Foreign: foreign.Lookup, Node: f.nodeName, Grace: agent.DefaultAdmissionGrace}.Admit
 		}
-		rec := discovery.NewEventRecorder(client, f.nodeName)
+		rec := discovery.NewEventRecorder(api, f.nodeName)
 		defer rec.Stop()
 		o.Reporter = agent.ReporterFunc(func(svc *discovery.Service, e *discovery.AnnotationError) {
 			rec.Warn(svc.Key, svc.UID, "InvalidAnnotation", e.Error()+"; using the next rule")

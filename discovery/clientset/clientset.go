@@ -1,0 +1,69 @@
+// Package clientset builds a kubeapi.API from client-go clientsets, such as
+// the fake ones tests and benchmarks use. The agent itself uses
+// kubeapi.New, which does not link every API group in.
+package clientset
+
+import (
+	"context"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/kubernetes"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/metadata"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/nodexds/nodexds/discovery/kubeapi"
+)
+
+// API reads through client and meta. Fake clientsets cannot stream
+// watch-lists; the ListerWatchers say so to client-go, as its informers do.
+func API(client kubernetes.Interface, meta metadata.Interface) kubeapi.API {
+	nodes := meta.Resource(corev1.SchemeGroupVersion.WithResource("nodes"))
+	return kubeapi.API{
+		Services: cache.ToListWatcherWithWatchListSemantics(&cache.ListWatch{
+			ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+				return client.CoreV1().Services("").List(ctx, o)
+			},
+			WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+				return client.CoreV1().Services("").Watch(ctx, o)
+			},
+		}, client),
+		EndpointSlices: cache.ToListWatcherWithWatchListSemantics(&cache.ListWatch{
+			ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+				return client.DiscoveryV1().EndpointSlices("").List(ctx, o)
+			},
+			WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+				return client.DiscoveryV1().EndpointSlices("").Watch(ctx, o)
+			},
+		}, client),
+		Nodes: cache.ToListWatcherWithWatchListSemantics(&cache.ListWatch{
+			ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+				return nodes.List(ctx, o)
+			},
+			WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+				return nodes.Watch(ctx, o)
+			},
+		}, meta),
+		PodsOn: func(node string) cache.ListerWatcher {
+			sel := fields.OneTermEqualSelector("spec.nodeName", node).String()
+			return cache.ToListWatcherWithWatchListSemantics(&cache.ListWatch{
+				ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+					o.FieldSelector = sel
+					return client.CoreV1().Pods("").List(ctx, o)
+				},
+				WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+					o.FieldSelector = sel
+					return client.CoreV1().Pods("").Watch(ctx, o)
+				},
+			}, client)
+		},
+		ListPods: func(ctx context.Context, o metav1.ListOptions) (*corev1.PodList, error) {
+			return client.CoreV1().Pods("").List(ctx, o)
+		},
+		Events: &typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")},
+	}
+}
