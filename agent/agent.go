@@ -81,6 +81,7 @@ type Agent struct {
 	// Service rebuilt less than a coalescing window ago waits in dirty until
 	// its window ends (see flush); pushed says when each was rebuilt.
 	dirty       map[discovery.ServiceKey]time.Time
+	dirtyPeak   int // see shrink.Map
 	pushed      map[discovery.ServiceKey]time.Time
 	dirtyAll    bool      // a topology change: rebuild everything subscribed
 	observedAll time.Time // when dirtyAll was first set

@@ -7,6 +7,8 @@ import (
 	"context"
 	"time"
 
+	"github.com/nodexds/nodexds/internal/shrink"
+
 	"github.com/nodexds/nodexds/agent/topology"
 	"github.com/nodexds/nodexds/agent/xds"
 	"github.com/nodexds/nodexds/discovery"
@@ -80,7 +82,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 		// Everything this iteration built becomes visible to streams at once.
 		a.cache.Publish()
-		clear(a.merged)
+		// Emptied, not clear: clearing a map costs its capacity, and the
+		// initial build leaves these with room for every Service.
+		a.merged = shrink.Emptied(a.merged)
 		a.beat.now()
 	}
 }
@@ -108,7 +112,7 @@ func (a *Agent) apply(e discovery.Event, at time.Time) {
 	kind, op := eventLabels(e)
 	a.metrics.DiscoveryEvents.WithLabelValues(kind, op).Inc()
 	ch := a.store.Apply(e)
-	clear(a.merged) // the store changed under them
+	a.merged = shrink.Emptied(a.merged) // the store changed under them
 	for _, k := range a.store.TakeMoved() {
 		a.markDirty(k, at)
 	}
@@ -132,6 +136,7 @@ func (a *Agent) apply(e discovery.Event, at time.Time) {
 func (a *Agent) markDirty(k discovery.ServiceKey, at time.Time) {
 	if _, ok := a.dirty[k]; !ok {
 		a.dirty[k] = at
+		a.dirty = shrink.Map(a.dirty, &a.dirtyPeak)
 	}
 }
 
@@ -161,7 +166,7 @@ func (a *Agent) flush(now time.Time, force bool) (next time.Time, held bool) {
 			a.rebuild(k, a.observedAll)
 		}
 		a.dirtyAll, a.observedAll, a.pushedAll = false, time.Time{}, now
-		clear(a.dirty) // rebuilt above, if subscribed
+		a.dirty = shrink.Emptied(a.dirty) // rebuilt above, if subscribed
 		return next, held
 	}
 	for k, observed := range a.dirty {
@@ -176,6 +181,9 @@ func (a *Agent) flush(now time.Time, force bool) (next time.Time, held bool) {
 		a.pushed[k] = now
 		delete(a.dirty, k)
 	}
+	// The initial state marks every Service: iterating a map costs its
+	// capacity, so do not keep that size for every later change.
+	a.dirty = shrink.Map(a.dirty, &a.dirtyPeak)
 	return next, held
 }
 

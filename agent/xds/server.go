@@ -313,15 +313,33 @@ type stream struct {
 
 // typeState is what one stream knows about one resource type.
 type typeState struct {
-	names    map[string]struct{} // subscribed
-	sorted   []string            // names, sorted; nil when names changed
-	told     map[string]string   // see typeInput.told
-	digest   uint64              // see typeInput.digest
-	toldPeak int                 // see shrink.Map
-	nonce    string              // of the latest response of this type
-	sent     string              // its version
-	answered string              // nonce last ACKed or NACKed, not to count a repeat
-	named    bool                // a request has named resources: an empty list is no longer a wildcard
+	names    map[string]uint64 // subscribed; values are same's stamps
+	stamp    uint64            // see same
+	sorted   []string          // names, sorted; nil when names changed
+	told     map[string]string // see typeInput.told
+	digest   uint64            // see typeInput.digest
+	toldPeak int               // see shrink.Map
+	nonce    string            // of the latest response of this type
+	sent     string            // its version
+	answered string            // nonce last ACKed or NACKed, not to count a repeat
+	named    bool              // a request has named resources: an empty list is no longer a wildcard
+}
+
+// same reports whether names is exactly the subscription (each name once),
+// without allocating: state-of-the-world clients repeat every name with
+// every ACK, so this is what most requests are.
+func (ts *typeState) same(names []string) bool {
+	if len(names) != len(ts.names) {
+		return false
+	}
+	ts.stamp++
+	for _, n := range names {
+		if s, ok := ts.names[n]; !ok || s == ts.stamp { // new, or said twice
+			return false
+		}
+		ts.names[n] = ts.stamp
+	}
+	return true
 }
 
 func (ts *typeState) sortedNames() []string {
@@ -550,7 +568,7 @@ func (st *stream) handle(ctx context.Context, req *discoveryv3.DiscoveryRequest)
 
 	ts := st.types[typ]
 	if ts == nil {
-		ts = &typeState{names: map[string]struct{}{}, told: map[string]string{}}
+		ts = &typeState{names: map[string]uint64{}, told: map[string]string{}}
 		st.types[typ] = ts
 	}
 	names := req.GetResourceNames()
@@ -588,24 +606,27 @@ func (st *stream) handle(ctx context.Context, req *discoveryv3.DiscoveryRequest)
 		ts.answered, v = nonce, ack
 	}
 
-	want := make(map[string]struct{}, len(names))
 	var add, remove []string
-	for _, n := range names {
-		if _, dup := want[n]; dup {
-			continue
-		}
-		want[n] = struct{}{}
-		if _, ok := ts.names[n]; !ok {
-			add = append(add, n)
-		}
-	}
-	for n := range ts.names {
-		if _, ok := want[n]; !ok {
-			remove = append(remove, n)
-			if v, ok := ts.told[n]; ok && v != toldAbsent {
-				ts.digest ^= digestOf(n, v)
+	want := ts.names
+	if !ts.same(names) {
+		want = make(map[string]uint64, len(names))
+		for _, n := range names {
+			if _, dup := want[n]; dup {
+				continue
 			}
-			delete(ts.told, n)
+			want[n] = 0
+			if _, ok := ts.names[n]; !ok {
+				add = append(add, n)
+			}
+		}
+		for n := range ts.names {
+			if _, ok := want[n]; !ok {
+				remove = append(remove, n)
+				if v, ok := ts.told[n]; ok && v != toldAbsent {
+					ts.digest ^= digestOf(n, v)
+				}
+				delete(ts.told, n)
+			}
 		}
 	}
 	if len(add)+len(remove) > 0 {

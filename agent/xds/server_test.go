@@ -350,3 +350,24 @@ func waitFor(t *testing.T, cond func() bool) {
 	}
 	t.Fatal("condition not met within 5s")
 }
+
+func TestRepeatedSubscriptionIsRecognised(t *testing.T) {
+	ts := &typeState{names: map[string]uint64{"a": 0, "b": 0, "c": 0}}
+	for _, tc := range []struct {
+		names []string
+		same  bool
+	}{
+		{[]string{"a", "b", "c"}, true},
+		{[]string{"c", "a", "b"}, true}, // clients send names in any order
+		{[]string{"c", "a", "b"}, true}, // and again: stamps from the last call do not count as repeats
+		{[]string{"a", "a", "b"}, false},
+		{[]string{"a", "b", "d"}, false},
+		{[]string{"a", "b"}, false},
+		{[]string{"a", "b", "c", "d"}, false},
+		{nil, false},
+	} {
+		if got := ts.same(tc.names); got != tc.same {
+			t.Errorf("same(%q) = %v, want %v", tc.names, got, tc.same)
+		}
+	}
+}
