@@ -47,6 +47,9 @@ type Options struct {
 	DrainDelay, DrainTimeout time.Duration
 	// Pprof adds net/http/pprof's handlers under /debug/pprof/ on Debug.
 	Pprof bool
+	// SteadyGCPercent, if positive, is the GOGC set once the initial state
+	// is applied (the start keeps the process's, for speed).
+	SteadyGCPercent int
 	// StuckAfter is how long the event loop may make no progress before
 	// /healthz fails; 0 means DefaultStuckAfter.
 	StuckAfter time.Duration
@@ -148,6 +151,9 @@ func Serve(ctx context.Context, o Options) error {
 	// kept). Collect it and hand its pages back now, once, rather than
 	// keep them resident until the runtime's background scavenger gets to
 	// them minutes later.
+	if o.SteadyGCPercent > 0 {
+		debug.SetGCPercent(o.SteadyGCPercent)
+	}
 	go debug.FreeOSMemory()
 
 	g := grpc.NewServer(

@@ -200,8 +200,13 @@ type scaleMask uint32
 
 // history records, per measured Service, each state seen and when.
 type history struct {
-	mu   sync.Mutex
-	seen map[int][]stateAt
+	mu      sync.Mutex
+	seen    map[int][]stateAt
+	changed chan struct{} // closed and replaced at each add: waiters sleep, not poll
+}
+
+func newHistory() *history {
+	return &history{seen: map[int][]stateAt{}, changed: make(chan struct{})}
 }
 
 type stateAt struct {
@@ -212,6 +217,8 @@ type stateAt struct {
 func (h *history) add(svc int, at time.Time, m scaleMask) {
 	h.mu.Lock()
 	h.seen[svc] = append(h.seen[svc], stateAt{at, m})
+	close(h.changed)
+	h.changed = make(chan struct{})
 	h.mu.Unlock()
 }
 
@@ -231,11 +238,12 @@ func (h *history) wait(ctx context.Context, svc, from int, want scaleMask) (time
 				return s.at, nil
 			}
 		}
+		changed := h.changed
 		h.mu.Unlock()
 		select {
 		case <-ctx.Done():
 			return time.Time{}, ctx.Err()
-		case <-time.After(time.Millisecond):
+		case <-changed:
 		}
 	}
 }
@@ -348,7 +356,7 @@ func runScale(t testing.TB, cfg scaleConfig) scaleResult {
 	// The watcher: from now on, every slice change, with when it was seen.
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	watched := &history{seen: map[int][]stateAt{}}
+	watched := newHistory()
 	var evMu sync.Mutex
 	var events []time.Time // every slice change the watcher saw
 	list, err := client.DiscoveryV1().EndpointSlices(scaleNS).List(ctx, metav1.ListOptions{Limit: 1})
@@ -385,7 +393,7 @@ func runScale(t testing.TB, cfg scaleConfig) scaleResult {
 	}()
 
 	// The ADS client.
-	pushed := &history{seen: map[int][]stateAt{}}
+	pushed := newHistory()
 	ads := newScaleADS(t, net.JoinHostPort(ip, "18000"), cfg, pushed)
 	subStart := time.Now()
 	go ads.run(ctx)

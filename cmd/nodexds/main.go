@@ -117,7 +117,7 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.defaultNamespace, "default-namespace", "default", "namespace of names that give none (xds:///svc:port)")
 	fs.StringVar(&f.clusterDomain, "cluster-domain", "cluster.local", "cluster DNS domain, as in svc.ns.svc.<domain>")
 	fs.StringVar(&f.defaultTopology, "default-topology", topology.DefaultTiers.String(), "tiers for Services that set no policy: comma-separated node, zone, region, *")
-	fs.DurationVar(&f.coalesce, "coalesce", 20*time.Millisecond, "burst window: the first change is pushed at once, later ones within the window together")
+	fs.DurationVar(&f.coalesce, "coalesce", 20*time.Millisecond, "burst window, per Service: a Service's first change is pushed at once, its later ones within the window together (other Services' changes never wait for it)")
 	fs.DurationVar(&f.filePoll, "file-poll", time.Second, "how often -source=file re-reads its files")
 	fs.IntVar(&f.maxPicker, "endpoint-picker-max-endpoints", agent.DefaultMaxPickerEndpoints, "Service ports with more endpoints get no endpoint-picker routes (each member costs clients up to two routes, a cluster and a load assignment); 0 or less means the default")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
@@ -188,8 +188,9 @@ func serve(ctx context.Context, args []string) error {
 			Coalesce:           f.coalesce,
 			MaxPickerEndpoints: f.maxPicker,
 		},
-		Log:   log,
-		Pprof: f.pprof,
+		Log:             log,
+		Pprof:           f.pprof,
+		SteadyGCPercent: steadyGOGC(),
 	}
 	o.Registry = agent.NewRegistry()
 	o.Metrics = metrics.New(o.Registry)
