@@ -10,6 +10,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/nodexds/nodexds/agent/bootstrap"
+	"github.com/nodexds/nodexds/agent/xds"
 	"github.com/nodexds/nodexds/health"
 	"github.com/nodexds/nodexds/internal/echo"
 	"github.com/nodexds/nodexds/internal/metricstest"
@@ -248,4 +250,70 @@ func BenchmarkHealthFlipToClient(b *testing.B) {
 	b.ReportMetric(float64(away[len(away)*99/100].Microseconds()), "p99-away-µs")
 	b.ReportMetric(float64(back[len(back)/2].Microseconds()), "p50-back-µs")
 	b.ReportMetric(float64(back[len(back)*99/100].Microseconds()), "p99-back-µs")
+}
+
+// TestSmallServiceFlipsReachItsClientBesideA4000EndpointService (issue 12):
+// one client uses a Service of 4,000 endpoints, another a Service of two.
+// The health budget is shared fairly (scaled down to 100 here, within the
+// race detector's goroutine limit), so the small Service stays checked: its
+// local endpoint turning NOT_SERVING moves its client to the zone's within a
+// second (the confirming Check of the default threshold takes 0.5 s), and
+// back once it serves again. Under the LRU this replaced, the big Service
+// evicted the small one's tracking and such a flip went unseen for 36 s.
+func TestSmallServiceFlipsReachItsClientBesideA4000EndpointService(t *testing.T) {
+	if testing.Short() {
+		t.Skip("4,000 listeners")
+	}
+	w := newWorld(t)
+	big := w.addService("default", "big")
+	shared := w.startBackend(big, "big", "a2")
+	for range 3999 {
+		lis, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		shared.srv.ServeAlso(lis)
+		w.mu.Lock()
+		big.Backends = append(big.Backends, &backend{Name: "big", Node: "a2", Ready: true, srv: shared.srv, addr: lis.Addr().String()})
+		w.mu.Unlock()
+	}
+	small := w.addService("default", "small")
+	local, _ := w.startBackend(small, "small-a1", "a1"), w.startBackend(small, "small-a2", "a2")
+	a := startAgent(t, w, withHealth(t, fastHealth))
+
+	// The big Service's client subscribes first, to far more than the
+	// budget. A raw stream: a grpc-go client would also connect to all 4,000
+	// endpoints, which under the race detector takes the machine.
+	big4000 := rawADS(t, a.Addr, "test/big", xds.EndpointType, nil, "big.default.svc.cluster.local:8080")
+	go func() { // read its pushes, as a client does
+		for {
+			if _, err := big4000.Recv(); err != nil {
+				return
+			}
+		}
+	}()
+	smallClient := dialWith(t, bootstrap.Options{Server: a.Addr}, "small:8080")
+	eventually(t, smallClient, "small-a1")
+	waitFor(t, "the budget is spent", func() bool {
+		n, err := metricstest.Sum(a.Registry, "nodexds_health_checked_endpoints")
+		return err == nil && n == float64(fastHealth.MaxEndpoints)
+	})
+
+	for _, flip := range []struct {
+		status healthpb.HealthCheckResponse_ServingStatus
+		want   string
+	}{{notServing, "small-a2"}, {serving, "small-a1"}} {
+		start := time.Now()
+		local.srv.Health.SetServingStatus("", flip.status)
+		for {
+			if got := hits(smallClient, 1); got[flip.want] == 1 {
+				break
+			}
+			if time.Since(start) > time.Second {
+				t.Fatalf("the small Service's client still not on %s 1 s after its local endpoint turned %v", flip.want, flip.status)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		t.Logf("%v: the small Service's client on %s after %v", flip.status, flip.want, time.Since(start).Round(time.Millisecond))
+	}
 }

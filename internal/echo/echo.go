@@ -78,6 +78,10 @@ func Serve(lis net.Listener, name string, opts ...Option) *Server {
 	return s
 }
 
+// ServeAlso serves lis too: one server standing in for many endpoints (a
+// listener each), for tests with thousands of them.
+func (s *Server) ServeAlso(lis net.Listener) { go s.grpc.Serve(lis) } //nolint:errcheck // returns when stopped
+
 // Stop stops the server at once, as if its process died.
 func (s *Server) Stop() { s.grpc.Stop() }
 
