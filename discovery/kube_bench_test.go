@@ -132,13 +132,13 @@ func BenchmarkKubeModel(b *testing.B) {
 }
 
 // benchIngest is what the kube source does with an object from the API
-// server: compact it for the informer cache and hand its Event to the Store.
+// server: compact it for its store and hand its Event to the Store.
 func benchIngest(obj any) (any, Event) {
-	var c any
+	var c *cached
 	if _, ok := obj.(*corev1.Service); ok {
-		c, _ = compactService(obj)
+		_, c, _ = compactService(obj)
 	} else {
-		c, _ = compactSlice(obj)
+		_, c, _ = compactSlice(obj)
 	}
-	return c, c.(*cached).ev
+	return c, c.ev
 }

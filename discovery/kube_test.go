@@ -369,57 +369,58 @@ func TestKubeSourceIgnoresNodeUpdatesOutsideTopology(t *testing.T) {
 	}
 }
 
-// The informers cache compact values; client-go still has to find them by
-// key, tell updates from resyncs by resourceVersion, and hand back deleted
-// ones inside tombstones.
-func TestCompactObjectsStillWorkAsInformerObjects(t *testing.T) {
-	es := kubeSlice("be1-a", "be1", "10.0.0.1@n1")
-	es.ResourceVersion = "7"
-	es.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "kube-controller-manager"}}
-	obj, err := compactSlice(es)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, ok := obj.(*cached)
-	if !ok {
-		t.Fatalf("compactSlice returned %T", obj)
-	}
-	if key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(c); err != nil || key != "ns/be1-a" {
-		t.Errorf("key = %q, %v; want ns/be1-a", key, err)
-	}
-	if rv := c.GetObjectMeta().GetResourceVersion(); rv != "7" {
-		t.Errorf("resourceVersion = %q, want 7", rv)
-	}
-	if again, _ := compactSlice(c); again != obj {
-		t.Error("compacting a compact value made a new one: the transform must be idempotent")
-	}
-	tomb := cache.DeletedFinalStateUnknown{Key: "ns/be1-a", Obj: c}
-	if key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(tomb); err != nil || key != "ns/be1-a" {
-		t.Errorf("tombstone key = %q, %v", key, err)
-	}
+// The source's store takes what a Reflector writes: each write tells the sink
+// what changed for nodexds, and only that; a re-list deletes what is no
+// longer listed; the first list closes synced only once all of it reached the
+// sink.
+func TestSourceStoreTellsTheSinkWhatChanged(t *testing.T) {
+	var got []string
+	var s *sourceStore
+	initial := true
+	s = &sourceStore{compact: compactSlice, report: func(error) { got = append(got, "error") },
+		objs: map[string]*cached{}, synced: make(chan struct{}),
+		sink: func(e Event) {
+			select {
+			case <-s.synced:
+				if initial {
+					t.Errorf("synced closed before %s reached the sink", e.Slice.Name)
+				}
+			default:
+			}
+			op := "put"
+			if e.Deleted {
+				op = "delete"
+			}
+			got = append(got, op+" "+e.Slice.Name)
+		}}
+	a, b := kubeSlice("be1-a", "be1", "10.0.0.1@n1"), kubeSlice("be1-b", "be1", "10.0.0.2@n2")
+	unlabelled := kubeSlice("be1-c", "be1", "10.0.0.3@n1")
+	delete(unlabelled.Labels, discoveryv1.LabelServiceName)
 
-	var got []Event
-	k := &KubeSource{Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
-	h := k.handler(compactSlice, func(e Event) { got = append(got, e) })
-	h.OnDelete(tomb)
-	h.OnDelete(cache.DeletedFinalStateUnknown{Key: "ns/be1-a", Obj: es}) // an uncompacted object
-	for i, e := range got {
-		if e.Slice == nil || !e.Deleted || e.Slice.Name != "be1-a" || e.Slice.Service.Namespace != "ns" {
-			t.Errorf("delete %d: event %+v, want be1-a deleted", i, e)
+	step := func(name string, do func(), want ...string) {
+		t.Helper()
+		got = nil
+		do()
+		if !slices.Equal(got, want) {
+			t.Errorf("%s: sink got %q, want %q", name, got, want)
 		}
 	}
-	if len(got) != 2 {
-		t.Errorf("got %d delete events, want 2", len(got))
+	step("the initial list", func() { s.Replace([]any{a, b}, "1") }, "put be1-a", "put be1-b")
+	select {
+	case <-s.synced:
+	default:
+		t.Fatal("synced still open after the initial list")
 	}
-
-	// An update that changes nothing nodexds reads is not forwarded.
-	got = nil
-	other := es.DeepCopy()
+	initial = false
+	other := a.DeepCopy()
 	other.ResourceVersion = "8"
 	other.Annotations = map[string]string{"endpoints.kubernetes.io/last-change-trigger-time": "now"}
-	newer, _ := compactSlice(other)
-	h.OnUpdate(obj, newer)
-	if len(got) != 0 {
-		t.Errorf("an update outside what nodexds reads was forwarded: %+v", got)
-	}
+	step("an update outside what nodexds reads", func() { s.Update(other) })
+	moved := kubeSlice("be1-a", "be1", "10.0.0.9@n1")
+	step("an update of an endpoint", func() { s.Update(moved) }, "put be1-a")
+	step("a slice that cannot be read", func() { s.Add(unlabelled) }, "error", "delete be1-c")
+	step("a re-list without be1-b", func() { s.Replace([]any{moved, unlabelled}, "9") }, "delete be1-b")
+	step("a delete", func() { s.Delete(cache.DeletedFinalStateUnknown{Key: "ns/be1-a", Obj: moved}) }, "delete be1-a")
+	step("a delete of what is not there", func() { s.Delete(b) })
+	step("an object of another kind", func() { s.Add(&corev1.Service{}) }, "error")
 }
