@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -286,11 +287,18 @@ func (a *Agent) Kill(t testing.TB) {
 func (a *Agent) waitReady(t testing.TB) {
 	t.Helper()
 	url := "http://" + net.JoinHostPort(a.IP, "18001") + "/readyz"
-	client := &http.Client{Timeout: 2 * time.Second}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	a.waitReadyVia(t, &http.Client{Timeout: 2 * time.Second}, url, url)
+}
+
+// waitReadyVia waits until GET url through client answers 200 (where says
+// where that is, for the failure message), failing if the agent exits or is
+// not ready within 30 s.
+func (a *Agent) waitReadyVia(t testing.TB, client *http.Client, url, where string) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		resp, err := client.Get(url)
 		if err == nil {
+			io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
 				a.assertNoForbidden(t)
@@ -299,12 +307,11 @@ func (a *Agent) waitReady(t testing.TB) {
 			err = fmt.Errorf("%s", resp.Status)
 		}
 		if exited, werr := a.proc.Exited(); exited {
-			t.Fatalf("e2e: agent on %s exited (%v):\n%s", a.Node, werr, a.proc.LogTail(30))
+			t.Fatalf("e2e: agent %s on %s exited (%v):\n%s", a.proc.Name, a.Node, werr, a.proc.LogTail(30))
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("e2e: agent on %s not ready after 30s (GET %s: %v):\n%s", a.Node, url, err, a.proc.LogTail(30))
+			t.Fatalf("e2e: agent %s on %s not ready after 30s (GET %s: %v):\n%s", a.proc.Name, a.Node, where, err, a.proc.LogTail(30))
 		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }
 

@@ -2,8 +2,6 @@ package e2e
 
 import (
 	"context"
-	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"path/filepath"
@@ -238,24 +236,7 @@ func waitProbeReady(t testing.TB, a *Agent, sock string) {
 			return d.DialContext(ctx, "unix", sock)
 		},
 	}}
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		resp, err := client.Get("http://agent/readyz")
-		if err == nil {
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				a.assertNoForbidden(t)
-				return
-			}
-			err = fmt.Errorf("%s", resp.Status)
-		}
-		if exited, werr := a.proc.Exited(); exited {
-			t.Fatalf("e2e: agent %s on %s exited (%v):\n%s", a.proc.Name, a.Node, werr, a.proc.LogTail(30))
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("e2e: agent %s on %s not ready on %s after 30s (%v):\n%s", a.proc.Name, a.Node, sock, err, a.proc.LogTail(30))
-		}
-	}
+	a.waitReadyVia(t, client, "http://agent/readyz", sock)
 }
 
 // waitAdminReady waits until the node's admin port answers /readyz: after
