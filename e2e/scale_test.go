@@ -106,15 +106,8 @@ func (m procMem) String() string {
 func agentMem(t testing.TB, a *scaleAgent) procMem {
 	t.Helper()
 	m := readProcMem(t, a.pid)
-	resp, err := http.Get("http://" + net.JoinHostPort(a.ip, "18001") + "/metrics")
-	if err != nil {
-		t.Fatalf("scale: %v", err)
-	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
+	for _, line := range metricLines(t, a.ip) {
+		f := strings.Fields(line)
 		if len(f) != 2 {
 			continue
 		}
@@ -1014,18 +1007,11 @@ func (h histogram) quantile(p float64) string {
 // pushLatency scrapes the agent's nodexds_push_latency_seconds for EDS.
 func pushLatency(t testing.TB, ip string) histogram {
 	t.Helper()
-	resp, err := http.Get("http://" + net.JoinHostPort(ip, "18001") + "/metrics")
-	if err != nil {
-		t.Fatalf("scale: %v", err)
-	}
-	defer resp.Body.Close()
 	var h histogram
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	re := regexp.MustCompile(`^nodexds_push_latency_seconds_bucket\{.*le="([^"]+)".*\} (\S+)$`)
-	for sc.Scan() {
-		m := re.FindStringSubmatch(sc.Text())
-		if m == nil || !strings.Contains(sc.Text(), `type="EDS"`) {
+	for _, line := range metricLines(t, ip) {
+		m := re.FindStringSubmatch(line)
+		if m == nil || !strings.Contains(line, `type="EDS"`) {
 			continue
 		}
 		le, _ := strconv.ParseFloat(m[1], 64)

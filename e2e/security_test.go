@@ -38,7 +38,20 @@ func (a *Agent) connectedClients(t testing.TB) float64 {
 // /metrics; 0 when it is not there.
 func (a *Agent) metric(t testing.TB, series string) float64 {
 	t.Helper()
-	resp, err := http.Get("http://" + net.JoinHostPort(a.IP, "18001") + "/metrics")
+	for _, line := range metricLines(t, a.IP) {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			var f float64
+			fmt.Sscan(v, &f)
+			return f
+		}
+	}
+	return 0
+}
+
+// metricLines are the lines of the /metrics page of the agent at ip.
+func metricLines(t testing.TB, ip string) []string {
+	t.Helper()
+	resp, err := http.Get("http://" + net.JoinHostPort(ip, "18001") + "/metrics")
 	if err != nil {
 		t.Fatalf("e2e: %v", err)
 	}
@@ -47,14 +60,7 @@ func (a *Agent) metric(t testing.TB, series string) float64 {
 	if err != nil {
 		t.Fatalf("e2e: %v", err)
 	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, series+" "); ok {
-			var f float64
-			fmt.Sscan(v, &f)
-			return f
-		}
-	}
-	return 0
+	return strings.Split(string(b), "\n")
 }
 
 // TestAdmissionServesOnlyThisNodesPods (admission): an agent serves the pods
