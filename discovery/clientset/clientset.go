@@ -22,7 +22,6 @@ import (
 // API reads through client and meta. Fake clientsets cannot stream
 // watch-lists; the ListerWatchers say so to client-go, as its informers do.
 func API(client kubernetes.Interface, meta metadata.Interface) kubeapi.API {
-	nodes := meta.Resource(corev1.SchemeGroupVersion.WithResource("nodes"))
 	return kubeapi.API{
 		Services: cache.ToListWatcherWithWatchListSemantics(&cache.ListWatch{
 			ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
@@ -40,14 +39,7 @@ func API(client kubernetes.Interface, meta metadata.Interface) kubeapi.API {
 				return client.DiscoveryV1().EndpointSlices("").Watch(ctx, o)
 			},
 		}, client),
-		Nodes: cache.ToListWatcherWithWatchListSemantics(&cache.ListWatch{
-			ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-				return nodes.List(ctx, o)
-			},
-			WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-				return nodes.Watch(ctx, o)
-			},
-		}, meta),
+		Nodes: cache.ToListWatcherWithWatchListSemantics(kubeapi.NodeMetadata(meta), meta),
 		PodsOn: func(node string) cache.ListerWatcher {
 			sel := fields.OneTermEqualSelector("spec.nodeName", node).String()
 			return cache.ToListWatcherWithWatchListSemantics(&cache.ListWatch{

@@ -92,18 +92,10 @@ func New(cfg *rest.Config) (API, error) {
 		}
 	}
 	all := func(*metav1.ListOptions) {}
-	nodes := meta.Resource(nodesResource)
 	return API{
 		Services:       lw(core, "services", func() runtime.Object { return &corev1.ServiceList{} }, all),
 		EndpointSlices: lw(disc, "endpointslices", func() runtime.Object { return &discoveryv1.EndpointSliceList{} }, all),
-		Nodes: &cache.ListWatch{
-			ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-				return nodes.List(ctx, o)
-			},
-			WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-				return nodes.Watch(ctx, o)
-			},
-		},
+		Nodes:          NodeMetadata(meta),
 		PodsOn: func(node string) cache.ListerWatcher {
 			return lw(core, "pods", func() runtime.Object { return &corev1.PodList{} }, func(o *metav1.ListOptions) {
 				o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", node).String()
@@ -115,6 +107,19 @@ func New(cfg *rest.Config) (API, error) {
 		},
 		Events: eventSink{core},
 	}, nil
+}
+
+// NodeMetadata lists and watches Nodes as metadata only.
+func NodeMetadata(meta metadata.Interface) *cache.ListWatch {
+	nodes := meta.Resource(nodesResource)
+	return &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			return nodes.List(ctx, o)
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			return nodes.Watch(ctx, o)
+		},
+	}
 }
 
 // eventSink writes Events, as client-go's typed EventSinkImpl does.
