@@ -19,8 +19,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes/fake"
 	metafake "k8s.io/client-go/metadata/fake"
+	clienttesting "k8s.io/client-go/testing"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/utils/ptr"
 )
@@ -66,6 +68,25 @@ func startKubeWithSink(t *testing.T, hook func(Event), objs ...runtime.Object) *
 	for _, o := range objs {
 		f.write(o, false)
 	}
+	// A fake's watch starts where it is opened, not at the list's
+	// resourceVersion as the API server's does: writes made before the
+	// source has opened its watches would be lost. Know when it has.
+	watching := make(chan string, 16)
+	for _, c := range []struct {
+		fake    *clienttesting.Fake
+		tracker clienttesting.ObjectTracker
+	}{{&f.client.Fake, f.client.Tracker()}, {&f.meta.Fake, f.meta.Tracker()}} {
+		c.fake.PrependWatchReactor("*", func(a clienttesting.Action) (bool, watch.Interface, error) {
+			w, err := c.tracker.Watch(a.GetResource(), a.GetNamespace())
+			if err == nil {
+				select {
+				case watching <- a.GetResource().Resource:
+				default:
+				}
+			}
+			return true, w, err
+		})
+	}
 	k := &KubeSource{
 		API: clientset.API(f.client, f.meta), Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		OnError: func(error) { f.mu.Lock(); f.errs++; f.mu.Unlock() },
@@ -89,6 +110,13 @@ func startKubeWithSink(t *testing.T, hook func(Event), objs ...runtime.Object) *
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+	for range 3 { // services, endpointslices, nodes
+		select {
+		case <-watching:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the kube source did not open its watches")
+		}
 	}
 	return f
 }
