@@ -80,10 +80,10 @@ type Agent struct {
 	// Changes waiting to be built, with when each was first seen. A
 	// Service rebuilt less than a coalescing window ago waits in dirty until
 	// its window ends (see flush); pushed says when each was rebuilt.
-	dirty       map[discovery.ServiceKey]time.Time
+	dirty       map[discovery.ServiceKey]pending
 	dirtyPeak   int // see shrink.Map
 	pushed      map[discovery.ServiceKey]time.Time
-	dirtyAll    bool      // a topology change: rebuild everything subscribed
+	dirtyAll    bool      // a topology change: rebuild every subscribed load assignment
 	observedAll time.Time // when dirtyAll was first set
 	pushedAll   time.Time
 	reported    map[string]string          // report key → errors last reported
@@ -123,7 +123,7 @@ func New(cfg Config, cache *xds.Cache, checker health.Checker, reporter Reporter
 		store:    discovery.NewStore(),
 		here:     topology.Here{Node: cfg.NodeName},
 		subs:     newSubscriptions(),
-		dirty:    map[discovery.ServiceKey]time.Time{},
+		dirty:    map[discovery.ServiceKey]pending{},
 		pushed:   map[discovery.ServiceKey]time.Time{},
 		reported: map[string]string{},
 		failOpen: map[string]bool{},

@@ -22,6 +22,7 @@ import (
 
 // build computes one resource and stores it in the cache.
 func (a *Agent) build(k discovery.ServiceKey, typ, name string, observed time.Time) {
+	a.metrics.Builds.WithLabelValues(xds.ShortType(typ)).Inc()
 	svc, _ := a.store.Service(k)
 	var scope xds.Scope
 	if svc != nil {

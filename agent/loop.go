@@ -75,7 +75,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			now := time.Now()
 			for _, cluster := range a.checker.TakeChanged() {
 				if k, ok := a.subs.service(xds.EndpointType, cluster); ok {
-					a.markDirty(k, now)
+					a.markDirty(k, now, endpointsChanged)
 				}
 			}
 			changed(false)
@@ -114,28 +114,58 @@ func (a *Agent) apply(e discovery.Event, at time.Time) {
 	ch := a.store.Apply(e)
 	a.merged = shrink.Emptied(a.merged) // the store changed under them
 	for _, k := range a.store.TakeMoved() {
-		a.markDirty(k, at)
+		a.markDirty(k, at, endpointsChanged)
 	}
 	switch {
+	case ch.Service != nil && e.Service != nil:
+		a.markDirty(*ch.Service, at, serviceChanged)
 	case ch.Service != nil:
-		a.markDirty(*ch.Service, at)
+		a.markDirty(*ch.Service, at, endpointsChanged)
 	case ch.Node != "":
 		if ch.Node == a.cfg.NodeName {
 			n, _ := a.store.Node(ch.Node)
 			a.here = topology.Here{Node: a.cfg.NodeName, Zone: n.Zone, Region: n.Region}
 		}
 		// A node's zone or region moves every endpoint on it between tiers;
-		// rare enough to rebuild whatever is subscribed.
+		// rare enough to rebuild every subscribed load assignment.
 		if !a.dirtyAll {
 			a.dirtyAll, a.observedAll = true, at
 		}
 	}
 }
 
-// markDirty records that a Service must be rebuilt.
-func (a *Agent) markDirty(k discovery.ServiceKey, at time.Time) {
-	if _, ok := a.dirty[k]; !ok {
-		a.dirty[k] = at
+// affects is what a change can alter, as the resource types to rebuild.
+type affects uint8
+
+const (
+	// endpointsChanged: slices, health or topology. They feed load
+	// assignments and the endpoint picker's routes; listeners and clusters
+	// are built from the Service alone, so rebuilding them for an endpoint
+	// flip would be half of its cost for nothing (issue 12).
+	endpointsChanged affects = 1 << iota
+	// serviceChanged: the Service itself, which every resource is built from.
+	serviceChanged
+)
+
+func (w affects) covers(typ string) bool {
+	return w&serviceChanged != 0 || typ == xds.EndpointType || typ == xds.RouteType
+}
+
+// pending is a Service waiting to be rebuilt.
+type pending struct {
+	observed time.Time // its first change since it was last built
+	what     affects   // what its changes can alter
+}
+
+// markDirty records that a Service must be rebuilt, for what.
+func (a *Agent) markDirty(k discovery.ServiceKey, at time.Time, what affects) {
+	p, ok := a.dirty[k]
+	if !ok {
+		p.observed = at
+	}
+	p.what |= what
+	a.dirty[k] = p
+	if !ok {
 		a.dirty = shrink.Map(a.dirty, &a.dirtyPeak)
 	}
 }
@@ -163,13 +193,18 @@ func (a *Agent) flush(now time.Time, force bool) (next time.Time, held bool) {
 	}
 	if a.dirtyAll && !hold(a.pushedAll) {
 		for _, k := range a.subs.services() {
-			a.rebuild(k, a.observedAll)
+			// A Service with changes of its own gets those built too.
+			p, observed := a.dirty[k], a.observedAll
+			if !p.observed.IsZero() && p.observed.Before(observed) {
+				observed = p.observed
+			}
+			a.rebuild(k, observed, p.what|endpointsChanged)
 		}
 		a.dirtyAll, a.observedAll, a.pushedAll = false, time.Time{}, now
 		a.dirty = shrink.Emptied(a.dirty) // rebuilt above, if subscribed
 		return next, held
 	}
-	for k, observed := range a.dirty {
+	for k, p := range a.dirty {
 		if !a.subs.has(k) {
 			delete(a.dirty, k) // nobody here uses it: nothing to build, no window spent
 			continue
@@ -177,7 +212,7 @@ func (a *Agent) flush(now time.Time, force bool) (next time.Time, held bool) {
 		if hold(a.pushed[k]) {
 			continue
 		}
-		a.rebuild(k, observed)
+		a.rebuild(k, p.observed, p.what)
 		a.pushed[k] = now
 		delete(a.dirty, k)
 	}
@@ -220,10 +255,14 @@ func (a *Agent) interests(in []xds.Interest) {
 	}
 }
 
-// rebuild rebuilds every subscribed resource of one Service.
-func (a *Agent) rebuild(k discovery.ServiceKey, observed time.Time) {
+// rebuild rebuilds the subscribed resources of one Service that what can
+// have altered.
+func (a *Agent) rebuild(k discovery.ServiceKey, observed time.Time, what affects) {
 	a.metrics.Rebuilds.Inc()
 	for typ, names := range a.subs.of(k) {
+		if !what.covers(typ) {
+			continue
+		}
 		for _, n := range names {
 			a.build(k, typ, n, observed)
 		}

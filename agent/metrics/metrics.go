@@ -14,6 +14,7 @@ type Metrics struct {
 	NACKs            *prometheus.CounterVec // type, stack
 	DiscoveryEvents  *prometheus.CounterVec // kind, op
 	Rebuilds         prometheus.Counter
+	Builds           *prometheus.CounterVec // type
 	AnnotationErrors *prometheus.CounterVec // annotation
 	SourceErrors     *prometheus.CounterVec // source
 	UnresolvedNames  prometheus.Counter
@@ -57,6 +58,9 @@ func New(reg prometheus.Registerer) *Metrics {
 		Rebuilds: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "nodexds_service_rebuilds_total", Help: "Service port resource sets rebuilt.",
 		}),
+		Builds: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nodexds_resource_builds_total", Help: "xDS resources built (whether or not they changed), by type: a change rebuilds only the types it can alter.",
+		}, []string{"type"}),
 		AnnotationErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "nodexds_annotation_errors_total", Help: "Service annotations that could not be used, by annotation.",
 		}, []string{"annotation"}),
@@ -92,13 +96,14 @@ func New(reg prometheus.Registerer) *Metrics {
 		m.Pushes.WithLabelValues(typ)
 		m.PushLatency.WithLabelValues(typ)
 		m.Subscriptions.WithLabelValues(typ)
+		m.Builds.WithLabelValues(typ)
 	}
 	for _, l := range []string{"names_per_type", "names_per_peer", "streams", "streams_per_peer", "conns", "conns_per_peer", "send_timeout"} {
 		m.LimitHits.WithLabelValues(l)
 	}
 	reg.MustRegister(m.BuildInfo, m.SourceSyncDuration)
 	reg.MustRegister(m.ConnectedClients, m.Subscriptions, m.Pushes, m.PushLatency, m.NACKs,
-		m.DiscoveryEvents, m.Rebuilds, m.AnnotationErrors, m.SourceErrors, m.UnresolvedNames, m.LimitHits, m.Refused, m.ClientWorkarounds,
+		m.DiscoveryEvents, m.Rebuilds, m.Builds, m.AnnotationErrors, m.SourceErrors, m.UnresolvedNames, m.LimitHits, m.Refused, m.ClientWorkarounds,
 		m.HealthFailOpen)
 	return m
 }

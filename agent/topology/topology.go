@@ -34,44 +34,61 @@ func Prioritize(eps []discovery.Endpoint, p Policy, here Here) []Priority {
 		hints = hintsUsable(eps, here)
 	}
 	if p.Tiers.Strict() {
-		eps, _ = partition(eps, func(e *discovery.Endpoint) bool {
+		eps = filter(eps, func(e *discovery.Endpoint) bool {
 			return slices.ContainsFunc(p.Tiers, func(t Tier) bool { return inTier(e, t, here, hints) })
 		})
 	}
-	remaining := usable(eps)
-	if len(remaining) == 0 {
+	eps = usable(eps)
+	if len(eps) == 0 {
 		return nil
 	}
 
+	// Each endpoint's tier is the first of p.Tiers it falls into (-1: none,
+	// and it is not used). Indices, not copies: a build runs on every change
+	// of a Service, and copying endpoints per tier was most of its garbage.
+	tierOf := make([]int, len(eps))
+	sizes := make([]int, len(p.Tiers))
+	for j := range eps {
+		tierOf[j] = -1
+		for i, t := range p.Tiers {
+			if inTier(&eps[j], t, here, hints) {
+				tierOf[j] = i
+				sizes[i]++
+				break
+			}
+		}
+	}
 	var out []Priority
-	var pending Priority // tiers too small so far, waiting to merge into the next
-	for i, tier := range p.Tiers {
-		var in []discovery.Endpoint
-		in, remaining = partition(remaining, func(e *discovery.Endpoint) bool { return inTier(e, tier, here, hints) })
-		pending.Tiers = append(pending.Tiers, tier)
-		pending.Endpoints = append(pending.Endpoints, in...)
+	first, size := 0, 0 // the tiers waiting to merge into the next: too small so far
+	for i := range p.Tiers {
+		size += sizes[i]
 		last := i == len(p.Tiers)-1
-		if len(pending.Endpoints) == 0 {
-			pending.Tiers = nil // empty tiers leave no gap
+		if size == 0 {
+			first = i + 1 // empty tiers leave no gap
 			continue
 		}
-		if len(pending.Endpoints) >= max(p.MinTierEndpoints, 1) || last {
-			slices.SortFunc(pending.Endpoints, func(a, b discovery.Endpoint) int { return a.Addr.Compare(b.Addr) })
-			out = append(out, pending)
-			pending = Priority{}
+		if size < max(p.MinTierEndpoints, 1) && !last {
+			continue
 		}
+		pr := Priority{Tiers: slices.Clone(p.Tiers[first : i+1]), Endpoints: make([]discovery.Endpoint, 0, size)}
+		for j, t := range tierOf {
+			if t >= first && t <= i {
+				pr.Endpoints = append(pr.Endpoints, eps[j])
+			}
+		}
+		slices.SortFunc(pr.Endpoints, func(a, b discovery.Endpoint) int { return a.Addr.Compare(b.Addr) })
+		out = append(out, pr)
+		first, size = i+1, 0
 	}
 	return out
 }
 
 // usable returns the endpoints that may receive traffic.
 func usable(eps []discovery.Endpoint) []discovery.Endpoint {
-	ready, _ := partition(eps, func(e *discovery.Endpoint) bool { return e.Ready })
-	if len(ready) > 0 {
+	if ready := filter(eps, func(e *discovery.Endpoint) bool { return e.Ready }); len(ready) > 0 {
 		return ready
 	}
-	serving, _ := partition(eps, func(e *discovery.Endpoint) bool { return e.Serving })
-	return serving
+	return filter(eps, func(e *discovery.Endpoint) bool { return e.Serving })
 }
 
 // hints says whether EndpointSlice hints replace labels for the node and zone
@@ -119,14 +136,23 @@ func inTier(e *discovery.Endpoint, t Tier, here Here, h hints) bool {
 	return false
 }
 
-// partition splits eps into those matching keep and the rest, preserving order.
-func partition(eps []discovery.Endpoint, keep func(*discovery.Endpoint) bool) (in, out []discovery.Endpoint) {
+// filter returns the endpoints matching keep, in order, in a slice of
+// their exact size.
+func filter(eps []discovery.Endpoint, keep func(*discovery.Endpoint) bool) []discovery.Endpoint {
+	n := 0
 	for i := range eps {
 		if keep(&eps[i]) {
-			in = append(in, eps[i])
-		} else {
+			n++
+		}
+	}
+	if n == 0 {
+		return nil
+	}
+	out := make([]discovery.Endpoint, 0, n)
+	for i := range eps {
+		if keep(&eps[i]) {
 			out = append(out, eps[i])
 		}
 	}
-	return in, out
+	return out
 }
