@@ -85,6 +85,7 @@ type flipTiming struct {
 	pushed    time.Time // the ADS client received the load assignment
 	gc        bool      // an agent GC cycle overlapped [seen, pushed]
 	coalesced bool      // another slice change was seen within Window before seen
+	path      *pushPath // its way through the agent, when an execution trace was taken
 }
 
 func (f flipTiming) share() time.Duration { return f.pushed.Sub(f.seen) }
@@ -137,6 +138,7 @@ type scaleResult struct {
 	churnFor    time.Duration
 	gcs         int
 	internal    histogram // the agent's own EDS push latency (enqueue → sent) during the flips
+	profiles    string    // where the agent's profiles and execution trace are, if taken
 }
 
 // scaleNodes: the agent's node and 100 more over four zones of two regions;
@@ -453,7 +455,9 @@ func runScale(t testing.TB, cfg scaleConfig) scaleResult {
 	<-churnDone
 	res.churned = agentMem(t, agent)
 	res.internal = pushLatency(t, ip).minus(histBefore)
-	profile()
+	if res.profiles = profile(); res.profiles != "" {
+		attachPaths(t, filepath.Join(res.profiles, "agent.trace"), res.flips)
+	}
 
 	// What the slow ones coincide with.
 	gcs := lines.gcCycles()
@@ -965,6 +969,7 @@ func (r scaleResult) report(t testing.TB, cfg scaleConfig) []time.Duration {
 		r.internal.quantile(0.5), r.internal.quantile(0.9), r.internal.quantile(0.99))
 	t.Logf("scale: the slowest %d flips (≥ %s): %d during an agent GC cycle, %d within %v after another slice change, %d both, %d neither (of all flips: %d during GC, %d after another change)",
 		len(top), fmt.Sprintf("%.2f ms", float64(top[len(top)-1].share())/1e6), gc, co, cfg.Window, both, none, all.gc, all.co)
+	reportPaths(t, r.profiles, r.flips)
 	for _, f := range slow[:min(len(slow), 5)] {
 		t.Logf("scale:   %s: %.2f ms (gc %v, after another change %v)", scaleSvc(f.svc), float64(f.share())/1e6, f.gc, f.coalesced)
 	}
@@ -1024,32 +1029,39 @@ func pushLatency(t testing.TB, ip string) histogram {
 	return h
 }
 
-// startCPUProfile, when NODEXDS_SCALE_PROFILE names a directory, records a
-// CPU profile of the agent during the flips there (and its heap after).
-func startCPUProfile(t testing.TB, ip string) func() {
+// startCPUProfile, when NODEXDS_SCALE_PROFILE names a directory, records
+// there a CPU profile of the agent during the flips, an execution trace of
+// 20 s of them, and its heap after. The returned func waits for them and
+// says where they are ("" when none was asked for).
+func startCPUProfile(t testing.TB, ip string) func() (dir string) {
 	dir := os.Getenv("NODEXDS_SCALE_PROFILE")
 	if dir == "" {
-		return func() {}
+		return func() string { return "" }
 	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		resp, err := http.Get("http://" + net.JoinHostPort(ip, "18002") + "/debug/pprof/profile?seconds=40")
+	var wg sync.WaitGroup
+	fetch := func(path, file string) {
+		defer wg.Done()
+		resp, err := http.Get("http://" + net.JoinHostPort(ip, "18002") + path)
 		if err != nil {
 			t.Errorf("scale: profile: %v", err)
 			return
 		}
 		defer resp.Body.Close()
-		f, err := os.Create(filepath.Join(dir, "agent-cpu.pprof"))
+		f, err := os.Create(filepath.Join(dir, file))
 		if err != nil {
 			t.Errorf("scale: profile: %v", err)
 			return
 		}
 		defer f.Close()
 		io.Copy(f, resp.Body)
-	}()
-	return func() {
-		<-done
+	}
+	wg.Add(2)
+	go fetch("/debug/pprof/profile?seconds=40", "agent-cpu.pprof")
+	// The execution trace shows where a slow push waited: for a core, a
+	// lock, the network.
+	go fetch("/debug/pprof/trace?seconds=20", "agent.trace")
+	return func() string {
+		wg.Wait()
 		resp, err := http.Get("http://" + net.JoinHostPort(ip, "18002") + "/debug/pprof/heap")
 		if err == nil {
 			if f, err := os.Create(filepath.Join(dir, "agent-heap.pprof")); err == nil {
@@ -1058,7 +1070,8 @@ func startCPUProfile(t testing.TB, ip string) func() {
 			}
 			resp.Body.Close()
 		}
-		t.Logf("scale: agent CPU and heap profiles in %s", dir)
+		t.Logf("scale: agent CPU and heap profiles and execution trace in %s", dir)
+		return dir
 	}
 }
 
