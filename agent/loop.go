@@ -139,9 +139,9 @@ type affects uint8
 
 const (
 	// endpointsChanged: slices, health or topology. They feed load
-	// assignments and the endpoint picker's routes; listeners and clusters
-	// are built from the Service alone, so rebuilding them for an endpoint
-	// flip would be half of its cost for nothing (issue 12).
+	// assignments and the endpoint picker's routes; listeners, clusters and
+	// other routes are built from the Service alone, so rebuilding them for
+	// an endpoint flip would be most of its cost for nothing (issue 12).
 	endpointsChanged affects = 1 << iota
 	// serviceChanged: the Service itself, which every resource is built from.
 	serviceChanged
@@ -260,13 +260,20 @@ func (a *Agent) interests(in []xds.Interest) {
 func (a *Agent) rebuild(k discovery.ServiceKey, observed time.Time, what affects) {
 	a.metrics.Rebuilds.Inc()
 	for typ, names := range a.subs.of(k) {
-		if !what.covers(typ) {
+		if !what.covers(typ) || (typ == xds.RouteType && what == endpointsChanged && !a.picksEndpoints(k)) {
 			continue
 		}
 		for _, n := range names {
 			a.build(k, typ, n, observed)
 		}
 	}
+}
+
+// picksEndpoints reports whether a Service's routes name its endpoints (the
+// endpoint picker): only then does an endpoint change alter them.
+func (a *Agent) picksEndpoints(k discovery.ServiceKey) bool {
+	svc, ok := a.store.Service(k)
+	return ok && a.config(svc).lb.EndpointHeader != ""
 }
 
 func eventLabels(e discovery.Event) (kind, op string) {
