@@ -511,13 +511,7 @@ func populateScale(t testing.TB, client kubernetes.Interface, cfg scaleConfig) {
 		}
 	}
 	for i := range cfg.Services {
-		svc := &corev1.Service{
-			ObjectMeta: metav1.ObjectMeta{Namespace: scaleNS, Name: scaleSvc(i)},
-			Spec: corev1.ServiceSpec{
-				ClusterIP: corev1.ClusterIPNone, // no IP to allocate: the agent does not use it
-				Ports:     []corev1.ServicePort{{Name: "grpc", Port: scalePort, Protocol: corev1.ProtocolTCP}},
-			},
-		}
+		svc := scaleService(i)
 		slice := scaleSlice(i, cfg.EndpointsPer)
 		work <- func() error {
 			if _, err := client.CoreV1().Services(scaleNS).Create(ctx, svc, metav1.CreateOptions{}); err != nil {
@@ -535,6 +529,16 @@ func populateScale(t testing.TB, client kubernetes.Interface, cfg scaleConfig) {
 	case err := <-errs:
 		t.Fatalf("scale: %v", err)
 	default:
+	}
+}
+
+func scaleService(i int) *corev1.Service {
+	return &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: scaleNS, Name: scaleSvc(i)},
+		Spec: corev1.ServiceSpec{
+			ClusterIP: corev1.ClusterIPNone, // no IP to allocate: the agent does not use it
+			Ports:     []corev1.ServicePort{{Name: "grpc", Port: scalePort, Protocol: corev1.ProtocolTCP}},
+		},
 	}
 }
 

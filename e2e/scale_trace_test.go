@@ -1,10 +1,16 @@
 package e2e
 
 import (
+	"bytes"
+	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -12,6 +18,7 @@ import (
 	"time"
 
 	"golang.org/x/exp/trace"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // pushPath is one push through the agent as its execution trace shows it:
@@ -28,9 +35,18 @@ type pushPath struct {
 	streamDone            time.Time // it blocked again: the response handed to gRPC
 }
 
+func (p pushPath) String() string {
+	at := func(t time.Time) string { return t.Format("15:04:05.000000") }
+	return fmt.Sprintf("{read %s loop woke %s ran %s stream woke %s ran %s done %s}",
+		at(p.read), at(p.loopWoke), at(p.loopRan), at(p.streamWoke), at(p.streamRan), at(p.streamDone))
+}
+
 // readPushPaths reads an agent's execution trace (/debug/pprof/trace): every
-// time the event loop woke the ADS stream, with the loop's wake before it.
-// With one ADS stream and pushes far apart, each path is one change's.
+// time the event loop woke an ADS stream, with the loop's own wake before it
+// and the watch event behind that. With one ADS stream and pushes far
+// apart, each path is one change's. Goroutines are told apart by what they
+// call, not by name: the ADS stream is what xds.(*stream).wake wakes, and
+// the loop is what wakes it.
 func readPushPaths(r io.Reader) ([]pushPath, error) {
 	tr, err := trace.NewReader(r)
 	if err != nil {
@@ -43,8 +59,6 @@ func readPushPaths(r io.Reader) ([]pushPath, error) {
 		}
 		return snap.Wall.Add(time.Duration(t - snap.Trace))
 	}
-	loop, stream := trace.NoGoroutine, trace.NoGoroutine
-	var loopWoke, loopRan, read time.Time
 	// Who woke each goroutine last, from which function, and when the waker
 	// had last resumed running (what it did since led to the wake).
 	type wake struct {
@@ -52,7 +66,8 @@ func readPushPaths(r io.Reader) ([]pushPath, error) {
 		in      string // the waker's function that woke it
 		resumed time.Time
 	}
-	resumed := map[trace.GoID]time.Time{}
+	resumed := map[trace.GoID]time.Time{} // last start or return to running
+	wokeAt := map[trace.GoID]time.Time{}  // last wake
 	woke := map[trace.GoID]wake{}
 	// chain follows wakes back from g through the functions named, and
 	// returns when the first waker in the chain resumed before waking.
@@ -67,13 +82,13 @@ func readPushPaths(r io.Reader) ([]pushPath, error) {
 		}
 		return at
 	}
-	var cur *pushPath
+	inflight := map[trace.GoID]*pushPath{} // streams woken for a push, until they block again
 	var out []pushPath
 	for {
 		ev, err := tr.ReadEvent()
 		if errors.Is(err, io.EOF) {
-			if loop == trace.NoGoroutine || stream == trace.NoGoroutine {
-				return nil, errors.New("the trace shows no event loop (agent.(*Agent).Run) or no ADS stream (xds.(*stream).run) blocking")
+			if len(out) == 0 {
+				return nil, errors.New("no push in the trace: no goroutine was woken by xds.(*stream).wake and blocked again")
 			}
 			return out, nil
 		}
@@ -96,41 +111,28 @@ func readPushPaths(r io.Reader) ([]pushPath, error) {
 		}
 		g := st.Resource.Goroutine()
 		from, to := st.Goroutine()
-		if to == trace.GoWaiting { // the blocking goroutine's own stack says what it is
-			switch {
-			case loop == trace.NoGoroutine && inStack(st.Stack, "agent.(*Agent).Run"):
-				loop = g
-			case stream == trace.NoGoroutine && inStack(st.Stack, "xds.(*stream).run"):
-				stream = g
-			}
-		}
 		t := wall(ev.Time())
-		if to == trace.GoRunning {
+		switch {
+		case to == trace.GoRunning:
 			resumed[g] = t
-		}
-		if from == trace.GoWaiting && to == trace.GoRunnable {
+			if p := inflight[g]; p != nil && p.streamRan.IsZero() {
+				p.streamRan = t
+			}
+		case from == trace.GoWaiting && to == trace.GoRunnable:
 			by := ev.Goroutine()
 			woke[g] = wake{by: by, in: waker(ev.Stack()), resumed: resumed[by]}
-		}
-		switch g {
-		case loop:
-			if from == trace.GoWaiting && to == trace.GoRunnable {
-				loopWoke = t
-				read = chain(loop, "agent.(*Agent).Enqueue", "watch.(*StreamWatcher).receive", "http2.(*pipe).Write")
+			wokeAt[g] = t
+			if inStack(ev.Stack(), "xds.(*stream).wake") && !wokeAt[by].IsZero() {
+				inflight[g] = &pushPath{
+					read:     chain(by, "agent.(*Agent).Enqueue", "watch.(*StreamWatcher).receive", "http2.(*pipe).Write"),
+					loopWoke: wokeAt[by], loopRan: resumed[by], streamWoke: t,
+				}
 			}
-			if to == trace.GoRunning {
-				loopRan = t
-			}
-		case stream:
-			switch {
-			case from == trace.GoWaiting && to == trace.GoRunnable && inStack(ev.Stack(), "xds.(*stream).wake"):
-				cur = &pushPath{read: read, loopWoke: loopWoke, loopRan: loopRan, streamWoke: t}
-			case to == trace.GoRunning && cur != nil && cur.streamRan.IsZero():
-				cur.streamRan = t
-			case to == trace.GoWaiting && cur != nil && !cur.streamRan.IsZero():
-				cur.streamDone = t
-				out = append(out, *cur)
-				cur = nil
+		case to == trace.GoWaiting:
+			if p := inflight[g]; p != nil && !p.streamRan.IsZero() {
+				p.streamDone = t
+				out = append(out, *p)
+				delete(inflight, g)
 			}
 		}
 	}
@@ -244,4 +246,146 @@ func reportPaths(t testing.TB, dir string, flips []flipTiming) {
 	if err := os.WriteFile(filepath.Join(dir, "paths.txt"), []byte(b.String()), 0o644); err != nil {
 		t.Errorf("scale: %v", err)
 	}
+}
+
+// TestPushPathsFromAnAgentTrace: the trace reader the scale run relies on
+// finds, in a real agent's execution trace, the push that carried each
+// change its ADS client received, with its steps in order and on this
+// test's clock. The agent reads its Service from a file (no API server
+// needed), so the client-go part of each path is absent.
+func TestPushPathsFromAnAgentTrace(t *testing.T) {
+	bins := projectBins(t)
+	const per, changes = 4, 5
+	file := filepath.Join(t.TempDir(), "cluster.json")
+	write := func(down int) { // endpoint down is not ready; -1: all are
+		slice := scaleSlice(0, per)
+		if down >= 0 {
+			no := false
+			slice.Endpoints[down].Conditions.Ready, slice.Endpoints[down].Conditions.Serving = &no, &no
+		}
+		svc := scaleService(0)
+		svc.TypeMeta = metav1.TypeMeta{APIVersion: "v1", Kind: "Service"}
+		slice.TypeMeta = metav1.TypeMeta{APIVersion: "discovery.k8s.io/v1", Kind: "EndpointSlice"}
+		b, err := json.Marshal(map[string]any{"apiVersion": "v1", "kind": "List", "items": []any{svc, slice}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Renamed into place: the agent never reads half a file.
+		if err := os.WriteFile(file+".tmp", b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(file+".tmp", file); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(-1)
+	xdsAddr, debugAddr := freeLoopback(t), freeLoopback(t)
+	cmd := exec.Command(bins.Nodexds, "serve", "--source=file:"+file, "--file-poll=20ms", "--node-name=node-a",
+		"--xds-listen="+xdsAddr, "--admin-listen="+freeLoopback(t), "--debug-listen="+debugAddr,
+		"--health-checks=false", "--pprof")
+	var logs bytes.Buffer
+	cmd.Stderr = &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("agent log:\n%s", logs.String())
+		}
+	})
+
+	pushed := newHistory()
+	ads := newScaleADS(t, xdsAddr, scaleConfig{Subscribed: 1, EndpointsPer: per, Measured: 1}, pushed)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	var dialed error
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		var c net.Conn
+		if c, dialed = net.Dial("tcp", xdsAddr); dialed == nil {
+			c.Close()
+			break
+		}
+	}
+	if dialed != nil {
+		t.Fatalf("the agent never listened on %s: %v", xdsAddr, dialed)
+	}
+	go ads.run(ctx)
+	select {
+	case <-ads.complete:
+	case err := <-ads.failed:
+		t.Fatalf("ADS client: %v", err)
+	case <-ctx.Done():
+		t.Fatal("the ADS client never got its load assignment")
+	}
+
+	traced := make(chan []byte, 1)
+	go func() {
+		defer close(traced)
+		resp, err := http.Get("http://" + debugAddr + "/debug/pprof/trace?seconds=4")
+		if err != nil {
+			t.Errorf("trace: %v", err)
+			return
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Errorf("trace: %s %v", resp.Status, err)
+			return
+		}
+		traced <- b
+	}()
+	time.Sleep(500 * time.Millisecond) // the trace has started
+	all := scaleMask(1)<<per - 1
+	var flips []flipTiming
+	for k := range changes {
+		down, want := k%per, all&^(1<<(k%per))
+		if k%2 == 1 {
+			down, want = -1, all
+		}
+		from := pushed.len(0)
+		wrote := time.Now()
+		write(down)
+		at, err := pushed.wait(ctx, 0, from, want)
+		if err != nil {
+			t.Fatalf("change %d never reached the client: %v", k, err)
+		}
+		flips = append(flips, flipTiming{wrote: wrote, seen: wrote, pushed: at})
+	}
+	b, ok := <-traced
+	if !ok {
+		t.Fatal("no trace")
+	}
+	paths, err := readPushPaths(bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, f := range flips {
+		var p *pushPath
+		for i := range paths {
+			if !paths[i].streamDone.Before(f.wrote) && !paths[i].streamDone.After(f.pushed) {
+				p = &paths[i]
+			}
+		}
+		if p == nil {
+			t.Fatalf("change %d (written %s, received %s): no push in the trace between; pushes: %v",
+				k, f.wrote.Format(time.StampMicro), f.pushed.Format(time.StampMicro), paths)
+		}
+		steps := []time.Time{p.loopWoke, p.loopRan, p.streamWoke, p.streamRan, p.streamDone}
+		if !slices.IsSortedFunc(steps, time.Time.Compare) || p.loopWoke.Before(f.wrote) || !p.read.IsZero() {
+			t.Errorf("change %d (written %s, received %s): path out of order or outside it: %v",
+				k, f.wrote.Format(time.StampMicro), f.pushed.Format(time.StampMicro), p)
+		}
+	}
+}
+
+// freeLoopback is a loopback address with a port nothing listens on now.
+func freeLoopback(t testing.TB) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
 }
