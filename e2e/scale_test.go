@@ -1106,6 +1106,7 @@ func TestScaleSmall(t *testing.T) {
 //
 //	NODEXDS_SCALE_SUBSCRIBED=N   Services the client subscribes to (default 1000)
 //	NODEXDS_SCALE_AGENT_ENV="K=V ..."  more agent environment (GOGC=50, ...)
+//	NODEXDS_SCALE_CHURN=N        background slice writes per second (default 20)
 func scaleBenchConfig(b *testing.B) scaleConfig {
 	cfg := scaleConfig{Services: 11000, EndpointsPer: 10, Subscribed: 1000, Measured: 100, Flips: 400, ChurnPerSec: 20, Window: 20 * time.Millisecond}
 	if s := os.Getenv("NODEXDS_SCALE_SUBSCRIBED"); s != "" {
@@ -1118,6 +1119,13 @@ func scaleBenchConfig(b *testing.B) scaleConfig {
 		cfg.AgentArgs = append(cfg.AgentArgs, "--max-names-per-type=20000", "--max-names-per-peer=100000")
 	}
 	cfg.AgentEnv = strings.Fields(os.Getenv("NODEXDS_SCALE_AGENT_ENV"))
+	if s := os.Getenv("NODEXDS_SCALE_CHURN"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 0 {
+			b.Fatalf("NODEXDS_SCALE_CHURN=%q: want writes per second, 0 or more", s)
+		}
+		cfg.ChurnPerSec = n
+	}
 	return cfg
 }
 
