@@ -147,8 +147,17 @@ const (
 	serviceChanged
 )
 
-func (w affects) covers(typ string) bool {
-	return w&serviceChanged != 0 || typ == xds.EndpointType || typ == xds.RouteType
+// covers reports whether a change of what can alter a resource of type typ;
+// picker says whether the Service's routes name its endpoints (asked only
+// for a route after an endpoint change).
+func (w affects) covers(typ string, picker func() bool) bool {
+	switch {
+	case w&serviceChanged != 0 || typ == xds.EndpointType:
+		return true
+	case typ == xds.RouteType:
+		return picker()
+	}
+	return false
 }
 
 // pending is a Service waiting to be rebuilt.
@@ -260,7 +269,7 @@ func (a *Agent) interests(in []xds.Interest) {
 func (a *Agent) rebuild(k discovery.ServiceKey, observed time.Time, what affects) {
 	a.metrics.Rebuilds.Inc()
 	for typ, names := range a.subs.of(k) {
-		if !what.covers(typ) || (typ == xds.RouteType && what == endpointsChanged && !a.picksEndpoints(k)) {
+		if !what.covers(typ, func() bool { return a.picksEndpoints(k) }) {
 			continue
 		}
 		for _, n := range names {
