@@ -1042,9 +1042,7 @@ func startCPUProfile(t testing.TB, ip string) func() (dir string) {
 	if dir == "" {
 		return func() string { return "" }
 	}
-	var wg sync.WaitGroup
 	fetch := func(path, file string) {
-		defer wg.Done()
 		resp, err := http.Get("http://" + net.JoinHostPort(ip, "18002") + path)
 		if err != nil {
 			t.Errorf("scale: profile: %v", err)
@@ -1059,21 +1057,14 @@ func startCPUProfile(t testing.TB, ip string) func() (dir string) {
 		defer f.Close()
 		io.Copy(f, resp.Body)
 	}
-	wg.Add(2)
-	go fetch("/debug/pprof/profile?seconds=40", "agent-cpu.pprof")
+	var wg sync.WaitGroup
+	wg.Go(func() { fetch("/debug/pprof/profile?seconds=40", "agent-cpu.pprof") })
 	// The execution trace shows where a slow push waited: for a core, a
 	// lock, the network.
-	go fetch("/debug/pprof/trace?seconds=20", "agent.trace")
+	wg.Go(func() { fetch("/debug/pprof/trace?seconds=20", "agent.trace") })
 	return func() string {
 		wg.Wait()
-		resp, err := http.Get("http://" + net.JoinHostPort(ip, "18002") + "/debug/pprof/heap")
-		if err == nil {
-			if f, err := os.Create(filepath.Join(dir, "agent-heap.pprof")); err == nil {
-				io.Copy(f, resp.Body)
-				f.Close()
-			}
-			resp.Body.Close()
-		}
+		fetch("/debug/pprof/heap", "agent-heap.pprof")
 		t.Logf("scale: agent CPU and heap profiles and execution trace in %s", dir)
 		return dir
 	}

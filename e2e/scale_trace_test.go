@@ -218,11 +218,15 @@ func reportPaths(t testing.TB, dir string, flips []flipTiming) {
 		return
 	}
 	ms := func(d time.Duration) string { return fmt.Sprintf("%.2f", float64(d)/1e6) }
+	segs := make([][7]time.Duration, len(traced))
+	for n, f := range traced {
+		segs[n] = f.segments()
+	}
 	var b strings.Builder
 	for s, name := range segmentNames {
 		var ds []time.Duration
-		for _, f := range traced {
-			if d := f.segments()[s]; d != -1 {
+		for _, fs := range segs {
+			if d := fs[s]; d != -1 {
 				ds = append(ds, d)
 			}
 		}
@@ -283,34 +287,30 @@ func TestPushPathsFromAnAgentTrace(t *testing.T) {
 	cmd := exec.Command(bins.Nodexds, "serve", "--source=file:"+file, "--file-poll=20ms", "--node-name=node-a",
 		"--xds-listen="+xdsAddr, "--admin-listen="+freeLoopback(t), "--debug-listen="+debugAddr,
 		"--health-checks=false", "--pprof")
-	var logs bytes.Buffer
-	cmd.Stderr = &logs
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	lines := &agentLines{}
+	scanned := make(chan struct{})
+	go func() { defer close(scanned); lines.scan(stderr, io.Discard) }()
 	t.Cleanup(func() {
 		cmd.Process.Kill()
 		cmd.Wait()
+		<-scanned
 		if t.Failed() {
-			t.Logf("agent log:\n%s", logs.String())
+			t.Logf("agent log:\n%s", lines.tail(50))
 		}
 	})
+	lines.waitFor(t, 20*time.Second, `"msg":"serving ADS"`)
 
 	pushed := newHistory()
 	ads := newScaleADS(t, xdsAddr, scaleConfig{Subscribed: 1, EndpointsPer: per, Measured: 1}, pushed)
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
-	var dialed error
-	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		var c net.Conn
-		if c, dialed = net.Dial("tcp", xdsAddr); dialed == nil {
-			c.Close()
-			break
-		}
-	}
-	if dialed != nil {
-		t.Fatalf("the agent never listened on %s: %v", xdsAddr, dialed)
-	}
 	go ads.run(ctx)
 	select {
 	case <-ads.complete:
