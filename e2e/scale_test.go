@@ -138,7 +138,11 @@ type scaleResult struct {
 	churnFor    time.Duration
 	gcs         int
 	internal    histogram // the agent's own EDS push latency (enqueue → sent) during the flips
-	profiles    string    // where the agent's profiles and execution trace are, if taken
+	// What the kernel's scheduler did during the flips: the agent's threads,
+	// this test process's (the watcher and the ADS client), and both CPUs.
+	agentSched, testSched schedStat
+	busy                  float64 // the machine's CPUs, busy fraction
+	profiles              string  // where the agent's profiles and execution trace are, if taken
 }
 
 // scaleNodes: the agent's node and 100 more over four zones of two regions;
@@ -407,6 +411,7 @@ func runScale(t testing.TB, cfg scaleConfig) scaleResult {
 
 	// Churn the other Services in the background.
 	histBefore := pushLatency(t, ip)
+	agentSchedBefore, testSchedBefore, cpuBefore := readSchedStat(t, agent.pid), readSchedStat(t, os.Getpid()), readCPUTimes(t)
 	profile := startCPUProfile(t, ip)
 	churnCtx, stopChurn := context.WithCancel(ctx)
 	churnDone := make(chan struct{})
@@ -455,6 +460,9 @@ func runScale(t testing.TB, cfg scaleConfig) scaleResult {
 	<-churnDone
 	res.churned = agentMem(t, agent)
 	res.internal = pushLatency(t, ip).minus(histBefore)
+	res.agentSched = readSchedStat(t, agent.pid).minus(agentSchedBefore)
+	res.testSched = readSchedStat(t, os.Getpid()).minus(testSchedBefore)
+	res.busy = readCPUTimes(t).busySince(cpuBefore)
 	if res.profiles = profile(); res.profiles != "" {
 		attachPaths(t, filepath.Join(res.profiles, "agent.trace"), res.flips)
 	}
@@ -708,6 +716,83 @@ func (l *agentLines) gcCycles() []gcCycle {
 		out = append(out, gcCycle{start: line.at.Add(-time.Duration(ms * float64(time.Millisecond))), end: line.at})
 	}
 	return out
+}
+
+// schedStat is what /proc/PID/task/*/schedstat says of a process's threads:
+// time on a CPU, time runnable but waiting for one, and the number of
+// times they were put on a CPU.
+type schedStat struct {
+	ran, waited time.Duration
+	runs        int64
+}
+
+func (s schedStat) minus(o schedStat) schedStat {
+	return schedStat{ran: s.ran - o.ran, waited: s.waited - o.waited, runs: s.runs - o.runs}
+}
+
+func (s schedStat) meanWait() time.Duration {
+	if s.runs <= 0 {
+		return 0
+	}
+	return (s.waited / time.Duration(s.runs)).Round(time.Microsecond)
+}
+
+// readSchedStat sums a process's threads' schedstat. A thread that exits
+// between two readings takes its share with it; Go's threads rarely exit.
+func readSchedStat(t testing.TB, pid int) schedStat {
+	t.Helper()
+	files, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", pid))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("scale: no schedstat for process %d: %v", pid, err)
+	}
+	var s schedStat
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue // the thread exited
+		}
+		var ran, waited, runs int64
+		if _, err := fmt.Sscan(string(b), &ran, &waited, &runs); err != nil {
+			t.Fatalf("scale: %s: %v", f, err)
+		}
+		s.ran += time.Duration(ran)
+		s.waited += time.Duration(waited)
+		s.runs += runs
+	}
+	return s
+}
+
+// cpuTimes is the first line of /proc/stat: every CPU's time by state, in
+// clock ticks.
+type cpuTimes struct{ busy, total int64 }
+
+func readCPUTimes(t testing.TB) cpuTimes {
+	t.Helper()
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		t.Fatalf("scale: %v", err)
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line) // cpu user nice system idle iowait irq softirq steal ...
+	if len(f) < 9 || f[0] != "cpu" {
+		t.Fatalf("scale: /proc/stat begins %q", line)
+	}
+	var c cpuTimes
+	for i, v := range f[1:9] {
+		n, _ := strconv.ParseInt(v, 10, 64)
+		c.total += n
+		if i != 3 && i != 4 { // idle, iowait
+			c.busy += n
+		}
+	}
+	return c
+}
+
+func (c cpuTimes) busySince(o cpuTimes) float64 {
+	if c.total == o.total {
+		return 0
+	}
+	return float64(c.busy-o.busy) / float64(c.total-o.total)
 }
 
 func readProcMem(t testing.TB, pid int) procMem {
@@ -971,6 +1056,9 @@ func (r scaleResult) report(t testing.TB, cfg scaleConfig) []time.Duration {
 	}
 	t.Logf("scale: the agent's own EDS push latency during the flips (queued → sent, all EDS pushes): p50 %s, p90 %s, p99 %s",
 		r.internal.quantile(0.5), r.internal.quantile(0.9), r.internal.quantile(0.99))
+	t.Logf("scale: the scheduler during the flips: the machine's CPUs %.0f %% busy; the agent's threads ran %v and waited %v for a core, over %d runs (mean wait %v); this test's threads (watcher, ADS client, writers) ran %v and waited %v over %d runs (mean %v)",
+		100*r.busy, r.agentSched.ran.Round(time.Millisecond), r.agentSched.waited.Round(time.Millisecond), r.agentSched.runs, r.agentSched.meanWait(),
+		r.testSched.ran.Round(time.Millisecond), r.testSched.waited.Round(time.Millisecond), r.testSched.runs, r.testSched.meanWait())
 	t.Logf("scale: the slowest %d flips (≥ %s): %d during an agent GC cycle, %d within %v after another slice change, %d both, %d neither (of all flips: %d during GC, %d after another change)",
 		len(top), fmt.Sprintf("%.2f ms", float64(top[len(top)-1].share())/1e6), gc, co, cfg.Window, both, none, all.gc, all.co)
 	reportPaths(t, r.profiles, r.flips)
