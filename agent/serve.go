@@ -21,6 +21,7 @@ import (
 	"github.com/nodexds/nodexds/agent/xds"
 	"github.com/nodexds/nodexds/discovery"
 	"github.com/nodexds/nodexds/health"
+	"github.com/nodexds/nodexds/internal/schedwait"
 )
 
 // Options configure a whole agent process.
@@ -71,10 +72,12 @@ type Options struct {
 // beyond): 10,000 names of 100 bytes.
 const MaxRequestBytes = 1 << 20
 
-// NewRegistry returns a registry with the Go runtime and process collectors.
+// NewRegistry returns a registry with the Go runtime and process
+// collectors, and the time the process's threads waited for a CPU.
 func NewRegistry() *prometheus.Registry {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		schedwait.NewCollector())
 	return reg
 }
 
