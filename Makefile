@@ -14,7 +14,7 @@ build:
 
 # Three nodes, two zones, real backends and a real gRPC xDS client, no cluster.
 demo:
-	$(GO) run ./cmd/nodexds demo
+	$(GO) run ./cmd/nodexds-demo
 
 # Everything CI runs: static checks, unit and integration tests, then the
 # end-to-end suite against a real control plane (needs root; see e2e/README.md).

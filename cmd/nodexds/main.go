@@ -3,7 +3,6 @@
 //	nodexds serve       run the agent (in a DaemonSet, or on a file source)
 //	nodexds bootstrap   print a gRPC xDS bootstrap for a client on this node
 //	nodexds probe       ask this pod's agent for /healthz or /readyz (exec probe)
-//	nodexds demo        run a three-node demo on this machine, no cluster needed
 //	nodexds version     print the version
 package main
 
@@ -44,7 +43,6 @@ Usage:
   nodexds serve [flags]       run the agent
   nodexds bootstrap [flags]   print a gRPC xDS bootstrap for a client on this node
   nodexds probe PATH          ask this pod's agent for /healthz or /readyz (exec probe)
-  nodexds demo                run a three-node demo on this machine
   nodexds version             print the version
 
 Run "nodexds <command> -h" for the flags of a command.
@@ -66,9 +64,9 @@ func main() {
 	case "probe":
 		err = probe(ctx, args)
 	case "demo":
-		err = demo(ctx, args)
-	case "demo-client": // the demo's client process
-		err = demoClient(ctx, args)
+		// The demo links gRPC's xDS client, which the agent leaves out.
+		fmt.Fprintln(os.Stderr, "nodexds: the demo is its own program: make demo, or go run ./cmd/nodexds-demo")
+		os.Exit(2)
 	case "version", "--version", "-version":
 		fmt.Println("nodexds", version)
 	case "help", "-h", "--help":
@@ -86,7 +84,7 @@ func main() {
 	}
 }
 
-// serveFlags are the agent's flags; demo and tests build the same Options.
+// serveFlags are the agent's flags; the demo and tests build the same Options.
 type serveFlags struct {
 	source, kubeconfig, nodeName    string
 	xdsListen, adminListen          string

@@ -52,7 +52,7 @@ func (p *demoPod) start() error {
 // demo runs an agent for node-a on a file source describing three nodes in
 // two zones, real echo backends on loopback addresses, and a grpc-go xDS
 // client on node-a; then it stops node-a's backends and brings them back.
-func demo(ctx context.Context, args []string) error {
+func demo(ctx context.Context, args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 	rpcs := fs.Int("rpcs", 12, "RPCs per round")
 	verbose := fs.Bool("v", false, "show the agent's logs")
@@ -118,7 +118,7 @@ func demo(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	client := exec.CommandContext(ctx, self, "demo-client", "xds:///be1:8080")
+	client := exec.CommandContext(ctx, self, clientCommand, "xds:///be1:8080")
 	client.Env = append(os.Environ(), "GRPC_XDS_BOOTSTRAP_CONFIG="+string(bs))
 	client.Stderr = logOut
 	stdout, err := client.StdoutPipe()
@@ -158,7 +158,7 @@ func demo(ctx context.Context, args []string) error {
 		}
 	}
 
-	fmt.Printf(`nodexds demo
+	fmt.Fprintf(out, `nodexds demo
   cluster (file %s):
     node-a, node-b in zone-1; node-c in zone-2
     service be1: be1-a-0, be1-a-1 on node-a; be1-b-0 on node-b; be1-c-0 on node-c
@@ -173,7 +173,7 @@ func demo(ctx context.Context, args []string) error {
 	}
 	round := func(title string) error {
 		if title != "" {
-			fmt.Println(title)
+			fmt.Fprintln(out, title)
 		}
 		counts := map[string]int{}
 		for i := range *rpcs {
@@ -182,11 +182,11 @@ func demo(ctx context.Context, args []string) error {
 				return err
 			}
 			if i < 3 {
-				fmt.Printf("  Hello from %s\n", name)
+				fmt.Fprintf(out, "  Hello from %s\n", name)
 			}
 			counts[name]++
 		}
-		fmt.Printf("  %d RPCs: %s\n\n", *rpcs, summary(counts, nodeOf))
+		fmt.Fprintf(out, "  %d RPCs: %s\n\n", *rpcs, summary(counts, nodeOf))
 		return nil
 	}
 	// until reads RPC results until one is answered on node, and says how long
@@ -212,7 +212,7 @@ func demo(ctx context.Context, args []string) error {
 		return err
 	}
 
-	fmt.Println("2. node-a's pods stop (their processes die; nothing tells the agent)")
+	fmt.Fprintln(out, "2. node-a's pods stop (their processes die; nothing tells the agent)")
 	for _, p := range pods[:2] {
 		p.srv.Stop()
 	}
@@ -220,12 +220,12 @@ func demo(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("  the client failed over to the zone tier by itself in %v (%d RPCs failed meanwhile)\n", took.Round(time.Millisecond), failed)
+	fmt.Fprintf(out, "  the client failed over to the zone tier by itself in %v (%d RPCs failed meanwhile)\n", took.Round(time.Millisecond), failed)
 	if err := round(""); err != nil {
 		return err
 	}
 
-	fmt.Println("3. node-a's pods come back on the same addresses")
+	fmt.Fprintln(out, "3. node-a's pods come back on the same addresses")
 	for _, p := range pods[:2] {
 		if err := p.start(); err != nil {
 			return err
@@ -235,7 +235,7 @@ func demo(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("  traffic returned to node-a in %v (gRPC's reconnect backoff; %d RPCs failed meanwhile)\n", took.Round(time.Millisecond), failed)
+	fmt.Fprintf(out, "  traffic returned to node-a in %v (gRPC's reconnect backoff; %d RPCs failed meanwhile)\n", took.Round(time.Millisecond), failed)
 	if err := round(""); err != nil {
 		return err
 	}
@@ -248,7 +248,7 @@ func demo(ctx context.Context, args []string) error {
 // line per RPC. Its xDS bootstrap comes from the environment.
 func demoClient(ctx context.Context, args []string) error {
 	if len(args) != 1 {
-		return errors.New("usage: nodexds demo-client xds:///NAME")
+		return errors.New("usage: nodexds-demo " + clientCommand + " xds:///NAME")
 	}
 	cc, err := grpc.NewClient(args[0], grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
