@@ -1186,6 +1186,7 @@ func TestScaleSmall(t *testing.T) {
 //	NODEXDS_SCALE_SUBSCRIBED=N   Services the client subscribes to (default 1000)
 //	NODEXDS_SCALE_AGENT_ENV="K=V ..."  more agent environment (GOGC=50, ...)
 //	NODEXDS_SCALE_CHURN=N        background slice writes per second (default 20)
+//	NODEXDS_SCALE_FLIPS=N        timed flips (default 400; more steadies the p99)
 func scaleBenchConfig(b *testing.B) scaleConfig {
 	cfg := scaleConfig{Services: 11000, EndpointsPer: 10, Subscribed: 1000, Measured: 100, Flips: 400, ChurnPerSec: 20, Window: 20 * time.Millisecond}
 	if s := os.Getenv("NODEXDS_SCALE_SUBSCRIBED"); s != "" {
@@ -1204,6 +1205,13 @@ func scaleBenchConfig(b *testing.B) scaleConfig {
 			b.Fatalf("NODEXDS_SCALE_CHURN=%q: want writes per second, 0 or more", s)
 		}
 		cfg.ChurnPerSec = n
+	}
+	if s := os.Getenv("NODEXDS_SCALE_FLIPS"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 {
+			b.Fatalf("NODEXDS_SCALE_FLIPS=%q: want a number of flips, 1 or more", s)
+		}
+		cfg.Flips = n
 	}
 	return cfg
 }
