@@ -141,7 +141,7 @@ type scaleResult struct {
 	// What the kernel's scheduler did during the flips: the agent's threads,
 	// this test process's (the watcher and the ADS client), and both CPUs.
 	agentSched, testSched schedStat
-	busy                  float64 // the machine's CPUs, busy fraction
+	busy, steal           float64 // the machine's CPUs: busy, and taken by the host (a VM's steal)
 	profiles              string  // where the agent's profiles and execution trace are, if taken
 }
 
@@ -411,7 +411,6 @@ func runScale(t testing.TB, cfg scaleConfig) scaleResult {
 
 	// Churn the other Services in the background.
 	histBefore := pushLatency(t, ip)
-	agentSchedBefore, testSchedBefore, cpuBefore := readSchedStat(t, agent.pid), readSchedStat(t, os.Getpid()), readCPUTimes(t)
 	profile := startCPUProfile(t, ip)
 	churnCtx, stopChurn := context.WithCancel(ctx)
 	churnDone := make(chan struct{})
@@ -420,6 +419,7 @@ func runScale(t testing.TB, cfg scaleConfig) scaleResult {
 		res.churnWrites, res.churnFor = churnScale(churnCtx, t, client, cfg)
 	}()
 	time.Sleep(time.Second)
+	agentSchedBefore, testSchedBefore, cpuBefore := readSchedStat(t, agent.pid), readSchedStat(t, os.Getpid()), readCPUTimes(t)
 
 	// The timed flips, one at a time: visit v of a measured Service takes
 	// endpoint (v/2) mod EndpointsPer down on even visits and back up on odd
@@ -462,7 +462,7 @@ func runScale(t testing.TB, cfg scaleConfig) scaleResult {
 	res.internal = pushLatency(t, ip).minus(histBefore)
 	res.agentSched = readSchedStat(t, agent.pid).minus(agentSchedBefore)
 	res.testSched = readSchedStat(t, os.Getpid()).minus(testSchedBefore)
-	res.busy = readCPUTimes(t).busySince(cpuBefore)
+	res.busy, res.steal = readCPUTimes(t).since(cpuBefore)
 	if res.profiles = profile(); res.profiles != "" {
 		attachPaths(t, filepath.Join(res.profiles, "agent.trace"), res.flips)
 	}
@@ -763,8 +763,9 @@ func readSchedStat(t testing.TB, pid int) schedStat {
 }
 
 // cpuTimes is the first line of /proc/stat: every CPU's time by state, in
-// clock ticks.
-type cpuTimes struct{ busy, total int64 }
+// clock ticks. Steal, the time a VM's host ran something else, is apart
+// from busy: it is not this machine's work.
+type cpuTimes struct{ busy, steal, total int64 }
 
 func readCPUTimes(t testing.TB) cpuTimes {
 	t.Helper()
@@ -781,18 +782,24 @@ func readCPUTimes(t testing.TB) cpuTimes {
 	for i, v := range f[1:9] {
 		n, _ := strconv.ParseInt(v, 10, 64)
 		c.total += n
-		if i != 3 && i != 4 { // idle, iowait
+		switch i {
+		case 3, 4: // idle, iowait
+		case 7:
+			c.steal += n
+		default:
 			c.busy += n
 		}
 	}
 	return c
 }
 
-func (c cpuTimes) busySince(o cpuTimes) float64 {
+// since is the busy and stolen fractions of the CPUs' time since o.
+func (c cpuTimes) since(o cpuTimes) (busy, steal float64) {
 	if c.total == o.total {
-		return 0
+		return 0, 0
 	}
-	return float64(c.busy-o.busy) / float64(c.total-o.total)
+	d := float64(c.total - o.total)
+	return float64(c.busy-o.busy) / d, float64(c.steal-o.steal) / d
 }
 
 func readProcMem(t testing.TB, pid int) procMem {
@@ -1056,8 +1063,8 @@ func (r scaleResult) report(t testing.TB, cfg scaleConfig) []time.Duration {
 	}
 	t.Logf("scale: the agent's own EDS push latency during the flips (queued → sent, all EDS pushes): p50 %s, p90 %s, p99 %s",
 		r.internal.quantile(0.5), r.internal.quantile(0.9), r.internal.quantile(0.99))
-	t.Logf("scale: the scheduler during the flips: the machine's CPUs %.0f %% busy; the agent's threads ran %v and waited %v for a core, over %d runs (mean wait %v); this test's threads (watcher, ADS client, writers) ran %v and waited %v over %d runs (mean %v)",
-		100*r.busy, r.agentSched.ran.Round(time.Millisecond), r.agentSched.waited.Round(time.Millisecond), r.agentSched.runs, r.agentSched.meanWait(),
+	t.Logf("scale: the scheduler during the flips: the machine's CPUs %.0f %% busy (and %.1f %% stolen by the host); the agent's threads ran %v and waited %v for a core, over %d runs (mean wait %v); this test's threads (watcher, ADS client, writers) ran %v and waited %v over %d runs (mean %v)",
+		100*r.busy, 100*r.steal, r.agentSched.ran.Round(time.Millisecond), r.agentSched.waited.Round(time.Millisecond), r.agentSched.runs, r.agentSched.meanWait(),
 		r.testSched.ran.Round(time.Millisecond), r.testSched.waited.Round(time.Millisecond), r.testSched.runs, r.testSched.meanWait())
 	t.Logf("scale: the slowest %d flips (≥ %s): %d during an agent GC cycle, %d within %v after another slice change, %d both, %d neither (of all flips: %d during GC, %d after another change)",
 		len(top), fmt.Sprintf("%.2f ms", float64(top[len(top)-1].share())/1e6), gc, co, cfg.Window, both, none, all.gc, all.co)

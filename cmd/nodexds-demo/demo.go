@@ -53,7 +53,7 @@ func (p *demoPod) start() error {
 // two zones, real echo backends on loopback addresses, and a grpc-go xDS
 // client on node-a; then it stops node-a's backends and brings them back.
 func demo(ctx context.Context, args []string, out io.Writer) error {
-	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
+	fs := flag.NewFlagSet("nodexds-demo", flag.ContinueOnError)
 	rpcs := fs.Int("rpcs", 12, "RPCs per round")
 	verbose := fs.Bool("v", false, "show the agent's logs")
 	if err := fs.Parse(args); err != nil {
@@ -208,6 +208,11 @@ func demo(ctx context.Context, args []string, out io.Writer) error {
 		return 0, 0, fmt.Errorf("traffic did not reach %s within 30s", node)
 	}
 
+	// The client's first RPCs may fail while it is still connecting (a slow
+	// machine); the rounds start once it has reached its own node.
+	if _, _, err := until("node-a"); err != nil {
+		return err
+	}
 	if err := round("1. all pods up: the client stays on its own node"); err != nil {
 		return err
 	}

@@ -84,7 +84,7 @@ func main() {
 	}
 }
 
-// serveFlags are the agent's flags; the demo and tests build the same Options.
+// serveFlags are the agent's flags; tests build the same Options.
 type serveFlags struct {
 	source, kubeconfig, nodeName    string
 	xdsListen, adminListen          string

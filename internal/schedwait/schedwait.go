@@ -27,9 +27,10 @@ type counts struct {
 }
 
 // totals folds per-thread counters into process totals that never go
-// backwards: a thread that exits keeps what it contributed, and a thread id
-// reused by a new thread (its counters start again from zero) is counted
-// from zero.
+// backwards: a thread that exits keeps what it contributed up to the last
+// reading (what it did after that is lost), and a thread id reused by a new
+// thread is counted from zero when its counters read lower than the old
+// thread's (a reuse that reads higher is taken for the same thread).
 type totals struct {
 	last map[int]counts
 	wait time.Duration
@@ -72,6 +73,9 @@ func readThreads(dir string) (map[int]counts, error) {
 		}
 		out[tid] = counts{wait: time.Duration(wait), runs: runs}
 	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%s: no thread has a schedstat", dir)
+	}
 	return out, nil
 }
 
@@ -93,9 +97,9 @@ func newCollector(dir string) *Collector {
 	return &Collector{
 		dir: dir,
 		wait: prometheus.NewDesc("nodexds_cpu_wait_seconds_total",
-			"Time the agent's threads were runnable but waiting for a CPU (Linux schedstat). Growing as fast as process_cpu_seconds_total or faster: the node's CPU contention, not the agent's work, is delaying pushes.", nil, nil),
+			"Time the agent's threads were runnable but waiting for a CPU (Linux schedstat). Divided by nodexds_cpu_timeslices_total, the mean wait each time a thread got a CPU: above about 1 ms (alert NodexdsCPUStarved), the node's CPU contention, not the agent's work, is delaying pushes.", nil, nil),
 		runs: prometheus.NewDesc("nodexds_cpu_timeslices_total",
-			"Times the agent's threads were put on a CPU (Linux schedstat); the wait over these is the mean wait for a CPU.", nil, nil),
+			"Times the agent's threads were put on a CPU, after a wake or a preemption (Linux schedstat).", nil, nil),
 	}
 }
 
@@ -105,11 +109,14 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c *Collector) Collect(ch chan<- prometheus.Metric) {
+	// Read under the lock: an older reading applied after a newer one, by
+	// two scrapes at once, would count every thread's time again.
+	c.mu.Lock()
 	now, err := readThreads(c.dir)
 	if err != nil {
+		c.mu.Unlock()
 		return
 	}
-	c.mu.Lock()
 	c.totals.add(now)
 	wait, runs := c.totals.wait, c.totals.runs
 	c.mu.Unlock()

@@ -93,7 +93,8 @@ func TestWaitGrowsWhenThreadsOutnumberCPUs(t *testing.T) {
 	if runs1 <= runs0 {
 		t.Errorf("timeslices %v → %v: did not grow", runs0, runs1)
 	}
-	// n threads on n/2 CPUs for 0.3 s wait about 0.15 s each: ask for far less.
+	// n threads on n/2 CPUs for 0.3 s wait about 0.15 s each, n × 0.15 s in
+	// all: ask for far less.
 	if got := wait1 - wait0; got < 0.05 {
 		t.Errorf("waited %.3fs for a CPU with %d busy threads on %d CPUs; want ≥ 0.05s", got, n, runtime.NumCPU())
 	}
@@ -105,10 +106,19 @@ func TestWaitGrowsWhenThreadsOutnumberCPUs(t *testing.T) {
 	}
 }
 
-func TestNoProcNoMetrics(t *testing.T) {
+func TestNoSchedstatNoMetrics(t *testing.T) {
 	c := newCollector(t.TempDir() + "/missing")
 	if got := testutil.CollectAndCount(c); got != 0 {
 		t.Errorf("%d metrics from a missing directory; want 0", got)
+	}
+	// Threads listed, none with a schedstat (a kernel without
+	// CONFIG_SCHED_INFO): nothing, rather than zeros that never move.
+	dir := t.TempDir()
+	if err := os.MkdirAll(dir+"/101", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if got := testutil.CollectAndCount(newCollector(dir)); got != 0 {
+		t.Errorf("%d metrics from threads without schedstat; want 0", got)
 	}
 }
 
