@@ -411,7 +411,7 @@ func runScale(t testing.TB, cfg scaleConfig) scaleResult {
 
 	// Churn the other Services in the background.
 	histBefore := pushLatency(t, ip)
-	profile := startCPUProfile(t, ip)
+	profile := startProfiles(t, ip)
 	churnCtx, stopChurn := context.WithCancel(ctx)
 	churnDone := make(chan struct{})
 	go func() {
@@ -1128,11 +1128,11 @@ func pushLatency(t testing.TB, ip string) histogram {
 	return h
 }
 
-// startCPUProfile, when NODEXDS_SCALE_PROFILE names a directory, records
+// startProfiles, when NODEXDS_SCALE_PROFILE names a directory, records
 // there a CPU profile of the agent during the flips, an execution trace of
 // 20 s of them, and its heap after. The returned func waits for them and
 // says where they are ("" when none was asked for).
-func startCPUProfile(t testing.TB, ip string) func() (dir string) {
+func startProfiles(t testing.TB, ip string) func() (dir string) {
 	dir := os.Getenv("NODEXDS_SCALE_PROFILE")
 	if dir == "" {
 		return func() string { return "" }
