@@ -2,8 +2,8 @@ package xds
 
 import (
 	"context"
+	"fmt"
 	"testing"
-	"time"
 
 	adminv3 "github.com/envoyproxy/go-control-plane/envoy/admin/v3"
 	statusv3 "github.com/envoyproxy/go-control-plane/envoy/service/status/v3"
@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/nodexds/nodexds/agent/resources"
+	"github.com/nodexds/nodexds/internal/poll"
 )
 
 func csdsClient(t *testing.T, s *testServer) statusv3.ClientStatusDiscoveryServiceClient {
@@ -32,7 +33,7 @@ func exactNode(id string) []*matcherv3.NodeMatcher {
 
 func fetch(t *testing.T, c statusv3.ClientStatusDiscoveryServiceClient, req *statusv3.ClientStatusRequest) *statusv3.ClientStatusResponse {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), poll.Timeout)
 	defer cancel()
 	resp, err := c.FetchClientStatus(ctx, req)
 	if err != nil {
@@ -41,17 +42,17 @@ func fetch(t *testing.T, c statusv3.ClientStatusDiscoveryServiceClient, req *sta
 	return resp
 }
 
-// fetchUntil fetches until cond holds on the response, or fails after 5 s.
+// fetchUntil fetches until cond holds on the response; see poll.Check.
 func fetchUntil(t *testing.T, c statusv3.ClientStatusDiscoveryServiceClient, req *statusv3.ClientStatusRequest, cond func(*statusv3.ClientStatusResponse) bool) *statusv3.ClientStatusResponse {
 	t.Helper()
 	var resp *statusv3.ClientStatusResponse
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+	poll.Check(t, func() string {
 		if resp = fetch(t, c, req); cond(resp) {
-			return resp
+			return ""
 		}
-	}
-	t.Fatalf("CSDS never answered as wanted; last: %v", resp)
-	return nil
+		return fmt.Sprintf("CSDS never answered as wanted; last: %v", resp)
+	})
+	return resp
 }
 
 func configOf(resp *statusv3.ClientStatusResponse, node, name string) *statusv3.ClientConfig_GenericXdsConfig {
@@ -131,7 +132,7 @@ func TestCSDSStreamAnswersEachRequest(t *testing.T) {
 	a := dial(t, s)
 	a.request("be1")
 	a.expect("be1")
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), poll.Timeout)
 	defer cancel()
 	st, err := csdsClient(t, s).StreamClientStatus(ctx)
 	if err != nil {

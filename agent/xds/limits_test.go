@@ -10,6 +10,8 @@ import (
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/grpc/codes"
+
+	"github.com/nodexds/nodexds/internal/poll"
 )
 
 // Names are bounded in all, not only per address: many addresses would
@@ -71,7 +73,7 @@ func TestPendingRequestBytesAreBoundedPerPeer(t *testing.T) {
 // are resolved one by one, each answered as it comes).
 func (c *adsClient) expectHolding(name string) {
 	c.t.Helper()
-	timeout := time.After(5 * time.Second)
+	timeout := time.After(poll.Timeout)
 	for {
 		select {
 		case r, ok := <-c.responses:

@@ -9,6 +9,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/nodexds/nodexds/internal/poll"
 )
 
 // expectEnd waits for the stream to end and checks its status.
@@ -19,7 +21,7 @@ func (c *adsClient) expectEnd(code codes.Code, msgPart string) {
 		if ok {
 			c.t.Fatalf("got a response holding %d resources, want the stream to end with %v", len(r.GetResources()), code)
 		}
-	case <-time.After(5 * time.Second):
+	case <-time.After(poll.Timeout):
 		c.t.Fatalf("stream still open, want it to end with %v", code)
 	}
 	_, err := c.stream.Recv()

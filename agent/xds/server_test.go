@@ -22,6 +22,7 @@ import (
 
 	"github.com/nodexds/nodexds/agent/metrics"
 	"github.com/nodexds/nodexds/agent/resources"
+	"github.com/nodexds/nodexds/internal/poll"
 )
 
 // world is a stand-in for the agent: it answers interests from a map of
@@ -106,7 +107,7 @@ func startServerWith(t testing.TB, o Options, clusters ...string) *testServer {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	w := &world{cache: NewCache(), data: map[string]proto.Message{}, held: map[string]bool{}}
-	for _, c := range clusters {
+	for _, c := range append(clusters, fenceName) {
 		w.data[c] = resources.Cluster(c, resources.DefaultLB)
 	}
 	go w.run(ctx)
@@ -127,12 +128,15 @@ func startServerWith(t testing.TB, o Options, clusters ...string) *testServer {
 // adsClient is a raw ADS client: it speaks the protocol step by step.
 type adsClient struct {
 	t         testing.TB
+	srv       *testServer
 	node      string   // the Node id it sends; "test" unless set
 	typ       string   // the type it asks for; CDS unless set
 	names     []string // what it last asked for
 	stream    discoveryv3.AggregatedDiscoveryService_StreamAggregatedResourcesClient
 	responses chan *discoveryv3.DiscoveryResponse // one reader, so no response is lost
 	last      *discoveryv3.DiscoveryResponse
+	sent      uint64                        // requests sent
+	lastReq   *discoveryv3.DiscoveryRequest // the latest of them
 }
 
 func dial(t testing.TB, s *testServer) *adsClient {
@@ -147,7 +151,7 @@ func dial(t testing.TB, s *testServer) *adsClient {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &adsClient{t: t, stream: st, responses: make(chan *discoveryv3.DiscoveryResponse, 16)}
+	c := &adsClient{t: t, srv: s, stream: st, responses: make(chan *discoveryv3.DiscoveryResponse, 16)}
 	go func() {
 		defer close(c.responses)
 		for {
@@ -173,19 +177,24 @@ func (c *adsClient) request(names ...string) {
 		req.VersionInfo, req.ResponseNonce = c.last.VersionInfo, c.last.Nonce
 	}
 	c.names = names
+	c.send(req)
+}
+
+func (c *adsClient) send(req *discoveryv3.DiscoveryRequest) {
+	c.t.Helper()
 	if err := c.stream.Send(req); err != nil {
 		c.t.Fatal(err)
 	}
+	c.sent++
+	c.lastReq = req
 }
 
 func (c *adsClient) nack(msg string) {
 	c.t.Helper()
-	if err := c.stream.Send(&discoveryv3.DiscoveryRequest{
+	c.send(&discoveryv3.DiscoveryRequest{
 		TypeUrl: cmp.Or(c.typ, ClusterType), ResponseNonce: c.last.Nonce,
 		ResourceNames: c.names, ErrorDetail: &status.Status{Code: 3, Message: msg},
-	}); err != nil {
-		c.t.Fatal(err)
-	}
+	})
 }
 
 // expect waits for the next response and checks the names in it.
@@ -200,22 +209,71 @@ func (c *adsClient) expect(want ...string) {
 		if got := c.got(); !slices.Equal(got, want) {
 			c.t.Fatalf("response holds %v, want %v", got, want)
 		}
-	case <-time.After(5 * time.Second):
+	case <-time.After(poll.Timeout):
 		c.t.Fatalf("no response, want one holding %v", want)
 	}
 }
 
-// expectNothing checks that no response arrives for a while.
+// fenceName is a resource every test server has, for expectNothing.
+const fenceName = "fence"
+
+// expectNothing checks that the server sent nothing for what happened last
+// (the client's last request, a change the client does not subscribe to),
+// without waiting for a time to pass. Once the server has handled every
+// request the client sent, the client asks for one more name, the fence;
+// a stream answers in order, so the next response must be the one carrying
+// the fence: anything the server sent before it is what should not have
+// been sent. A NACK is repeated with the fence, so that it is not turned
+// into an ACK.
 func (c *adsClient) expectNothing() {
 	c.t.Helper()
+	poll.Until(c.t, "the server handles the client's requests", func() bool { return c.requestsHandled() == c.sent })
+	req := &discoveryv3.DiscoveryRequest{
+		TypeUrl:       cmp.Or(c.typ, ClusterType),
+		ResourceNames: append(slices.Clone(c.names), fenceName),
+		VersionInfo:   c.lastReq.GetVersionInfo(), ResponseNonce: c.lastReq.GetResponseNonce(), ErrorDetail: c.lastReq.GetErrorDetail(),
+	}
+	if c.lastReq.GetErrorDetail() == nil && c.last != nil {
+		req.VersionInfo, req.ResponseNonce = c.last.VersionInfo, c.last.Nonce
+	}
+	c.names = req.ResourceNames
+	c.send(req)
 	select {
 	case r, ok := <-c.responses:
-		if ok {
-			c.last = r
+		if !ok {
+			c.t.Fatal("stream ended, want the response carrying the fence")
+		}
+		c.last = r
+		if !slices.Contains(c.got(), fenceName) {
 			c.t.Fatalf("unexpected response holding %v", c.got())
 		}
-	case <-time.After(200 * time.Millisecond):
+	case <-time.After(poll.Timeout):
+		c.t.Fatal("no response to the fence")
 	}
+}
+
+// requestsHandled is how many requests of its type the server has handled
+// from the client, found by its node id.
+func (c *adsClient) requestsHandled() uint64 {
+	c.t.Helper()
+	node, typ := cmp.Or(c.node, "test"), cmp.Or(c.typ, ClusterType)
+	var n uint64
+	found := 0
+	for _, cl := range c.srv.srv.Clients() {
+		if cl.Node != node {
+			continue
+		}
+		found++
+		for _, ts := range cl.Types {
+			if ts.TypeURL == typ {
+				n = ts.Requests
+			}
+		}
+	}
+	if found > 1 {
+		c.t.Fatalf("%d streams of node %q: give each client a node id of its own", found, node)
+	}
+	return n
 }
 
 func (c *adsClient) got() []string {
@@ -262,6 +320,7 @@ func TestUnknownNameIsAnsweredWithWhatExists(t *testing.T) {
 func TestChangeIsPushedOnlyToItsSubscribers(t *testing.T) {
 	s := startServer(t, "be1", "be2")
 	c1, c2 := dial(t, s), dial(t, s)
+	c1.node, c2.node = "c1", "c2"
 	c1.request("be1")
 	c1.expect("be1")
 	c2.request("be2")
@@ -343,12 +402,7 @@ func TestUnsubscribingReleasesInterest(t *testing.T) {
 
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
-		if cond() {
-			return
-		}
-	}
-	t.Fatal("condition not met within 5s")
+	poll.Until(t, "the condition is met", cond)
 }
 
 func TestRepeatedSubscriptionIsRecognised(t *testing.T) {
