@@ -25,6 +25,7 @@ type checker struct {
 	req                 []byte
 	watch               bool   // false once the server said Watch is unimplemented
 	status              Status // what this checker last set
+	observed            bool   // a result has been counted
 	failures, successes int
 }
 
@@ -215,12 +216,20 @@ func (c *checker) unimplemented() {
 	c.setStatus(Healthy)
 }
 
-// result counts one result toward the thresholds.
+// result counts one result toward the thresholds. The first result is taken
+// at face value: thresholds guard transitions from a known status, and a
+// new endpoint's is Unknown. Holding a NOT_SERVING endpoint to the threshold
+// would serve it as usable to every new client meanwhile.
 func (c *checker) result(mode string, ok bool) {
 	cfg := c.p.cfg
+	first := !c.observed
+	c.observed = true
 	if ok {
 		c.p.metrics.Checks.WithLabelValues(mode, "ok").Inc()
 		c.failures, c.successes = 0, min(c.successes+1, cfg.HealthyThreshold)
+		if first {
+			c.successes = cfg.HealthyThreshold
+		}
 		if c.successes >= cfg.HealthyThreshold {
 			c.setStatus(Healthy)
 		}
@@ -228,6 +237,9 @@ func (c *checker) result(mode string, ok bool) {
 	}
 	c.p.metrics.Checks.WithLabelValues(mode, "fail").Inc()
 	c.successes, c.failures = 0, min(c.failures+1, cfg.UnhealthyThreshold)
+	if first {
+		c.failures = cfg.UnhealthyThreshold
+	}
 	if c.failures >= cfg.UnhealthyThreshold {
 		c.setStatus(Unhealthy)
 	}

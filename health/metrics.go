@@ -1,6 +1,10 @@
 package health
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
 
 // Metrics are the health stage's collectors. The agent registers them with
 // the same registry as its own; health does not reach up into agent.
@@ -12,6 +16,9 @@ type Metrics struct {
 	// fit the budget (-health-max-endpoints); unchecked ones keep the health
 	// Kubernetes reports.
 	Checked, Unchecked prometheus.Gauge
+	// Lingering counts the checked endpoints that no client uses any more,
+	// kept checked for Config.Linger.
+	Lingering prometheus.Gauge
 }
 
 // NewMetrics creates the collectors and registers them with reg.
@@ -32,7 +39,19 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Unchecked: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "nodexds_health_unchecked_endpoints", Help: "Endpoints clients use that are beyond the health budget: not checked, served with the health Kubernetes reports.",
 		}),
+		Lingering: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "nodexds_health_lingering_endpoints", Help: "Checked endpoints no client of this node uses any more, kept checked for -health-linger within what the budget leaves.",
+		}),
 	}
-	reg.MustRegister(m.Checks, m.Transitions, m.Unimplemented, m.Checked, m.Unchecked)
+	// Known label values start at 0, so dashboards find the series before
+	// the first check (checker.result and Prober.set count under these).
+	for _, mode := range []string{"watch", "check"} {
+		m.Checks.WithLabelValues(mode, "ok")
+		m.Checks.WithLabelValues(mode, "fail")
+	}
+	for _, s := range []Status{Healthy, Unhealthy} {
+		m.Transitions.WithLabelValues(strings.ToLower(s.String()))
+	}
+	reg.MustRegister(m.Checks, m.Transitions, m.Unimplemented, m.Checked, m.Unchecked, m.Lingering)
 	return m
 }

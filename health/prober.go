@@ -41,6 +41,12 @@ type Config struct {
 	// among the clusters tracked (see allocate). Endpoints beyond it are not
 	// checked: Status reports Unknown, and Unchecked lists them.
 	MaxEndpoints int
+	// Linger keeps an endpoint checked for this long after the last cluster
+	// listing it is untracked, in whatever the budget leaves over: a client
+	// that comes back (a job, a restarted pod) is then served what the agent
+	// still knows, not an endpoint it last saw healthy. 0 stops checks at
+	// once.
+	Linger time.Duration
 }
 
 // ConfirmInterval is the pace of the Check calls that confirm a result which
@@ -51,7 +57,7 @@ func (c Config) ConfirmInterval() time.Duration { return min(c.Interval, 500*tim
 // DefaultConfig is what the agent's flags default to.
 var DefaultConfig = Config{
 	Interval: 5 * time.Second, LivenessInterval: 30 * time.Second, Timeout: time.Second,
-	UnhealthyThreshold: 2, HealthyThreshold: 1,
+	UnhealthyThreshold: 2, HealthyThreshold: 1, Linger: 5 * time.Minute,
 	// About 15 KiB of RSS and one goroutine per checked endpoint
 	// (BenchmarkWatch, docs/health-cost.md): 4000 cost the agent ≈ 60 MiB.
 	Jitter: 0.2, MaxDials: 32, MaxEndpoints: 4000,
@@ -71,9 +77,10 @@ type Prober struct {
 	mu       sync.Mutex
 	clusters map[string][]Target // as tracked: priority order, no repeats
 	names    []string            // the keys of clusters, sorted: the budget's fixed order
-	probes   map[Target]*probe   // the endpoints checked
+	probes   map[Target]*probe   // the endpoints checked, lingering ones included
 	changed  map[string]bool
 	signal   chan struct{}
+	expiry   *time.Timer // ends the earliest linger; nil when none lingers
 	closed   bool
 }
 
@@ -84,7 +91,8 @@ var _ Checker = (*Prober)(nil)
 type probe struct {
 	target   Target
 	status   Status
-	clusters []string // clusters listing target, told when status changes
+	clusters []string  // clusters listing target, told when status changes
+	until    time.Time // when no cluster lists it: the end of its linger
 	cancel   context.CancelFunc
 }
 
@@ -149,23 +157,42 @@ func (p *Prober) reallocate(caller string) {
 		lists[i] = p.clusters[n]
 	}
 	checked := allocate(p.cfg.MaxEndpoints, lists)
+	now := time.Now()
+	var listed map[Target]bool // built only when some probe is not checked
+	var lingering []*probe
 	for t, pr := range p.probes {
 		if checked[t] {
-			pr.clusters = pr.clusters[:0]
+			pr.clusters, pr.until = pr.clusters[:0], time.Time{}
 			continue
 		}
-		// No longer listed, or beyond the budget now: its clusters go back to
-		// what Kubernetes reports.
-		pr.cancel()
-		delete(p.probes, t)
-		if pr.status != Unknown {
-			for _, c := range pr.clusters {
-				if c != caller && p.clusters[c] != nil {
-					p.markChanged(c)
-				}
+		if listed == nil {
+			listed = listedIn(lists)
+		}
+		if !listed[t] && p.cfg.Linger > 0 {
+			if pr.until.IsZero() {
+				pr.until = now.Add(p.cfg.Linger)
+			}
+			if pr.until.After(now) {
+				lingering = append(lingering, pr)
+				continue
 			}
 		}
+		p.stop(pr, caller)
 	}
+	// Lingering probes take only what the clusters in use leave of the
+	// budget, the most recently released first.
+	slices.SortFunc(lingering, func(a, b *probe) int { return b.until.Compare(a.until) })
+	room := max(p.cfg.MaxEndpoints-len(checked), 0)
+	for i, pr := range lingering {
+		if i < room {
+			pr.clusters = nil
+		} else {
+			p.stop(pr, caller)
+		}
+	}
+	lingering = lingering[:min(room, len(lingering))]
+	p.expireAt(lingering)
+
 	unchecked := 0
 	var seen map[Target]bool // unchecked targets counted, when some are shared
 	for i, n := range p.names {
@@ -194,6 +221,56 @@ func (p *Prober) reallocate(caller string) {
 	}
 	p.metrics.Checked.Set(float64(len(p.probes)))
 	p.metrics.Unchecked.Set(float64(unchecked))
+	p.metrics.Lingering.Set(float64(len(lingering)))
+}
+
+// stop ends a probe: its endpoint is no longer listed (or its linger is
+// over), or it is beyond the budget now. Its clusters go back to what
+// Kubernetes reports.
+func (p *Prober) stop(pr *probe, caller string) {
+	pr.cancel()
+	delete(p.probes, pr.target)
+	if pr.status != Unknown {
+		for _, c := range pr.clusters {
+			if c != caller && p.clusters[c] != nil {
+				p.markChanged(c)
+			}
+		}
+	}
+}
+
+// listedIn returns the set of targets the lists name.
+func listedIn(lists [][]Target) map[Target]bool {
+	n := 0
+	for _, l := range lists {
+		n += len(l)
+	}
+	out := make(map[Target]bool, n)
+	for _, l := range lists {
+		for _, t := range l {
+			out[t] = true
+		}
+	}
+	return out
+}
+
+// expireAt arms the timer that ends the earliest of these lingers.
+func (p *Prober) expireAt(lingering []*probe) {
+	if p.expiry != nil {
+		p.expiry.Stop()
+		p.expiry = nil
+	}
+	if len(lingering) == 0 {
+		return
+	}
+	first := lingering[len(lingering)-1].until // sorted latest first
+	p.expiry = time.AfterFunc(time.Until(first), func() {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if !p.closed {
+			p.reallocate("")
+		}
+	})
 }
 
 // Status implements Checker.
@@ -242,6 +319,7 @@ func (p *Prober) Close() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.closed = true
+	p.expireAt(nil)
 	for _, pr := range p.probes {
 		pr.cancel()
 	}
@@ -250,6 +328,7 @@ func (p *Prober) Close() {
 	p.names = nil
 	p.metrics.Checked.Set(0)
 	p.metrics.Unchecked.Set(0)
+	p.metrics.Lingering.Set(0)
 }
 
 func (p *Prober) markChanged(cluster string) {

@@ -78,11 +78,15 @@ func TestWatchResultsHonourThresholds(t *testing.T) {
 		}
 	})
 	t.Run("a SERVING push needs the healthy threshold too", func(t *testing.T) {
-		s := startScriptedServer(t, serving, serving)
+		s := startScriptedServer(t, notServing, notServing)
 		cfg := testConfig
 		cfg.HealthyThreshold = 2
 		p := startProber(t, cfg)
 		p.Track("be1", []Target{s.Target})
+		waitStatus(t, p, s.Target, Unhealthy) // the first result, at face value
+
+		s.Answer(serving)
+		s.Push(serving)
 		waitStatus(t, p, s.Target, Healthy)
 		if n := p.metric(t, "nodexds_health_checks_total", "check", "ok"); n < 1 {
 			t.Errorf("healthy after %v Check answers, want the Watch push confirmed by one", n)
@@ -129,8 +133,8 @@ func TestServerThatNeverAnswersIsUnhealthy(t *testing.T) {
 	p := startProber(t, testConfig)
 	p.Track("be1", []Target{target})
 	waitStatus(t, p, target, Unhealthy)
-	if n := p.metric(t, "nodexds_health_checks_total", "watch", "fail"); n != 2 {
-		t.Errorf("%v Watch failures when it became unhealthy, want the threshold, 2", n)
+	if n := p.metric(t, "nodexds_health_checks_total", "watch", "fail"); n != 1 {
+		t.Errorf("%v Watch failures when it became unhealthy, want 1: a new endpoint's first result counts at once", n)
 	}
 }
 

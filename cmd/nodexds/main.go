@@ -146,6 +146,7 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	fs.Float64Var(&f.health.Jitter, "health-jitter", d.Jitter, "spread of check times, as a fraction of the interval")
 	fs.IntVar(&f.health.MaxDials, "health-max-dials", d.MaxDials, "connection attempts to endpoints in flight at once")
 	fs.IntVar(&f.health.MaxEndpoints, "health-max-endpoints", d.MaxEndpoints, "budget of endpoints checked at once, shared fairly among the Services in use (each checks its own node's and zone's endpoints first); endpoints beyond it keep the health Kubernetes reports (metric nodexds_health_unchecked_endpoints)")
+	fs.DurationVar(&f.health.Linger, "health-linger", d.Linger, "keep checking an endpoint this long after the last client of this node stopped using it (within what the budget leaves), so a client that comes back is served its current health; 0 stops at once")
 }
 
 func newLogger(level string) (*slog.Logger, error) {
@@ -220,8 +221,10 @@ func serve(ctx context.Context, args []string) error {
 	case o.Visibility == agent.VisibilityNamespace && admit != "node-pods":
 		return errors.New("-visibility=namespace needs -admit=node-pods (a client's namespace is that of its Pod)")
 	}
+	// The source in use is exported at 0 from the start.
 	sourceError := func(source string) func(error) {
-		return func(error) { o.Metrics.SourceErrors.WithLabelValues(source).Inc() }
+		errs := o.Metrics.SourceErrors.WithLabelValues(source)
+		return func(error) { errs.Inc() }
 	}
 	switch {
 	case f.source == "kube":
@@ -295,8 +298,8 @@ func serve(ctx context.Context, args []string) error {
 
 func validHealth(c health.Config) error {
 	switch {
-	case c.Interval <= 0 || c.Timeout <= 0 || c.LivenessInterval < 0:
-		return errors.New("-health-interval and -health-timeout must be positive, -health-liveness-interval not negative")
+	case c.Interval <= 0 || c.Timeout <= 0 || c.LivenessInterval < 0 || c.Linger < 0:
+		return errors.New("-health-interval and -health-timeout must be positive, -health-liveness-interval and -health-linger not negative")
 	case c.UnhealthyThreshold < 1 || c.HealthyThreshold < 1:
 		return errors.New("-health-*-threshold must be at least 1")
 	case c.Jitter < 0 || c.Jitter >= 1:

@@ -29,6 +29,7 @@ set (not null), so the default render passes none of them.
   "health-jitter" $v.health.jitter
   "health-max-dials" $v.health.maxDials
   "health-max-endpoints" $v.health.maxEndpoints
+  "health-linger" $v.health.linger
 -}}
 {{- range $flag, $value := $flags }}
 {{- if not (kindIs "invalid" $value) }}
