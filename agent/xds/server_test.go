@@ -30,6 +30,7 @@ import (
 // and can change them. Names in held are not resolved until released.
 type world struct {
 	cache *Cache
+	srv   *Server // whose subscriptions run waits on
 	mu    sync.Mutex
 	data  map[string]proto.Message // cluster name → resource
 	held  map[string]bool
@@ -41,7 +42,15 @@ func (w *world) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-w.cache.Interests():
-			for _, in := range w.cache.TakeInterests() {
+			// A request's names are subscribed one by one, under the
+			// server's subscription lock: taking the interests under it
+			// takes all of a request's at once. Else a response could hold
+			// the names the world happened to see first (which a client
+			// must accept, but a test would have to expect).
+			w.srv.subMu.Lock()
+			ins := w.cache.TakeInterests()
+			w.srv.subMu.Unlock()
+			for _, in := range ins {
 				w.mu.Lock()
 				held := w.held[in.Name]
 				w.mu.Unlock()
@@ -110,7 +119,6 @@ func startServerWith(t testing.TB, o Options, clusters ...string) *testServer {
 	for _, c := range append(clusters, fenceName) {
 		w.data[c] = resources.Cluster(c, resources.DefaultLB)
 	}
-	go w.run(ctx)
 	m := metrics.New(prometheus.NewRegistry())
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -118,6 +126,8 @@ func startServerWith(t testing.TB, o Options, clusters ...string) *testServer {
 	}
 	g := grpc.NewServer()
 	srv := NewServer(w.cache, m, slog.New(slog.DiscardHandler), o)
+	w.srv = srv
+	go w.run(ctx)
 	srv.Register(g)
 	srv.RegisterCSDS(g)
 	go g.Serve(lis)
