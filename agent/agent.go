@@ -110,6 +110,15 @@ func New(cfg Config, cache *xds.Cache, checker health.Checker, reporter Reporter
 	if cfg.MaxPickerEndpoints <= 0 {
 		cfg.MaxPickerEndpoints = DefaultMaxPickerEndpoints
 	}
+	// Every label value the agent counts under starts at 0, so a dashboard
+	// shows 0 rather than "No data" before the first bad annotation.
+	for _, k := range Annotations {
+		m.AnnotationErrors.WithLabelValues(k)
+	}
+	for _, kind := range eventKinds {
+		m.DiscoveryEvents.WithLabelValues(kind, "upsert")
+		m.DiscoveryEvents.WithLabelValues(kind, "delete")
+	}
 	return &Agent{
 		cfg:      cfg,
 		cache:    cache,

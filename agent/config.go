@@ -11,6 +11,28 @@ import (
 	"github.com/nodexds/nodexds/health"
 )
 
+// Annotations are the Service annotations the agent reads: the values of
+// nodexds_annotation_errors_total's annotation label.
+var Annotations = []string{
+	topology.AnnotationTopology,
+	topology.AnnotationMinTierEndpoints,
+	health.AnnotationCheck,
+	health.AnnotationService,
+	AnnotationExportTo,
+	resources.AnnotationLBPolicy,
+	resources.AnnotationHashHeader,
+	resources.AnnotationRingMinSize,
+	resources.AnnotationRingMaxSize,
+	resources.AnnotationOutlier,
+	resources.AnnotationMaxRequests,
+	resources.AnnotationTimeout,
+	resources.AnnotationRetryOn,
+	resources.AnnotationRetryAttempts,
+	resources.AnnotationRetryBackoff,
+	resources.AnnotationEndpointHeader,
+	resources.AnnotationPickerFallback,
+}
+
 // serviceConfig is everything a Service's annotations decide.
 type serviceConfig struct {
 	policy topology.Policy

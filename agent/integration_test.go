@@ -5,9 +5,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/testutil"
-
 	"github.com/nodexds/nodexds/agent/topology"
+	"github.com/nodexds/nodexds/internal/metricstest"
 )
 
 func TestClientsWithDifferentSubsetsOfServicesAreEachServed(t *testing.T) {
@@ -156,8 +155,12 @@ func TestAnnotationTypoFallsBackAndIsCounted(t *testing.T) {
 
 	// The typo is skipped: trafficDistribution PreferSameZone applies.
 	eventually(t, cc, "on-a1", "on-a2")
-	if n, err := testutil.GatherAndCount(a.Registry, "nodexds_annotation_errors_total"); err != nil || n != 1 {
-		t.Errorf("annotation error metric series = %d, %v; want 1", n, err)
+	// Counted once, under its annotation (every annotation has a series, at 0
+	// until its first error).
+	all, err := metricstest.Sum(a.Registry, "nodexds_annotation_errors_total")
+	topo, err2 := metricstest.Sum(a.Registry, "nodexds_annotation_errors_total", topology.AnnotationTopology)
+	if err != nil || err2 != nil || all != 1 || topo != 1 {
+		t.Errorf("nodexds_annotation_errors_total: %v in all, %v for %s (%v, %v); want 1 and 1", all, topo, topology.AnnotationTopology, err, err2)
 	}
 }
 

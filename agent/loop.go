@@ -285,6 +285,10 @@ func (a *Agent) picksEndpoints(k discovery.ServiceKey) bool {
 	return ok && a.config(svc).lb.EndpointHeader != ""
 }
 
+// eventKinds are the kinds eventLabels names (besides "unknown", which no
+// source sends).
+var eventKinds = []string{"service", "endpointslice", "node"}
+
 func eventLabels(e discovery.Event) (kind, op string) {
 	op = "upsert"
 	if e.Deleted {

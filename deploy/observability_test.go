@@ -35,32 +35,41 @@ import (
 var runtimePrefixes = []string{"go_", "process_"}
 
 // TestDashboardAndAlertsUseRealMetrics starts the agent binary on a file
-// source, drives a real grpc-go xDS client, a NACK, a bad annotation, a bad
-// source file and a health check through it, scrapes /metrics, and fails if
-// any metric or label the dashboard or the alerts use does not exist there.
-// Every family must carry HELP and (collectors aside) the nodexds_ prefix.
+// source and scrapes /metrics twice: idle, before any client, NACK, bad
+// annotation or bad source file (a panel must show 0 there, not "No data"),
+// and busy, after a real grpc-go xDS client, a NACK, a bad annotation, a bad
+// source file and health checks went through it. Each time it fails if any
+// metric, label or label value the dashboard or the alerts use does not
+// exist. Every family must carry HELP and (collectors aside) the nodexds_
+// prefix.
 func TestDashboardAndAlertsUseRealMetrics(t *testing.T) {
-	families := scrapeBusyAgent(t)
-
-	for name, f := range families {
-		if !strings.HasPrefix(name, "nodexds_") && !slices.ContainsFunc(runtimePrefixes, func(p string) bool { return strings.HasPrefix(name, p) }) {
-			t.Errorf("metric %s: want the nodexds_ prefix", name)
-		}
-		if strings.TrimSpace(f.GetHelp()) == "" {
-			t.Errorf("metric %s has no HELP text", name)
-		}
-	}
-
+	a := startMetricsAgent(t)
 	targetLabels := podMonitorTargetLabels(t)
 	queries := append(dashboardQueries(t), alertQueries(t)...)
 	if len(queries) < 20 {
 		t.Fatalf("found only %d queries in the dashboard and the alerts: the files were not read as expected", len(queries))
 	}
-	for _, q := range queries {
-		for _, problem := range checkQuery(q.expr, families, targetLabels) {
-			t.Errorf("%s: %s\n  %s", q.where, problem, q.expr)
+	check := func(t *testing.T, families map[string]*dto.MetricFamily) {
+		for name, f := range families {
+			if !strings.HasPrefix(name, "nodexds_") && !slices.ContainsFunc(runtimePrefixes, func(p string) bool { return strings.HasPrefix(name, p) }) {
+				t.Errorf("metric %s: want the nodexds_ prefix", name)
+			}
+			if strings.TrimSpace(f.GetHelp()) == "" {
+				t.Errorf("metric %s has no HELP text", name)
+			}
+		}
+		for _, q := range queries {
+			for _, problem := range checkQuery(q.expr, families, targetLabels) {
+				t.Errorf("%s: %s\n  %s", q.where, problem, q.expr)
+			}
 		}
 	}
+	t.Run("idle agent", func(t *testing.T) {
+		check(t, a.scrape(t))
+	})
+	t.Run("busy agent", func(t *testing.T) {
+		check(t, a.drive(t))
+	})
 }
 
 // TestPrometheusRuleMatchesRulesFile: the PrometheusRule and the plain rules
@@ -105,10 +114,14 @@ func TestEveryAlertHasARunbook(t *testing.T) {
 	}
 }
 
-// scrapeBusyAgent runs the agent and returns its metric families once every
-// family the dashboard and the alerts need has appeared (or the deadline
-// passed: the caller then reports what is missing).
-func scrapeBusyAgent(t *testing.T) map[string]*dto.MetricFamily {
+// metricsAgent is the agent binary on a file source of one Service (be1,
+// its endpoint a real echo backend on node-a).
+type metricsAgent struct {
+	dir, backend, xdsAddr, admin string
+}
+
+// startMetricsAgent starts the agent and waits until it is ready.
+func startMetricsAgent(t *testing.T) *metricsAgent {
 	bin := agentBinary(t)
 	dir := t.TempDir()
 	lis, err := netListen()
@@ -117,16 +130,14 @@ func scrapeBusyAgent(t *testing.T) map[string]*dto.MetricFamily {
 	}
 	be := echo.Serve(lis, "be1-0")
 	t.Cleanup(be.Stop)
-	// An annotation the agent cannot use: counted by annotation.
-	writeCluster(t, filepath.Join(dir, "cluster.yaml"), be.Addr, map[string]string{"nodexds.io/timeout": "soon"})
+	writeCluster(t, filepath.Join(dir, "cluster.yaml"), be.Addr, nil)
 
 	xdsPort, adminPort := freePort(t), freePort(t)
-	xdsAddr := "127.0.0.1:" + itoa(xdsPort)
-	admin := "http://127.0.0.1:" + itoa(adminPort)
+	a := &metricsAgent{dir: dir, backend: be.Addr, xdsAddr: "127.0.0.1:" + itoa(xdsPort), admin: "http://127.0.0.1:" + itoa(adminPort)}
 	var logs bytes.Buffer
 	ctx, cancel := context.WithCancel(context.Background())
 	cmd := exec.CommandContext(ctx, bin, "serve", "--source=file:"+dir, "--node-name=node-a",
-		"--xds-listen="+xdsAddr, "--admin-listen=127.0.0.1:"+itoa(adminPort),
+		"--xds-listen="+a.xdsAddr, "--admin-listen=127.0.0.1:"+itoa(adminPort),
 		"--file-poll=100ms", "--health-interval=200ms", "--health-timeout=500ms")
 	cmd.Env = append(withoutEnv(os.Environ(), "GOMEMLIMIT"), "NODEXDS_MEMORY_LIMIT=536870912")
 	cmd.Stdout, cmd.Stderr = &logs, &logs
@@ -142,11 +153,38 @@ func scrapeBusyAgent(t *testing.T) map[string]*dto.MetricFamily {
 			t.Logf("agent log:\n%s", logs.String())
 		}
 	})
-	waitReady(t, admin+"/readyz", exited, logs.String)
+	waitReady(t, a.admin+"/readyz", exited, logs.String)
+	return a
+}
+
+// scrape returns the agent's metric families, and checks the ones that have
+// a known value from the start.
+func (a *metricsAgent) scrape(t *testing.T) map[string]*dto.MetricFamily {
+	t.Helper()
+	families := parseMetrics(t, httpGet(t, a.admin+"/metrics"))
+	if v := gaugeValue(families, "nodexds_build_info", map[string]string{"version": testVersion}); v != 1 {
+		t.Errorf("nodexds_build_info{version=%q} = %v, want 1", testVersion, v)
+	}
+	if v := gaugeValue(families, "nodexds_source_sync_duration_seconds", nil); !(v > 0 && v < 60) {
+		t.Errorf("nodexds_source_sync_duration_seconds = %v, want the seconds the initial sync took", v)
+	}
+	if v := gaugeValue(families, "go_gc_gomemlimit_bytes", nil); v != 536870912-53687091 {
+		t.Errorf("go_gc_gomemlimit_bytes = %v, want 90%% of NODEXDS_MEMORY_LIMIT=536870912", v)
+	}
+	return families
+}
+
+// drive puts every kind of event the dashboard counts through the agent and
+// returns its metric families once each has been counted (or the deadline
+// passed: the caller then reports what is missing).
+func (a *metricsAgent) drive(t *testing.T) map[string]*dto.MetricFamily {
+	t.Helper()
+	// An annotation the agent cannot use: counted by annotation.
+	writeCluster(t, filepath.Join(a.dir, "cluster.yaml"), a.backend, map[string]string{"nodexds.io/timeout": "soon"})
 
 	// A real grpc-go xDS client: LDS, RDS, CDS, EDS pushes and subscriptions,
 	// push latency, and health checks of the endpoint it uses.
-	bs, err := bootstrap.JSON(bootstrap.Options{Server: xdsAddr, NodeID: "deploytest/client", Zone: "zone-a", Region: "region-1"})
+	bs, err := bootstrap.JSON(bootstrap.Options{Server: a.xdsAddr, NodeID: "deploytest/client", Zone: "zone-a", Region: "region-1"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -174,7 +212,7 @@ func scrapeBusyAgent(t *testing.T) map[string]*dto.MetricFamily {
 	}
 
 	// A NACK of a response the agent really sent.
-	ads := openADS(t, xdsAddr)
+	ads := openADS(t, a.xdsAddr)
 	resp := ads.request(t, &discoverypb.DiscoveryRequest{TypeUrl: agentxds.ListenerType, ResourceNames: []string{"be1.default:8080"}})
 	// A NACK gets no answer; the counter is polled for below.
 	if err := ads.stream.Send(&discoverypb.DiscoveryRequest{TypeUrl: agentxds.ListenerType, ResourceNames: []string{"be1.default:8080"},
@@ -182,40 +220,33 @@ func scrapeBusyAgent(t *testing.T) map[string]*dto.MetricFamily {
 		t.Fatalf("ADS send NACK: %v", err)
 	}
 
-	// A file the source cannot read.
-	if err := os.WriteFile(filepath.Join(dir, "broken.yaml"), []byte("kind: [unclosed\n"), 0o644); err != nil {
+	// Every event counted, and the bad annotation read before a file the
+	// source cannot read stops it from taking changes.
+	a.waitCounted(t, "nodexds_annotation_errors_total", map[string]string{"annotation": "nodexds.io/timeout"})
+	if err := os.WriteFile(filepath.Join(a.dir, "broken.yaml"), []byte("kind: [unclosed\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	a.waitCounted(t, "nodexds_source_errors_total", map[string]string{"source": "file"})
+	a.waitCounted(t, "nodexds_xds_nacks_total", map[string]string{"type": "LDS"})
+	a.waitCounted(t, "nodexds_health_checks_total", nil)
+	return a.scrape(t)
+}
 
-	// Poll until every referenced family is there; checkQuery reports the rest.
-	need := referencedMetrics(t)
-	var families map[string]*dto.MetricFamily
-	deadline = time.Now().Add(30 * time.Second)
+// waitCounted polls until the counters of name with labels sum above 0, and
+// reports an error if they never do.
+func (a *metricsAgent) waitCounted(t *testing.T, name string, labels map[string]string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
 	for {
-		families = parseMetrics(t, httpGet(t, admin+"/metrics"))
-		missing := 0
-		for _, m := range need {
-			if familyOf(m, families) == nil {
-				missing++
-			}
+		if counterValue(parseMetrics(t, httpGet(t, a.admin+"/metrics")), name, labels) > 0 {
+			return
 		}
-		if missing == 0 || time.Now().After(deadline) {
-			break
+		if time.Now().After(deadline) {
+			t.Errorf("%s%v still 0 after 30s", name, labels)
+			return
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-
-	// The two metrics this package added, and GOMEMLIMIT from the env var.
-	if v := gaugeValue(families, "nodexds_build_info", map[string]string{"version": testVersion}); v != 1 {
-		t.Errorf("nodexds_build_info{version=%q} = %v, want 1", testVersion, v)
-	}
-	if v := gaugeValue(families, "nodexds_source_sync_duration_seconds", nil); !(v > 0 && v < 60) {
-		t.Errorf("nodexds_source_sync_duration_seconds = %v, want the seconds the initial sync took", v)
-	}
-	if v := gaugeValue(families, "go_gc_gomemlimit_bytes", nil); v != 536870912-53687091 {
-		t.Errorf("go_gc_gomemlimit_bytes = %v, want 90%% of NODEXDS_MEMORY_LIMIT=536870912", v)
-	}
-	return families
 }
 
 // A query and where it was found.
@@ -608,6 +639,21 @@ next:
 		return m.GetGauge().GetValue()
 	}
 	return -1
+}
+
+// counterValue sums the counters of name whose labels include want.
+func counterValue(families map[string]*dto.MetricFamily, name string, want map[string]string) float64 {
+	var sum float64
+next:
+	for _, m := range families[name].GetMetric() {
+		for k, v := range want {
+			if !slices.ContainsFunc(m.Label, func(lp *dto.LabelPair) bool { return lp.GetName() == k && lp.GetValue() == v }) {
+				continue next
+			}
+		}
+		sum += m.GetCounter().GetValue()
+	}
+	return sum
 }
 
 func readYAML(t *testing.T, path string, into any) {

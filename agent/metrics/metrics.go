@@ -5,6 +5,10 @@ package metrics
 
 import "github.com/prometheus/client_golang/prometheus"
 
+// ClientStacks are the values of nodexds_xds_nacks_total's stack label: the
+// client stacks the ADS server tells apart by user agent, and "other".
+var ClientStacks = []string{"grpc-go", "grpc-js", "c-core", "grpc-java", "other"}
+
 // Metrics are the agent's collectors.
 type Metrics struct {
 	ConnectedClients prometheus.Gauge
@@ -90,13 +94,18 @@ func New(reg prometheus.Registerer) *Metrics {
 		}),
 	}
 	// Known label values start at 0, so dashboards and alerts find the
-	// series before the first hit.
+	// series before the first hit (the agent adds the annotations and
+	// discovery kinds it knows; cmd/nodexds the source in use).
 	m.Refused.WithLabelValues("permission_denied")
+	m.ClientWorkarounds.WithLabelValues("ring_hash_as_round_robin")
 	for _, typ := range []string{"LDS", "RDS", "CDS", "EDS"} {
 		m.Pushes.WithLabelValues(typ)
 		m.PushLatency.WithLabelValues(typ)
 		m.Subscriptions.WithLabelValues(typ)
 		m.Builds.WithLabelValues(typ)
+		for _, stack := range ClientStacks {
+			m.NACKs.WithLabelValues(typ, stack)
+		}
 	}
 	for _, l := range []string{"names_per_type", "names_per_peer", "streams", "streams_per_peer", "conns", "conns_per_peer", "send_timeout"} {
 		m.LimitHits.WithLabelValues(l)
