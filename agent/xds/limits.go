@@ -179,6 +179,18 @@ func trimNode(n *corev3.Node) *corev3.Node {
 	return out
 }
 
+// localityAttr logs a client's locality as a group of its non-empty parts; a
+// client that sent none gets no attribute (handlers drop empty groups).
+func localityAttr(l *corev3.Locality) slog.Attr {
+	var parts []any
+	for _, p := range [][2]string{{"region", l.GetRegion()}, {"zone", l.GetZone()}, {"sub_zone", l.GetSubZone()}} {
+		if p[1] != "" {
+			parts = append(parts, p[0], p[1])
+		}
+	}
+	return slog.Group("locality", parts...)
+}
+
 // clip shortens s to at most n bytes (on a rune boundary), saying how long it was.
 func clip(s string, n int) string {
 	if len(s) <= n {

@@ -553,7 +553,7 @@ func (st *stream) handle(ctx context.Context, req *discoveryv3.DiscoveryRequest)
 		st.node = trimNode(req.GetNode())
 		st.info.identify(st.node)
 		st.log.at(slog.LevelInfo, "client connected", "node", st.node.GetId(),
-			"locality", st.node.GetLocality().String(), "user_agent", st.info.userAgent)
+			localityAttr(st.node.GetLocality()), "user_agent", st.info.userAgent)
 	}
 	if st.srv.admit != nil && !st.admitted {
 		ns, err := st.srv.admit(ctx, st.peer, st.node)

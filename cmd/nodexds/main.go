@@ -11,6 +11,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -149,12 +150,23 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.health.Linger, "health-linger", d.Linger, "keep checking an endpoint this long after the last client of this node stopped using it (within what the budget leaves), so a client that comes back is served its current health; 0 stops at once")
 }
 
-func newLogger(level string) (*slog.Logger, error) {
+// newLogger writes JSON logs to w, from level up.
+func newLogger(w io.Writer, level string) (*slog.Logger, error) {
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(level)); err != nil {
 		return nil, fmt.Errorf("-log-level: %w", err)
 	}
-	return slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: l})), nil
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l, ReplaceAttr: durationWithUnit})), nil
+}
+
+// durationWithUnit logs durations as Go writes them, with their unit
+// ("took":"6ms", as the flags take them); the JSON handler alone writes
+// nanoseconds.
+func durationWithUnit(_ []string, a slog.Attr) slog.Attr {
+	if a.Value.Kind() == slog.KindDuration {
+		a.Value = slog.StringValue(a.Value.Duration().String())
+	}
+	return a
 }
 
 func serve(ctx context.Context, args []string) error {
@@ -164,7 +176,7 @@ func serve(ctx context.Context, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	log, err := newLogger(f.logLevel)
+	log, err := newLogger(os.Stderr, f.logLevel)
 	if err != nil {
 		return err
 	}
