@@ -128,9 +128,16 @@ func TestServerWithoutHealthServiceIsHealthyAndReportedOnce(t *testing.T) {
 	}
 }
 
+// Only a timeout tells a silent server, or a hung one, from a slow one: the
+// two tests below set a short one. Their verdicts cannot suffer from it: the
+// server is dead, and a healthy phase a busy machine makes miss it only
+// takes longer to pass.
+
 func TestServerThatNeverAnswersIsUnhealthy(t *testing.T) {
 	target := startSilentServer(t)
-	p := startProber(t, testConfig)
+	cfg := testConfig
+	cfg.Timeout = 500 * time.Millisecond
+	p := startProber(t, cfg)
 	p.Track("be1", []Target{target})
 	waitStatus(t, p, target, Unhealthy)
 	if n := p.metric(t, "nodexds_health_checks_total", "watch", "fail"); n != 1 {
@@ -141,7 +148,7 @@ func TestServerThatNeverAnswersIsUnhealthy(t *testing.T) {
 func TestServerThatHangsWhileWatchedIsCaughtByLivenessChecks(t *testing.T) {
 	s := startHealthServer(t)
 	cfg := testConfig
-	cfg.LivenessInterval = 50 * time.Millisecond
+	cfg.LivenessInterval, cfg.Timeout = 50*time.Millisecond, 500*time.Millisecond
 	p := startProber(t, cfg)
 	p.Track("be1", []Target{s.Target})
 	waitStatus(t, p, s.Target, Healthy)

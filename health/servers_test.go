@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nodexds/nodexds/internal/metricstest"
+	"github.com/nodexds/nodexds/internal/poll"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -24,10 +25,13 @@ const (
 	notServing = healthpb.HealthCheckResponse_NOT_SERVING
 )
 
-// testConfig notices things in tens of milliseconds, without jitter so that
-// the order of checks is the one the test expects.
+// testConfig acts on what a server says in tens of milliseconds, without
+// jitter so that the order of checks is the one the test expects. Its
+// Timeout is long: a healthy server has seconds to answer, so that a busy
+// machine under the race detector does not make it look dead; tests of what
+// only a timeout can tell set a shorter one.
 var testConfig = Config{
-	Interval: 100 * time.Millisecond, LivenessInterval: time.Hour, Timeout: 200 * time.Millisecond,
+	Interval: 100 * time.Millisecond, LivenessInterval: time.Hour, Timeout: 5 * time.Second,
 	UnhealthyThreshold: 2, HealthyThreshold: 1, MaxDials: 8, MaxEndpoints: 100,
 }
 
@@ -56,15 +60,10 @@ func (p *testProber) metric(t testing.TB, name string, labelValues ...string) fl
 	return v
 }
 
-// waitFor polls cond until it holds, failing the test after 10 s.
+// waitFor waits until cond holds; see poll.Until.
 func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
-		if cond() {
-			return
-		}
-	}
-	t.Fatalf("timed out waiting until %s", what)
+	poll.Until(t, what, cond)
 }
 
 // waitStatus waits until the prober reports want for target.
