@@ -29,6 +29,7 @@ import (
 	"github.com/nodexds/nodexds/discovery"
 	"github.com/nodexds/nodexds/health"
 	"github.com/nodexds/nodexds/internal/echo"
+	"github.com/nodexds/nodexds/internal/poll"
 )
 
 // The test cluster's nodes: a1 and a2 in zone a, b1 in zone b (region r1),
@@ -195,10 +196,12 @@ func startAgent(t testing.TB, w *world, mut ...func(*agent.Options)) *testAgent 
 	return &testAgent{Addr: lis.Addr().String(), Registry: reg, Metrics: m}
 }
 
-// fastHealth is active checking tuned for tests: failures are noticed in a
-// few hundred milliseconds.
+// fastHealth is active checking tuned for tests: what a server says (a
+// NOT_SERVING push, a refused connection) is acted on in a few hundred
+// milliseconds, but a healthy server has seconds to answer, so that a busy
+// machine under the race detector does not make it look dead and flap.
 var fastHealth = health.Config{
-	Interval: 200 * time.Millisecond, LivenessInterval: 200 * time.Millisecond, Timeout: 200 * time.Millisecond,
+	Interval: 200 * time.Millisecond, LivenessInterval: time.Second, Timeout: 5 * time.Second,
 	UnhealthyThreshold: 2, HealthyThreshold: 1, Jitter: 0.1, MaxDials: 8, MaxEndpoints: 100,
 }
 
@@ -262,13 +265,13 @@ func hits(cc *grpc.ClientConn, n int) map[string]int {
 }
 
 // eventually sends batches of RPCs until the backends that answer a batch are
-// exactly want (sorted names, or "ERR <code>"), and fails after 20 s showing
-// what the last batch reached.
+// exactly want (sorted names, or "ERR <code>"), and fails after poll.Timeout
+// showing what the last batch reached.
 func eventually(t testing.TB, cc *grpc.ClientConn, want ...string) {
 	t.Helper()
 	sort.Strings(want)
 	var last map[string]int
-	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); {
+	for deadline := time.Now().Add(poll.Timeout); time.Now().Before(deadline); {
 		last = hits(cc, 10*max(len(want), 2))
 		if slices.Equal(keys(last), want) {
 			return
