@@ -2,8 +2,8 @@ package agent_test
 
 import (
 	"fmt"
+	"slices"
 	"testing"
-	"time"
 
 	"github.com/nodexds/nodexds/agent/topology"
 	"github.com/nodexds/nodexds/internal/metricstest"
@@ -194,14 +194,23 @@ func TestClientDiallingTheCanonicalNameLeavingBreaksNoOther(t *testing.T) {
 	w := newWorld(t)
 	be1 := w.addService("default", "be1")
 	w.startBackend(be1, "be1-0", "a1")
-	a := startAgent(t, w)
+	var debug string
+	a := startAgent(t, w, withDebug(t, &debug))
 	canonical := dial(t, a, "be1.default.svc.cluster.local:8080")
 	short := dial(t, a, "be1:8080")
 	eventually(t, canonical, "be1-0")
 	eventually(t, short, "be1-0")
 
 	canonical.Close()
-	time.Sleep(100 * time.Millisecond)
+	// The agent's loop has taken the leaving in once its listener is gone
+	// from what the loop shows.
+	within(t, func() string {
+		d := servicesPage(t, debug, "service=default/be1")
+		if len(d.Services) != 1 || !slices.Equal(d.Services[0].Listeners, []string{"be1:8080"}) {
+			return "the canonical listener is still subscribed: " + mustJSON(d)
+		}
+		return ""
+	})
 	w.startBackend(be1, "be1-1", "a1") // a change, so everything subscribed is rebuilt
 	w.write()
 	eventually(t, short, "be1-0", "be1-1")

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	statusv3 "github.com/envoyproxy/go-control-plane/envoy/service/status/v3"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
@@ -17,7 +18,9 @@ import (
 
 	"github.com/nodexds/nodexds/agent"
 	"github.com/nodexds/nodexds/agent/resources"
+	"github.com/nodexds/nodexds/agent/xds"
 	"github.com/nodexds/nodexds/internal/echo"
+	"github.com/nodexds/nodexds/internal/poll"
 )
 
 // hitsWith is hits with request headers.
@@ -38,7 +41,7 @@ func hitsWith(cc *grpc.ClientConn, n int, kv ...string) map[string]int {
 // eventuallyWith is eventually for RPCs carrying headers kv.
 func eventuallyWith(t testing.TB, cc *grpc.ClientConn, kv []string, want ...string) {
 	t.Helper()
-	eventuallyWithin(t, 20*time.Second, cc, kv, want...)
+	eventuallyWithin(t, poll.Timeout, cc, kv, want...)
 }
 
 // eventuallyWithin is eventuallyWith with another deadline.
@@ -180,7 +183,8 @@ func TestHashHeaderKeepsAKeyOnOnePodAcrossUnrelatedScaleUps(t *testing.T) {
 	for i := range 4 {
 		w.startBackend(be1, fmt.Sprintf("l%d", i), "a1")
 	}
-	a := startAgent(t, w)
+	var debug string
+	a := startAgent(t, w, withDebug(t, &debug))
 	cc := dial(t, a, "be1:8080")
 	eventually(t, cc, "l0", "l1", "l2", "l3") // no key: hashed at random
 
@@ -204,7 +208,19 @@ func TestHashHeaderKeepsAKeyOnOnePodAcrossUnrelatedScaleUps(t *testing.T) {
 		w.startBackend(be1, fmt.Sprintf("z%d", i), "a2")
 	}
 	w.write()
-	time.Sleep(200 * time.Millisecond)
+	// The client has the new assignment once it ACKs one holding them.
+	c := csds(t, debug)
+	within(t, func() string {
+		g := csdsConfig(t, c, "test/"+t.Name(), xds.EndpointType, be1Cluster)
+		cla := resources.LoadAssignment("", nil, nil)
+		if err := g.GetXdsConfig().UnmarshalTo(cla); err != nil || g.GetConfigStatus() != statusv3.ConfigStatus_SYNCED {
+			return fmt.Sprintf("EDS %s: %v (%v)", be1Cluster, g.GetConfigStatus(), err)
+		}
+		if n := len(cla.GetEndpoints()); n != 2 {
+			return fmt.Sprintf("the client ACKed %d priorities, want the node's and the zone's", n)
+		}
+		return ""
+	})
 	for user, pod := range pinned {
 		if got := hitsWith(cc, 10, "x-user", user); len(got) != 1 || got[pod] != 10 {
 			t.Errorf("%s moved from %s to %v after an unrelated scale-up", user, pod, got)
