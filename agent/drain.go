@@ -29,9 +29,7 @@ const goAwayGrace = time.Second
 // GOAWAY still comes before the cut.
 func drain(g *grpc.Server, lis net.Listener, delay, timeout time.Duration, log *slog.Logger) {
 	start := time.Now()
-	end := timeout * 9 / 10
-	goAwayAt := max(0, min(delay, end-min(goAwayGrace, end/2)))
-	cutAt := min(goAwayAt+min(goAwayGrace, delay), end)
+	goAwayAt, cutAt := drainPlan(delay, timeout)
 	if err := lis.Close(); err != nil {
 		log.Warn("closing the ADS listener", "err", err)
 	}
@@ -52,4 +50,13 @@ func drain(g *grpc.Server, lis net.Listener, delay, timeout time.Duration, log *
 		<-stopped
 	}
 	log.Info("drained", "took", time.Since(start).Round(time.Millisecond))
+}
+
+// drainPlan says when, from the start of a drain, GOAWAY is sent and open
+// streams are cut: see drain.
+func drainPlan(delay, timeout time.Duration) (goAwayAt, cutAt time.Duration) {
+	end := timeout * 9 / 10
+	goAwayAt = max(0, min(delay, end-min(goAwayGrace, end/2)))
+	cutAt = min(goAwayAt+min(goAwayGrace, delay), end)
+	return goAwayAt, cutAt
 }
