@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/nodexds/nodexds/internal/poll"
 )
 
 const goodYAML = `apiVersion: v1
@@ -136,12 +138,7 @@ func TestFileSourceStartFailsOnAMalformedFile(t *testing.T) {
 
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
-		if cond() {
-			return
-		}
-	}
-	t.Fatal("condition not met within 5s")
+	poll.Until(t, "the condition is met", cond)
 }
 
 func TestFileSourceTakesAnEmptyFileForDeletionsOnlyOnceItStaysEmpty(t *testing.T) {

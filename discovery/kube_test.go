@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/nodexds/nodexds/discovery/clientset"
+	"github.com/nodexds/nodexds/internal/poll"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -114,7 +115,7 @@ func startKubeWithSink(t *testing.T, hook func(Event), objs ...runtime.Object) *
 	for range 3 { // services, endpointslices, nodes
 		select {
 		case <-watching:
-		case <-time.After(10 * time.Second):
+		case <-time.After(poll.Timeout):
 			t.Fatal("the kube source did not open its watches")
 		}
 	}
@@ -195,17 +196,12 @@ func (f *kubeFixture) dump() string {
 // waitFor polls until the Store renders as want.
 func (f *kubeFixture) waitFor(want string) {
 	f.t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		got := f.dump()
-		if got == want {
-			return
+	poll.Check(f.t, func() string {
+		if got := f.dump(); got != want {
+			return fmt.Sprintf("store:\n%s\nwant:\n%s", got, want)
 		}
-		if time.Now().After(deadline) {
-			f.t.Fatalf("store:\n%s\nwant:\n%s", got, want)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return ""
+	})
 }
 
 func kubeService(name string) *corev1.Service {
