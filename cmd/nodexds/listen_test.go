@@ -10,7 +10,10 @@ import (
 	"path/filepath"
 	"syscall"
 	"testing"
+	"testing/synctest"
 	"time"
+
+	"github.com/nodexds/nodexds/internal/poll"
 )
 
 // accepted dials l's address and returns the listener (one of ls) that
@@ -35,7 +38,7 @@ func acceptedBy(t *testing.T, addr string, ls ...net.Listener) net.Listener {
 	select {
 	case l := <-got:
 		return l
-	case <-time.After(10 * time.Second):
+	case <-time.After(poll.Timeout):
 		t.Fatal("no listener accepted the connection")
 		return nil
 	}
@@ -94,52 +97,56 @@ func TestListenWhenFreeTakesTheAddressOnceItsHolderLetsGo(t *testing.T) {
 		t.Fatal("the holder did not accept")
 	}
 	holder.Close()
-	client := &http.Client{Timeout: time.Second}
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+	client := &http.Client{Timeout: 10 * time.Second}
+	poll.Check(t, func() string {
 		resp, err := client.Get("http://" + addr)
-		if err == nil {
-			resp.Body.Close()
-			break
+		if err != nil {
+			return fmt.Sprintf("the address is not taken over: %v", err)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the address was not taken over within 10s: %v", err)
-		}
-	}
+		resp.Body.Close()
+		return ""
+	})
 }
 
+// On synctest's clock: "five retry intervals" are five retries, however busy
+// the machine, and take no time.
 func TestListenWhenFreeClosedBeforeBindingStopsTrying(t *testing.T) {
-	holder, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer holder.Close()
-	l, err := listenWhenFree(holder.Addr().String(), 10*time.Millisecond, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	accepted := make(chan error, 1)
-	go func() {
-		_, err := l.Accept()
-		accepted <- err
-	}()
-	l.Close()
-	select {
-	case err := <-accepted:
-		if !errors.Is(err, net.ErrClosed) {
-			t.Errorf("Accept after Close: %v, want net.ErrClosed", err)
+	synctest.Test(t, func(t *testing.T) {
+		holder, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
 		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("Accept still blocked after Close")
-	}
-	// Released now, the address must stay free: the closed listener
-	// must not grab it.
-	holder.Close()
-	time.Sleep(50 * time.Millisecond) // five retry intervals
-	again, err := net.Listen("tcp", holder.Addr().String())
-	if err != nil {
-		t.Fatalf("address taken after the pending listener was closed: %v", err)
-	}
-	again.Close()
+		defer holder.Close()
+		const interval = 10 * time.Millisecond
+		l, err := listenWhenFree(holder.Addr().String(), interval, slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatal(err)
+		}
+		accepted := make(chan error, 1)
+		go func() {
+			_, err := l.Accept()
+			accepted <- err
+		}()
+		l.Close()
+		select {
+		case err := <-accepted:
+			if !errors.Is(err, net.ErrClosed) {
+				t.Errorf("Accept after Close: %v, want net.ErrClosed", err)
+			}
+		case <-time.After(time.Minute):
+			t.Fatal("Accept still blocked after Close")
+		}
+		// Released now, the address must stay free: the closed listener
+		// must not grab it.
+		holder.Close()
+		time.Sleep(5 * interval)
+		synctest.Wait()
+		again, err := net.Listen("tcp", holder.Addr().String())
+		if err != nil {
+			t.Fatalf("address taken after the pending listener was closed: %v", err)
+		}
+		again.Close()
+	})
 }
 
 func TestProbeAsksThePodsOwnAgentOverItsSocket(t *testing.T) {
