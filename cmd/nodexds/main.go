@@ -322,40 +322,51 @@ func validHealth(c health.Config) error {
 	return nil
 }
 
+// bootstrapFlags are the flags of nodexds bootstrap.
+type bootstrapFlags struct {
+	server, nodeID, zone, region string
+	nodeName, fallback, out      string
+}
+
+func (f *bootstrapFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.server, "server", "", "agent address host:port (default $HOST_IP:18000)")
+	fs.StringVar(&f.nodeID, "node-id", "", "client id shown in the agent's logs (default $POD_NAMESPACE/$POD_NAME, else the hostname)")
+	fs.StringVar(&f.zone, "zone", os.Getenv("NODE_ZONE"), "client zone, informational (default $NODE_ZONE)")
+	fs.StringVar(&f.region, "region", os.Getenv("NODE_REGION"), "client region, informational (default $NODE_REGION)")
+	fs.StringVar(&f.nodeName, "node-name", os.Getenv("NODE_NAME"), "the node the client runs on (default $NODE_NAME), so an agent of another node serving as its fallback answers with this node's view")
+	fs.StringVar(&f.fallback, "fallback-server", "", "a second xDS server (gRFC A71), used only while -server is unreachable, e.g. nodexds-fallback.nodexds.svc:18000")
+	fs.StringVar(&f.out, "o", "-", "file to write, - for standard output")
+}
+
 func printBootstrap(args []string) error {
 	fs := flag.NewFlagSet("bootstrap", flag.ContinueOnError)
-	server := fs.String("server", "", "agent address host:port (default $HOST_IP:18000)")
-	node := fs.String("node-id", "", "client id shown in the agent's logs (default $POD_NAMESPACE/$POD_NAME, else the hostname)")
-	zone := fs.String("zone", os.Getenv("NODE_ZONE"), "client zone, informational (default $NODE_ZONE)")
-	region := fs.String("region", os.Getenv("NODE_REGION"), "client region, informational (default $NODE_REGION)")
-	nodeName := fs.String("node-name", os.Getenv("NODE_NAME"), "the node the client runs on (default $NODE_NAME), so an agent of another node serving as its fallback answers with this node's view")
-	fallback := fs.String("fallback-server", "", "a second xDS server (gRFC A71), used only while -server is unreachable, e.g. nodexds-fallback.nodexds.svc:18000")
-	out := fs.String("o", "-", "file to write, - for standard output")
+	var f bootstrapFlags
+	f.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if *server == "" {
+	if f.server == "" {
 		host := os.Getenv("HOST_IP")
 		if host == "" {
 			return errors.New("-server not given and $HOST_IP not set (use the downward API: status.hostIP)")
 		}
-		*server = net.JoinHostPort(host, "18000")
+		f.server = net.JoinHostPort(host, "18000")
 	}
-	if *node == "" {
+	if f.nodeID == "" {
 		if pod := os.Getenv("POD_NAME"); pod != "" {
-			*node = os.Getenv("POD_NAMESPACE") + "/" + pod
+			f.nodeID = os.Getenv("POD_NAMESPACE") + "/" + pod
 		} else if h, err := os.Hostname(); err == nil {
-			*node = h
+			f.nodeID = h
 		}
 	}
-	doc, err := bootstrap.JSON(bootstrap.Options{Server: *server, NodeID: *node, Zone: *zone, Region: *region, NodeName: *nodeName, Fallback: *fallback})
+	doc, err := bootstrap.JSON(bootstrap.Options{Server: f.server, NodeID: f.nodeID, Zone: f.zone, Region: f.region, NodeName: f.nodeName, Fallback: f.fallback})
 	if err != nil {
 		return err
 	}
 	doc = append(doc, '\n')
-	if *out == "-" {
+	if f.out == "-" {
 		_, err = os.Stdout.Write(doc)
 		return err
 	}
-	return os.WriteFile(*out, doc, 0o644)
+	return os.WriteFile(f.out, doc, 0o644)
 }
