@@ -1,7 +1,9 @@
 # syntax=docker/dockerfile:1
-# The image holds the same static binary `make build` produces.
-#   docker build --build-arg VERSION=$(git describe --tags --always) -t ghcr.io/nodexds/nodexds:dev .
-FROM golang:1.26 AS build
+# The image holds the same static binary `make build` produces. Build it with
+# podman or docker through make (README.md, Install):
+#   make image IMAGE=registry.example/nodexds:dev    (make push: build and push)
+# Base images are named in full, as podman needs without a search registry.
+FROM docker.io/library/golang:1.26 AS build
 WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
