@@ -43,6 +43,7 @@ push-echo:
 
 # Three nodes, two zones, real backends and a real gRPC xDS client, no cluster.
 demo:
+	@echo "make demo: building the demo; the first run downloads and compiles its dependencies, gRPC's xDS client among them (about 4.5 minutes on 2 cores), later runs start in seconds"
 	$(GO) run ./cmd/nodexds-demo
 
 # Everything CI runs: static checks, unit and integration tests, then the
