@@ -263,8 +263,7 @@ func subscribedBy(clients []xds.ClientStatus) func(string, []string) bool {
 				if ts.TypeURL == xds.ListenerType {
 					listeners[r.Name] = true
 				} else {
-					base, _, _ := strings.Cut(r.Name, subsetSep)
-					clusters[base] = true
+					clusters[portName(r.Name)] = true
 				}
 			}
 		}
@@ -341,11 +340,13 @@ func pageClients(all []xds.ClientStatus, q debugQuery, p names.Parser) ClientsDe
 func subscribesTo(cl *xds.ClientStatus, service string, p names.Parser) bool {
 	for _, ts := range cl.Types {
 		for _, r := range ts.Resources {
-			name := r.Name
-			if ts.TypeURL != xds.ListenerType {
-				name, _, _ = strings.Cut(name, subsetSep)
+			var base string
+			if ts.TypeURL == xds.ListenerType {
+				base = names.ParseListener(r.Name).Base
+			} else if res, err := names.ParseResource(r.Name); err == nil {
+				base = res.Base
 			}
-			if t, err := p.Parse(name); err == nil && t.Service.String() == service {
+			if t, err := p.Parse(base); err == nil && t.Service.String() == service {
 				return true
 			}
 		}
@@ -420,7 +421,7 @@ func joinClients(v View, clients []xds.ClientStatus) ServicesDebug {
 						entry(i).Via = append(entry(i).Via, r.Name)
 					}
 				} else {
-					base, _, _ := strings.Cut(r.Name, subsetSep)
+					base := portName(r.Name)
 					if i, ok = byCluster[base]; ok && ts.TypeURL == xds.EndpointType && r.Name == base {
 						entry(i).EDS = r.State
 					}
@@ -544,3 +545,13 @@ func clientsText(cs []ServiceClient) string {
 }
 
 func dash(s string) string { return cmp.Or(s, "-") }
+
+// portName is the name of the Service port's own resource that a route,
+// cluster or endpoints name belongs to (an endpoint picker's cluster belongs
+// to its Service port's); a name the agent never hands out is its own.
+func portName(name string) string {
+	if r, err := names.ParseResource(name); err == nil {
+		return r.Port().String()
+	}
+	return name
+}

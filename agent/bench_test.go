@@ -143,8 +143,9 @@ func BenchmarkPickerRebuild(b *testing.B) {
 				s.Subscribe(typ, canonical)
 			}
 			for _, e := range a.store.Endpoints(key, "grpc") {
-				s.Subscribe(xds.ClusterType, pickCluster(canonical, e.Addr))
-				s.Subscribe(xds.EndpointType, pickCluster(canonical, e.Addr))
+				picked := names.Resource{Base: canonical, Subset: names.OneEndpoint, Endpoint: e.Addr}.String()
+				s.Subscribe(xds.ClusterType, picked)
+				s.Subscribe(xds.EndpointType, picked)
 			}
 			a.interests(cache.TakeInterests())
 			b.ReportAllocs()

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"strings"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -32,50 +31,51 @@ func (a *Agent) build(k discovery.ServiceKey, typ, name string, observed time.Ti
 	switch typ {
 	case xds.ListenerType:
 		// name may be another node's view of the listener the client named.
-		listener, view := splitView(name)
-		canonical, err := a.resolve(listener, svc)
+		l := names.ParseListener(name)
+		canonical, err := a.resolve(l.Base, svc)
 		if err != nil {
 			a.log.Debug("listener name does not resolve (yet)", "name", name, "error", err)
 			a.set(typ, name, nil, xds.Scope{}, observed)
 			return
 		}
-		set(resources.Listener(listener, withView(canonical, view)))
+		set(resources.Listener(l.Base, names.Resource{Base: canonical, View: l.View}.String()))
 
 	case xds.RouteType, xds.ClusterType, xds.EndpointType:
 		ref, _ := a.subs.ref(typ, name)
-		canonical, _, _ := strings.Cut(name, subsetSep)
 		var p discovery.Port
 		exists := false
 		if svc != nil {
 			p, exists = svc.PortNumber(ref.port)
 		}
 		if !exists {
-			if typ == xds.EndpointType && ref.subset == "" {
+			if typ == xds.EndpointType && ref.Subset == names.AllEndpoints {
 				a.checker.Track(name, nil)
 			}
 			a.set(typ, name, a.absent(typ, name), xds.Scope{}, observed)
 			return
 		}
 		cfg := a.config(svc)
+		unmarked := ref.Resource
+		unmarked.NoRingHash = false
 		switch {
 		case typ == xds.RouteType:
-			picks, fail := a.picks(svc, p, canonical, cfg)
+			picks, fail := a.picks(svc, p, ref.Port(), cfg)
 			set(resources.RouteConfig(name, name, cfg.lb, picks, fail))
-		case typ == xds.ClusterType && ref.subset == "":
+		case typ == xds.ClusterType && ref.Subset == names.AllEndpoints:
 			lb := cfg.lb
-			if ref.noRingHash && lb.Policy == resources.RingHash {
+			if ref.NoRingHash && lb.Policy == resources.RingHash {
 				lb.Policy = resources.RoundRobin
 				a.metrics.ClientWorkarounds.WithLabelValues("ring_hash_as_round_robin").Inc()
 			}
-			set(resources.Cluster(strings.TrimSuffix(name, noRingHash), lb))
+			set(resources.Cluster(unmarked.String(), lb))
 		case typ == xds.ClusterType:
-			set(resources.Cluster(strings.TrimSuffix(name, noRingHash), resources.DefaultLB))
-		case ref.subset == "":
-			set(a.loadAssignment(svc, p, name, ref.view, cfg))
-		case ref.subset == subsetNone:
+			set(resources.Cluster(unmarked.String(), resources.DefaultLB))
+		case ref.Subset == names.AllEndpoints:
+			set(a.loadAssignment(svc, p, name, ref.View, cfg))
+		case ref.Subset == names.NoEndpoint:
 			set(resources.LoadAssignment(name, nil, nil))
 		default:
-			set(a.pickedEndpoint(svc, p, canonical, name, ref.subset, cfg))
+			set(a.pickedEndpoint(svc, p, ref.Port().String(), name, ref.Endpoint, cfg))
 		}
 	}
 }
@@ -141,10 +141,11 @@ func (a *Agent) loadAssignment(svc *discovery.Service, p discovery.Port, name, v
 // picks lists the endpoints a request may pick by header, and the cluster for
 // requests that name none when the Service fails them closed. Members are the
 // Service port's serving endpoints, minus those failing health checks.
-func (a *Agent) picks(svc *discovery.Service, p discovery.Port, canonical string, cfg serviceConfig) ([]resources.Pick, string) {
+func (a *Agent) picks(svc *discovery.Service, p discovery.Port, port names.Resource, cfg serviceConfig) ([]resources.Pick, string) {
 	if cfg.lb.EndpointHeader == "" {
 		return nil, ""
 	}
+	canonical := port.String()
 	eps := a.endpoints(svc.Key, p.Name).list
 	if len(eps) > a.cfg.MaxPickerEndpoints {
 		a.report(canonical+"/picker", svc, []*discovery.AnnotationError{{
@@ -160,7 +161,9 @@ func (a *Agent) picks(svc *discovery.Service, p discovery.Port, canonical string
 		if !e.Serving || (status != nil && status(e.Addr) == health.Unhealthy) {
 			continue
 		}
-		pk := resources.Pick{Cluster: pickCluster(canonical, e.Addr), Values: []string{e.Addr.String()}}
+		picked := port
+		picked.Subset, picked.Endpoint = names.OneEndpoint, e.Addr
+		pk := resources.Pick{Cluster: picked.String(), Values: []string{e.Addr.String()}}
 		if e.Pod != "" {
 			pk.Values = append([]string{e.Pod}, pk.Values...)
 		}
@@ -168,18 +171,18 @@ func (a *Agent) picks(svc *discovery.Service, p discovery.Port, canonical string
 	}
 	fail := ""
 	if cfg.lb.PickerFailClosed {
-		fail = noneCluster(canonical)
+		none := port
+		none.Subset = names.NoEndpoint
+		fail = none.String()
 	}
 	return picks, fail
 }
 
 // pickedEndpoint is the load assignment of one endpoint-picker cluster.
-func (a *Agent) pickedEndpoint(svc *discovery.Service, p discovery.Port, canonical, name, addr string, cfg serviceConfig) proto.Message {
+func (a *Agent) pickedEndpoint(svc *discovery.Service, p discovery.Port, canonical, name string, addr netip.AddrPort, cfg serviceConfig) proto.Message {
 	pe := a.endpoints(svc.Key, p.Name)
-	if ap, err := netip.ParseAddrPort(addr); err == nil {
-		if i, ok := pe.index()[ap]; ok && pe.list[i].Serving {
-			return resources.SingleEndpoint(name, &pe.list[i], a.status(canonical, cfg))
-		}
+	if i, ok := pe.index()[addr]; ok && pe.list[i].Serving {
+		return resources.SingleEndpoint(name, &pe.list[i], a.status(canonical, cfg))
 	}
 	return resources.SingleEndpoint(name, nil, nil)
 }

@@ -7,12 +7,8 @@ import (
 )
 
 // Client bugs nodexds works around, per client, by serving such a client
-// its own variant of a resource under a name of its own (see CacheKey).
-
-// noRingHash marks the cache name of a cluster served to a client that
-// crashes on ring_hash: the same cluster with round_robin. The client never
-// sees the mark; it is how its variant is cached apart.
-const noRingHash = "#no-ring-hash"
+// its own variant of a resource under a name of its own (see CacheKey and
+// names.Resource.NoRingHash).
 
 // crashesOnRingHash reports whether a client is gRPC C-core 1.51 (core
 // 29.x, the version Debian ships as python3-grpcio), whose process crashes

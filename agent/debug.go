@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/nodexds/nodexds/agent/names"
 	"github.com/nodexds/nodexds/agent/topology"
 	"github.com/nodexds/nodexds/agent/xds"
 	"github.com/nodexds/nodexds/discovery"
@@ -124,12 +125,13 @@ func (a *Agent) view(q ViewQuery) View {
 		svc, _ := a.store.Service(k)
 		for name, typ := range clusters {
 			ref, _ := a.subs.ref(typ, name)
-			if ref.subset != "" {
+			if ref.Subset != names.AllEndpoints {
 				continue // endpoint-picker clusters are shown through their Service
 			}
 			sv := ServiceView{Cluster: name, Service: k.String(), Port: ref.port, FailOpen: a.failOpen[name], Listeners: []string{}}
 			for _, l := range byType[xds.ListenerType] {
-				if c, err := a.resolve(l, svc); err == nil && c == name {
+				lr := names.ParseListener(l)
+				if c, err := a.resolve(lr.Base, svc); err == nil && (names.Resource{Base: c, View: lr.View}).String() == name {
 					sv.Listeners = append(sv.Listeners, l)
 				}
 			}

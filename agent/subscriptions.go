@@ -2,9 +2,7 @@ package agent
 
 import (
 	"fmt"
-	"net/netip"
 	"strconv"
-	"strings"
 
 	"github.com/nodexds/nodexds/agent/names"
 	"github.com/nodexds/nodexds/agent/xds"
@@ -36,8 +34,7 @@ func newSubscriptions() *subscriptions {
 
 // addListener records a listener name; the Service it names need not exist.
 func (s *subscriptions) addListener(name string, p names.Parser) (discovery.ServiceKey, error) {
-	base, _ := splitView(name)
-	t, err := p.Parse(base)
+	t, err := p.Parse(names.ParseListener(name).Base)
 	if err != nil {
 		return discovery.ServiceKey{}, err
 	}
@@ -45,31 +42,12 @@ func (s *subscriptions) addListener(name string, p names.Parser) (discovery.Serv
 	return t.Service, nil
 }
 
-// portRef is what a route, cluster or endpoints name refers to.
+// portRef is what a route, cluster or endpoints name refers to: the name
+// in its parts, and the Service port number its base names.
 type portRef struct {
+	names.Resource
 	port int32
-	// subset is "" for the Service port's own resources; subsetNone for the
-	// endpoint picker's no-endpoint cluster; an ip:port for a picked endpoint.
-	subset string
-	// view is the node whose view the name is of; "" for the agent's own.
-	view string
-	// noRingHash: a cluster served with round_robin instead of ring_hash.
-	noRingHash bool
 }
-
-// Names of the endpoint picker's clusters: canonical + "|endpoint|ip:port",
-// and canonical + "|none" for requests naming no member.
-const (
-	subsetSep      = "|"
-	subsetEndpoint = "endpoint|"
-	subsetNone     = "none"
-)
-
-func pickCluster(canonical string, ep netip.AddrPort) string {
-	return canonical + subsetSep + subsetEndpoint + ep.String()
-}
-
-func noneCluster(canonical string) string { return canonical + subsetSep + subsetNone }
 
 // addCanonical records a route, cluster or endpoints name. Those are names the
 // agent handed out, so only the canonical form (and its subsets) is accepted.
@@ -85,26 +63,19 @@ func (s *subscriptions) addCanonical(typ, name string, p names.Parser) (discover
 
 // parseCanonical reads a route, cluster or endpoints name the agent hands out.
 func parseCanonical(name string, p names.Parser) (discovery.ServiceKey, portRef, error) {
-	name, compat := strings.CutSuffix(name, noRingHash)
-	base, subset, _ := strings.Cut(name, subsetSep)
-	base, view := splitView(base)
-	t, err := p.Parse(base)
+	r, err := names.ParseResource(name)
+	if err != nil {
+		return discovery.ServiceKey{}, portRef{}, err
+	}
+	t, err := p.Parse(r.Base)
 	if err != nil {
 		return discovery.ServiceKey{}, portRef{}, err
 	}
 	port, err := strconv.Atoi(t.Port)
-	validSubset := subset == "" || subset == subsetNone || strings.HasPrefix(subset, subsetEndpoint)
-	if err != nil || p.Canonical(t.Service, int32(port)) != base || !validSubset {
+	if err != nil || p.Canonical(t.Service, int32(port)) != r.Base {
 		return discovery.ServiceKey{}, portRef{}, fmt.Errorf("%q is not a name this agent hands out", name)
 	}
-	ref := portRef{port: int32(port), subset: subset, view: view, noRingHash: compat}
-	if a, ok := strings.CutPrefix(subset, subsetEndpoint); ok {
-		if _, err := netip.ParseAddrPort(a); err != nil {
-			return discovery.ServiceKey{}, portRef{}, fmt.Errorf("%q is not a name this agent hands out", name)
-		}
-		ref.subset = a
-	}
-	return t.Service, ref, nil
+	return t.Service, portRef{Resource: r, port: int32(port)}, nil
 }
 
 func (s *subscriptions) add(k discovery.ServiceKey, typ, name string) {

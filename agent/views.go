@@ -1,10 +1,9 @@
 package agent
 
 import (
-	"strings"
-
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 
+	"github.com/nodexds/nodexds/agent/names"
 	"github.com/nodexds/nodexds/agent/topology"
 	"github.com/nodexds/nodexds/agent/xds"
 )
@@ -21,24 +20,6 @@ import (
 //     it made on a fallback server when it reverts to the primary, without
 //     making them again: with shared names it would keep its listener and
 //     never hear of a route, cluster or endpoint change again.
-
-// viewSep separates a name from the node whose view it is. Kubernetes names
-// and node names never contain it.
-const viewSep = "@"
-
-// withView names a resource of node's view ("": the agent's own node).
-func withView(name, view string) string {
-	if view == "" {
-		return name
-	}
-	return name + viewSep + view
-}
-
-// splitView splits a name of withView.
-func splitView(name string) (base, view string) {
-	base, view, _ = strings.Cut(name, viewSep)
-	return base, view
-}
 
 // viewOf is the view a client is served: its node, from its bootstrap's node
 // metadata, or "" for this agent's own node (and for clients that do not say).
@@ -60,9 +41,14 @@ func (a *Agent) viewOf(n *corev3.Node) string {
 func (a *Agent) CacheKey(client *corev3.Node, typ, name string) string {
 	switch {
 	case typ == xds.ListenerType:
-		return withView(name, a.viewOf(client))
+		if view := a.viewOf(client); view != "" {
+			return names.Resource{Base: name, View: view}.String()
+		}
 	case typ == xds.ClusterType && crashesOnRingHash(client):
-		return name + noRingHash
+		if r, err := names.ParseResource(name); err == nil {
+			r.NoRingHash = true
+			return r.String()
+		}
 	}
 	return name
 }

@@ -1,0 +1,127 @@
+package names
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+)
+
+// Resource is the name of a resource the agent hands out, in its parts. The
+// one format, written by String and read by ParseResource and ParseListener:
+//
+//	base[@view][|endpoint|IP:PORT or |none][#no-ring-hash]
+//
+// For a route configuration, cluster or load assignment, base is a Service
+// port's canonical name (Parser.Canonical); for a listener it is the name the
+// client dialled, and only a view may follow it.
+type Resource struct {
+	Base string
+	// View is the node whose view the name is of (gRFC A71 fallback: this
+	// agent answering another node's client); "" for the agent's own.
+	View string
+	// Subset is which of the endpoint picker's clusters the name is, if any.
+	Subset Subset
+	// Endpoint is the picked endpoint when Subset is OneEndpoint.
+	Endpoint netip.AddrPort
+	// NoRingHash marks the cache name of a cluster served with round_robin to
+	// a client that crashes on ring_hash. Clients never see this mark: it is
+	// how their variant is cached apart.
+	NoRingHash bool
+}
+
+// Subset tells the Service port's own resources from the endpoint picker's.
+type Subset uint8
+
+const (
+	// AllEndpoints: the Service port's own resource.
+	AllEndpoints Subset = iota
+	// NoEndpoint: the picker's cluster for requests that name no member,
+	// when the Service fails them closed.
+	NoEndpoint
+	// OneEndpoint: the picker's cluster of one member, Resource.Endpoint.
+	OneEndpoint
+)
+
+// Separators of the parts. Kubernetes names, node names and IP:port strings
+// never contain them.
+const (
+	viewSep        = "@"
+	subsetSep      = "|"
+	subsetEndpoint = "endpoint|"
+	subsetNone     = "none"
+	noRingHash     = "#no-ring-hash"
+)
+
+func (r Resource) String() string {
+	var b strings.Builder
+	b.Grow(len(r.Base) + len(r.View) + 40)
+	b.WriteString(r.Base)
+	if r.View != "" {
+		b.WriteString(viewSep)
+		b.WriteString(r.View)
+	}
+	switch r.Subset {
+	case NoEndpoint:
+		b.WriteString(subsetSep + subsetNone)
+	case OneEndpoint:
+		b.WriteString(subsetSep + subsetEndpoint)
+		b.WriteString(r.Endpoint.String())
+	}
+	if r.NoRingHash {
+		b.WriteString(noRingHash)
+	}
+	return b.String()
+}
+
+// Port is the Service port's own resource of the same view: what a picker's
+// cluster belongs to, without the cache-only mark.
+func (r Resource) Port() Resource { return Resource{Base: r.Base, View: r.View} }
+
+var errNotHandedOut = errors.New("not a name this agent hands out")
+
+// ParseResource reads a route, cluster or load assignment name. It checks
+// the format only (whether base is a canonical Service port name is the
+// Parser's to say), and accepts each resource under its one spelling: a name
+// that String would write differently is refused.
+func ParseResource(name string) (Resource, error) {
+	if len(name) > maxResourceLen {
+		return Resource{}, fmt.Errorf("name of %d bytes: %w", len(name), errNotHandedOut)
+	}
+	var r Resource
+	rest, compat := strings.CutSuffix(name, noRingHash)
+	r.NoRingHash = compat
+	rest, subset, hasSubset := strings.Cut(rest, subsetSep)
+	var hasView bool
+	r.Base, r.View, hasView = strings.Cut(rest, viewSep)
+	switch a, one := strings.CutPrefix(subset, subsetEndpoint); {
+	case !hasSubset:
+	case subset == subsetNone:
+		r.Subset = NoEndpoint
+	case one:
+		ep, err := netip.ParseAddrPort(a)
+		if err != nil || ep.String() != a { // one spelling per endpoint
+			return Resource{}, fmt.Errorf("%q: %w", name, errNotHandedOut)
+		}
+		r.Subset, r.Endpoint = OneEndpoint, ep
+	default:
+		return Resource{}, fmt.Errorf("%q: %w", name, errNotHandedOut)
+	}
+	if r.Base == "" || hasView && r.View == "" || strings.ContainsAny(r.View, viewSep+"#") {
+		return Resource{}, fmt.Errorf("%q: %w", name, errNotHandedOut)
+	}
+	return r, nil
+}
+
+// maxResourceLen bounds the names ParseResource reads: a canonical name is a
+// Service's DNS name (at most 253 bytes) and a port, a view is a node name
+// (at most 253), an endpoint at most 47 bytes.
+const maxResourceLen = 1024
+
+// ParseListener reads a listener name: the name a client dialled, and the
+// view it is cached under. It never fails; whether the dialled name resolves
+// is the Parser's to say.
+func ParseListener(name string) Resource {
+	base, view, _ := strings.Cut(name, viewSep)
+	return Resource{Base: base, View: view}
+}
