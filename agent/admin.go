@@ -380,11 +380,16 @@ func wantText(r *http.Request) (bool, error) {
 	return strings.Contains(accept, "text/plain") && !strings.Contains(accept, "application/json"), nil
 }
 
+// writeJSON encodes v before writing anything, so that a value that cannot
+// be encoded is a 500 with the reason, not a 200 with half a body.
 func writeJSON(w http.ResponseWriter, v any) {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		http.Error(w, "cannot encode the page: "+err.Error(), http.StatusInternalServerError)
+		return
+	}
 	w.Header().Set("Content-Type", "application/json")
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	enc.Encode(v)
+	w.Write(append(b, '\n')) // an error here is the client gone: nothing to tell it
 }
 
 // joinClients adds to each Service port of v the clients that subscribe to

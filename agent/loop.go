@@ -21,8 +21,7 @@ import (
 // once, its later ones wait until its window ends, so a flapping endpoint
 // pushes at most once per window, not at its flap rate. Other Services'
 // changes never wait for that window: one Service churning must not delay
-// a change to another (issue 12 measured this as the tail of a change's
-// latency under churn).
+// a change to another.
 func (a *Agent) Run(ctx context.Context) error {
 	window := time.NewTimer(0)
 	<-window.C
@@ -141,7 +140,7 @@ const (
 	// endpointsChanged: slices, health or topology. They feed load
 	// assignments and the endpoint picker's routes; listeners, clusters and
 	// other routes are built from the Service alone, so rebuilding them for
-	// an endpoint flip would be most of its cost for nothing (issue 12).
+	// an endpoint flip would be most of its cost for nothing.
 	endpointsChanged affects = 1 << iota
 	// serviceChanged: the Service itself, which every resource is built from.
 	serviceChanged

@@ -103,15 +103,15 @@ func decide(in typeInput) (response, bool) {
 	default:
 		return response{}, false
 	}
-	r.version = typeVersion(settled(in.digest, in.told, in.subs))
+	r.version = typeVersion(digestAfter(in.digest, in.told, in.subs))
 	return r, true
 }
 
-// settle records in told what the stream's client knows after the plan for
+// recordTold records in told what the stream's client knows after the plan for
 // subs was carried out: every resolved name as it stands now. It returns the
 // digest of told after that.
-func settle(told map[string]string, subs []sub, digest uint64) uint64 {
-	digest = settled(digest, told, subs)
+func recordTold(told map[string]string, subs []sub, digest uint64) uint64 {
+	digest = digestAfter(digest, told, subs)
 	for _, s := range subs {
 		switch {
 		case !s.entry.resolved:
@@ -124,8 +124,8 @@ func settle(told map[string]string, subs []sub, digest uint64) uint64 {
 	return digest
 }
 
-// settled is the digest told will have once settle has recorded subs.
-func settled(digest uint64, told map[string]string, subs []sub) uint64 {
+// digestAfter is the digest told will have once recordTold has recorded subs.
+func digestAfter(digest uint64, told map[string]string, subs []sub) uint64 {
 	for _, s := range subs {
 		if !s.entry.resolved {
 			continue

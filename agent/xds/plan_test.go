@@ -147,7 +147,7 @@ func TestSettledStateCallsForNoResponse(t *testing.T) {
 		if got := plan([]typeInput{in}); len(got) != 1 {
 			t.Fatalf("%s: first plan = %q, want one response", ShortType(typ), describe(got))
 		}
-		in.digest = settle(in.told, in.subs, in.digest)
+		in.digest = recordTold(in.told, in.subs, in.digest)
 		if got := plan([]typeInput{in}); len(got) != 0 {
 			t.Errorf("%s: plan after settling = %q, want nothing", ShortType(typ), describe(got))
 		}
@@ -159,7 +159,7 @@ func TestSettledStateCallsForNoResponse(t *testing.T) {
 
 func TestTypeVersionDependsOnContentOnly(t *testing.T) {
 	version := func(state map[string]string) string {
-		return typeVersion(settled(0, map[string]string{}, subsOf(state)))
+		return typeVersion(digestAfter(0, map[string]string{}, subsOf(state)))
 	}
 	a := version(map[string]string{"x": "v1", "y": "v2"})
 	b := version(map[string]string{"y": "v2", "x": "v1"})
@@ -174,11 +174,11 @@ func TestOneChangedEndpointIsPlannedAloneAtTheFullVersion(t *testing.T) {
 	// it sends what a plan over every name would, at the same version, which
 	// is the version a new client holding the same state would be sent.
 	told := map[string]string{}
-	digest := settle(told, subsOf(map[string]string{"a": "v1", "b": "v1", "c": "v1"}), 0)
+	digest := recordTold(told, subsOf(map[string]string{"a": "v1", "b": "v1", "c": "v1"}), 0)
 	now := map[string]string{"a": "v1", "b": "v2", "c": "v1"}
 	full := typeInput{typ: EndpointType, subs: subsOf(now), told: told, digest: digest}
 	alone := typeInput{typ: EndpointType, subs: subsOf(map[string]string{"b": "v2"}), told: told, digest: digest}
-	fresh := typeVersion(settled(0, map[string]string{}, subsOf(now)))
+	fresh := typeVersion(digestAfter(0, map[string]string{}, subsOf(now)))
 	f, ok1 := decide(full)
 	a, ok2 := decide(alone)
 	if !ok1 || !ok2 || describe([]response{f}) != "EDS[b]" || describe([]response{a}) != "EDS[b]" {

@@ -682,7 +682,7 @@ func (st *stream) respond(d dirty) error {
 		}
 	}
 	for _, in := range ins {
-		st.types[in.typ].digest = settle(in.told, in.subs, in.digest)
+		st.types[in.typ].digest = recordTold(in.told, in.subs, in.digest)
 	}
 	return nil
 }
