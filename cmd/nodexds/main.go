@@ -187,6 +187,18 @@ func serve(ctx context.Context, args []string) error {
 	if f.filePoll <= 0 || f.coalesce < 0 {
 		return errors.New("-file-poll must be positive and -coalesce not negative")
 	}
+	// Every flag is checked before anything touches the network.
+	if f.drainTimeout <= 0 || f.drainDelay < 0 || f.drainDelay >= f.drainTimeout {
+		return errors.New("-drain-timeout must be positive, -drain-delay not negative and below it")
+	}
+	if f.source != "kube" && !strings.HasPrefix(f.source, "file:") {
+		return fmt.Errorf(`-source=%q: want "kube" or "file:PATH"`, f.source)
+	}
+	if f.healthChecks {
+		if err := validHealth(f.health); err != nil {
+			return err
+		}
+	}
 	tiers, err := topology.ParseTiers(f.defaultTopology)
 	if err != nil {
 		return fmt.Errorf("-default-topology: %w", err)
@@ -207,9 +219,6 @@ func serve(ctx context.Context, args []string) error {
 	o.Metrics = metrics.New(o.Registry)
 	o.Metrics.BuildInfo.WithLabelValues(version, runtime.Version()).Set(1)
 	if f.healthChecks {
-		if err := validHealth(f.health); err != nil {
-			return err
-		}
 		prober := health.NewProber(f.health, health.NewMetrics(o.Registry), log)
 		defer prober.Close()
 		o.Checker = prober
@@ -271,9 +280,6 @@ func serve(ctx context.Context, args []string) error {
 		o.Source = &discovery.FileSource{Path: strings.TrimPrefix(f.source, "file:"), Poll: f.filePoll, Log: log, OnError: sourceError("file")}
 	default:
 		return fmt.Errorf(`-source=%q: want "kube" or "file:PATH"`, f.source)
-	}
-	if f.drainTimeout <= 0 || f.drainDelay < 0 || f.drainDelay >= f.drainTimeout {
-		return errors.New("-drain-timeout must be positive, -drain-delay not negative and below it")
 	}
 	o.DrainTimeout = f.drainTimeout
 	if f.reusePort {
