@@ -26,17 +26,20 @@ func TestFallbackServesANewClientWhileItsAgentIsDown(t *testing.T) {
 	agent.Kill(t)
 	started := time.Now()
 	p := e.StartProbe(t, ProbeOptions{Stack: Go, Targets: []string{Target(ns, "be")}, Fallback: "node-a2"})
-	p.WaitServedByWithin(t, 3*time.Second, local.Name())
+	// Its agent stays down until it is served: only the fallback can serve
+	// it, however long a busy machine takes. How long it took (about a
+	// second) is a figure, not a bound.
+	p.WaitServedBy(t, local.Name())
 	t.Logf("a client started while its agent was down reached its node's pod through node-a2's agent %v after it started",
 		time.Since(started).Round(time.Millisecond))
 	served := p.Mark()
 
 	agent.Start(t)
 	agent.waitReady(t)
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(2 * waitTimeout)
 	for agent.connectedClients(t) < 1 {
 		if time.Now().After(deadline) {
-			t.Fatal("the client did not return to its node's agent within 30 s")
+			t.Fatalf("the client did not return to its node's agent within %v", 2*waitTimeout)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -84,7 +87,9 @@ func TestAgentDownForAMinute(t *testing.T) {
 	time.Sleep(50 * time.Second)
 	started := time.Now()
 	late := e.StartProbe(t, ProbeOptions{Stack: Go, Name: "go-at-50s", Targets: []string{Target(ns, "be")}, Fallback: "node-a2"})
-	late.WaitServedByWithin(t, 3*time.Second, local.Name())
+	// Served while its agent is still down (it returns at 60 s), so by the
+	// fallback: the bound is the outage, not a latency (about a second).
+	late.WaitServedByWithin(t, time.Until(down.Add(60*time.Second)), local.Name())
 	lateTook := time.Since(started)
 	time.Sleep(time.Until(down.Add(60 * time.Second)))
 	agent.Start(t)
