@@ -260,9 +260,12 @@ func hits(cc *grpc.ClientConn, n int) map[string]int {
 }
 
 // hit sends one RPC, with request headers kv, and says which backend
-// answered, or "ERR <code>".
+// answered, or "ERR <code>". Its deadline is far above an RPC's time, and
+// above a new client's first RPC, which waits for its xDS configuration and
+// a connection, on a busy machine: a client with nowhere to go fails fast
+// (UNAVAILABLE), whatever the deadline.
 func hit(cc *grpc.ClientConn, kv ...string) string {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	name, err := echo.Hello(metadata.AppendToOutgoingContext(ctx, kv...), cc)
 	if err != nil {
