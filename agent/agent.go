@@ -86,9 +86,11 @@ type Agent struct {
 	dirtyAll    bool      // a topology change: rebuild every subscribed load assignment
 	observedAll time.Time // when dirtyAll was first set
 	pushedAll   time.Time
-	reported    map[string]string          // report key → errors last reported
-	failOpen    map[string]bool            // clusters whose endpoints all fail checks
-	merged      map[portKey]*portEndpoints // this iteration's merged endpoints; see endpoints
+	builder     *builder
+	configs     map[discovery.ServiceKey]*serviceConfig // read once per change of each Service
+	reported    map[string]string                       // report key → errors last reported
+	failOpen    map[string]bool                         // clusters whose endpoints all fail checks
+	merged      map[portKey]*portEndpoints              // this iteration's merged endpoints; see endpoints
 	barriers    []chan struct{}
 }
 
@@ -119,7 +121,7 @@ func New(cfg Config, cache *xds.Cache, checker health.Checker, reporter Reporter
 		m.DiscoveryEvents.WithLabelValues(kind, "upsert")
 		m.DiscoveryEvents.WithLabelValues(kind, "delete")
 	}
-	return &Agent{
+	a := &Agent{
 		cfg:      cfg,
 		cache:    cache,
 		checker:  checker,
@@ -137,7 +139,10 @@ func New(cfg Config, cache *xds.Cache, checker health.Checker, reporter Reporter
 		reported: map[string]string{},
 		failOpen: map[string]bool{},
 		merged:   map[portKey]*portEndpoints{},
+		configs:  map[discovery.ServiceKey]*serviceConfig{},
 	}
+	a.builder = newBuilder(a)
+	return a
 }
 
 // Enqueue hands an event to the agent. It is what sources call; it blocks

@@ -1,5 +1,7 @@
 // Building: one subscribed name of one Service into its xDS resource, for
-// the view (node) the name is of.
+// the view (node) the name is of. The builder only reads the model; what a
+// build asks of the agent (endpoints to check, errors to report) comes back
+// with the resource, and the agent's loop carries it out (see Agent.build).
 
 package agent
 
@@ -7,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"time"
 
 	"google.golang.org/protobuf/proto"
 
@@ -19,65 +20,99 @@ import (
 	"github.com/nodexds/nodexds/health"
 )
 
-// build computes one resource and stores it in the cache.
-func (a *Agent) build(k discovery.ServiceKey, typ, name string, observed time.Time) {
-	a.metrics.Builds.WithLabelValues(xds.ShortType(typ)).Inc()
-	svc, _ := a.store.Service(k)
-	var scope xds.Scope
+// builder builds one node's resources from the model. Its functions read
+// what the agent knows; none of them changes it.
+type builder struct {
+	names     names.Parser
+	service   func(discovery.ServiceKey) (*discovery.Service, bool)
+	config    func(*discovery.Service) *serviceConfig
+	endpoints func(discovery.ServiceKey, string) *portEndpoints
+	here      func(view string) topology.Here
+	health    func(health.Target) health.Status
+	failOpen  func(cluster string) bool // as last decided, for picker routes and picked endpoints
+	maxPicker int
+}
+
+// built is one resource, and what building it asks of the agent.
+type built struct {
+	resource proto.Message // nil: the name is absent
+	scope    xds.Scope
+	// checks, for a Service port's own load assignment, are its endpoints
+	// to check (nil slice: none) and whether they all fail.
+	checks *checks
+	// picker, for a route of a Service with the endpoint picker on, is
+	// what the picker could not do (empty: nothing), reported under the
+	// Service port's name.
+	picker *pickerReport
+	// workaround names the client workaround applied, if any.
+	workaround string
+}
+
+type checks struct {
+	targets  []health.Target
+	failOpen bool
+}
+
+type pickerReport struct {
+	port string
+	errs []*discovery.AnnotationError
+}
+
+// build builds the resource of one subscribed name. ref is what the name
+// refers to (zero for a listener).
+func (b *builder) build(k discovery.ServiceKey, typ, name string, ref portRef) built {
+	svc, _ := b.service(k)
+	var out built
+	var cfg *serviceConfig
 	if svc != nil {
-		scope = a.scope(svc)
+		cfg = b.config(svc)
+		out.scope = cfg.scope
 	}
-	set := func(res proto.Message) { a.set(typ, name, res, scope, observed) }
-	switch typ {
-	case xds.ListenerType:
+	if typ == xds.ListenerType {
 		// name may be another node's view of the listener the client named.
 		l := names.ParseListener(name)
-		canonical, err := a.resolve(l.Base, svc)
+		canonical, err := b.resolve(l.Base, svc)
 		if err != nil {
-			a.log.Debug("listener name does not resolve (yet)", "name", name, "error", err)
-			a.set(typ, name, nil, xds.Scope{}, observed)
-			return
+			return built{} // does not resolve (yet)
 		}
-		set(resources.Listener(l.Base, names.Resource{Base: canonical, View: l.View}.String()))
-
-	case xds.RouteType, xds.ClusterType, xds.EndpointType:
-		ref, _ := a.subs.ref(typ, name)
-		var p discovery.Port
-		exists := false
-		if svc != nil {
-			p, exists = svc.PortNumber(ref.port)
-		}
-		if !exists {
-			if typ == xds.EndpointType && ref.Subset == names.AllEndpoints {
-				a.checker.Track(name, nil)
-			}
-			a.set(typ, name, a.absent(typ, name), xds.Scope{}, observed)
-			return
-		}
-		cfg := a.config(svc)
-		unmarked := ref.Resource
-		unmarked.NoRingHash = false
-		switch {
-		case typ == xds.RouteType:
-			picks, fail := a.picks(svc, p, ref.Port(), cfg)
-			set(resources.RouteConfig(name, name, cfg.lb, picks, fail))
-		case typ == xds.ClusterType && ref.Subset == names.AllEndpoints:
-			lb := cfg.lb
-			if ref.NoRingHash && lb.Policy == resources.RingHash {
-				lb.Policy = resources.RoundRobin
-				a.metrics.ClientWorkarounds.WithLabelValues("ring_hash_as_round_robin").Inc()
-			}
-			set(resources.Cluster(unmarked.String(), lb))
-		case typ == xds.ClusterType:
-			set(resources.Cluster(unmarked.String(), resources.DefaultLB))
-		case ref.Subset == names.AllEndpoints:
-			set(a.loadAssignment(svc, p, name, ref.View, cfg))
-		case ref.Subset == names.NoEndpoint:
-			set(resources.LoadAssignment(name, nil, nil))
-		default:
-			set(a.pickedEndpoint(svc, p, ref.Port().String(), name, ref.Endpoint, cfg))
-		}
+		out.resource = resources.Listener(l.Base, names.Resource{Base: canonical, View: l.View}.String())
+		return out
 	}
+	var p discovery.Port
+	exists := false
+	if svc != nil {
+		p, exists = svc.PortNumber(ref.port)
+	}
+	if !exists {
+		out = built{resource: absent(typ, name, b.names)}
+		if typ == xds.EndpointType && ref.Subset == names.AllEndpoints {
+			out.checks = &checks{}
+		}
+		return out
+	}
+	unmarked := ref.Resource
+	unmarked.NoRingHash = false
+	switch {
+	case typ == xds.RouteType:
+		picks, fail, report := b.picks(svc, p, ref.Port(), cfg)
+		out.resource, out.picker = resources.RouteConfig(name, name, cfg.lb, picks, fail), report
+	case typ == xds.ClusterType && ref.Subset == names.AllEndpoints:
+		lb := cfg.lb
+		if ref.NoRingHash && lb.Policy == resources.RingHash {
+			lb.Policy = resources.RoundRobin
+			out.workaround = "ring_hash_as_round_robin"
+		}
+		out.resource = resources.Cluster(unmarked.String(), lb)
+	case typ == xds.ClusterType:
+		out.resource = resources.Cluster(unmarked.String(), resources.DefaultLB)
+	case ref.Subset == names.AllEndpoints:
+		out.resource, out.checks = b.loadAssignment(svc, p, name, ref.View, cfg)
+	case ref.Subset == names.NoEndpoint:
+		out.resource = resources.LoadAssignment(name, nil, nil)
+	default:
+		out.resource = b.pickedEndpoint(svc, p, ref.Port().String(), name, ref.Endpoint, cfg)
+	}
+	return out
 }
 
 // absent is what clients are told of a name whose Service port does not
@@ -85,18 +120,20 @@ func (a *Agent) build(k discovery.ServiceKey, typ, name string, observed time.Ti
 // deleted listeners and clusters (ignore_resource_deletion), so the load
 // assignment of a name the agent hands out says "no endpoints": RPCs fail
 // fast. Everything else is absent.
-func (a *Agent) absent(typ, name string) proto.Message {
+func absent(typ, name string, p names.Parser) proto.Message {
 	if typ != xds.EndpointType {
 		return nil
 	}
-	if _, _, err := parseCanonical(name, a.cfg.Names); err != nil {
+	if _, _, err := parseCanonical(name, p); err != nil {
 		return nil
 	}
 	return resources.LoadAssignment(name, nil, nil)
 }
 
-func (a *Agent) resolve(name string, svc *discovery.Service) (string, error) {
-	t, err := a.cfg.Names.Parse(name)
+// resolve returns the canonical name of the Service port a listener name
+// asks for.
+func (b *builder) resolve(name string, svc *discovery.Service) (string, error) {
+	t, err := b.names.Parse(name)
 	if err != nil {
 		return "", err
 	}
@@ -107,55 +144,59 @@ func (a *Agent) resolve(name string, svc *discovery.Service) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return a.cfg.Names.Canonical(svc.Key, p.Port), nil
+	return b.names.Canonical(svc.Key, p.Port), nil
 }
 
-// loadAssignment prioritizes a Service port's endpoints for this node, with
-// what active health checking knows about them.
-func (a *Agent) loadAssignment(svc *discovery.Service, p discovery.Port, name, view string, cfg serviceConfig) proto.Message {
-	prios := topology.Prioritize(a.endpoints(svc.Key, p.Name).list, cfg.policy, a.hereFor(view))
-	var targets []health.Target
+// status is what clients are told of an endpoint's health in cluster: nil
+// (all Unknown) when checks are off or the cluster fails open.
+func (b *builder) status(cfg *serviceConfig, failOpen bool) func(netip.AddrPort) health.Status {
+	if !cfg.health.Enabled || failOpen {
+		return nil
+	}
+	return func(ap netip.AddrPort) health.Status {
+		return b.health(health.Target{Addr: ap, Service: cfg.health.Name})
+	}
+}
+
+// loadAssignment prioritizes a Service port's endpoints for the view's node,
+// with what active health checking knows about them, and returns the
+// endpoints to check.
+func (b *builder) loadAssignment(svc *discovery.Service, p discovery.Port, name, view string, cfg *serviceConfig) (proto.Message, *checks) {
+	prios := topology.Prioritize(b.endpoints(svc.Key, p.Name).list, cfg.policy, b.here(view))
+	c := &checks{}
 	if cfg.health.Enabled {
 		for _, pr := range prios {
 			for _, e := range pr.Endpoints {
-				targets = append(targets, health.Target{Addr: e.Addr, Service: cfg.health.Name})
+				c.targets = append(c.targets, health.Target{Addr: e.Addr, Service: cfg.health.Name})
 			}
 		}
 	}
-	a.checker.Track(name, targets)
-	list := make([]health.Status, len(targets))
-	for i, t := range targets {
-		list[i] = a.checker.Status(t)
+	list := make([]health.Status, len(c.targets))
+	for i, t := range c.targets {
+		list[i] = b.health(t)
 	}
-	if failOpen := health.FailOpen(list); failOpen != a.failOpen[name] {
-		if failOpen {
-			a.log.Warn("every endpoint fails its health checks: serving them all rather than none", "cluster", name, "endpoints", len(list))
-		} else {
-			a.log.Info("health checks pass again: no longer failing open", "cluster", name)
-		}
-		a.setFailOpen(name, failOpen)
-	}
-	return resources.LoadAssignment(name, prios, a.status(name, cfg))
+	c.failOpen = health.FailOpen(list)
+	return resources.LoadAssignment(name, prios, b.status(cfg, c.failOpen)), c
 }
 
 // picks lists the endpoints a request may pick by header, and the cluster for
 // requests that name none when the Service fails them closed. Members are the
 // Service port's serving endpoints, minus those failing health checks.
-func (a *Agent) picks(svc *discovery.Service, p discovery.Port, port names.Resource, cfg serviceConfig) ([]resources.Pick, string) {
+func (b *builder) picks(svc *discovery.Service, p discovery.Port, port names.Resource, cfg *serviceConfig) ([]resources.Pick, string, *pickerReport) {
 	if cfg.lb.EndpointHeader == "" {
-		return nil, ""
+		return nil, "", nil
 	}
 	canonical := port.String()
-	eps := a.endpoints(svc.Key, p.Name).list
-	if len(eps) > a.cfg.MaxPickerEndpoints {
-		a.report(canonical+"/picker", svc, []*discovery.AnnotationError{{
+	report := &pickerReport{port: canonical}
+	eps := b.endpoints(svc.Key, p.Name).list
+	if len(eps) > b.maxPicker {
+		report.errs = []*discovery.AnnotationError{{
 			Key: resources.AnnotationEndpointHeader, Value: cfg.lb.EndpointHeader,
-			Err: fmt.Errorf("port %d has %d endpoints, more than the agent's limit of %d: endpoint picking is off", p.Port, len(eps), a.cfg.MaxPickerEndpoints),
-		}})
-		return nil, ""
+			Err: fmt.Errorf("port %d has %d endpoints, more than the agent's limit of %d: endpoint picking is off", p.Port, len(eps), b.maxPicker),
+		}}
+		return nil, "", report
 	}
-	a.report(canonical+"/picker", svc, nil)
-	status := a.status(canonical, cfg)
+	status := b.status(cfg, b.failOpen(canonical))
 	var picks []resources.Pick
 	for _, e := range eps {
 		if !e.Serving || (status != nil && status(e.Addr) == health.Unhealthy) {
@@ -175,14 +216,14 @@ func (a *Agent) picks(svc *discovery.Service, p discovery.Port, port names.Resou
 		none.Subset = names.NoEndpoint
 		fail = none.String()
 	}
-	return picks, fail
+	return picks, fail, report
 }
 
 // pickedEndpoint is the load assignment of one endpoint-picker cluster.
-func (a *Agent) pickedEndpoint(svc *discovery.Service, p discovery.Port, canonical, name string, addr netip.AddrPort, cfg serviceConfig) proto.Message {
-	pe := a.endpoints(svc.Key, p.Name)
+func (b *builder) pickedEndpoint(svc *discovery.Service, p discovery.Port, canonical, name string, addr netip.AddrPort, cfg *serviceConfig) proto.Message {
+	pe := b.endpoints(svc.Key, p.Name)
 	if i, ok := pe.index()[addr]; ok && pe.list[i].Serving {
-		return resources.SingleEndpoint(name, &pe.list[i], a.status(canonical, cfg))
+		return resources.SingleEndpoint(name, &pe.list[i], b.status(cfg, b.failOpen(canonical)))
 	}
 	return resources.SingleEndpoint(name, nil, nil)
 }
@@ -204,27 +245,7 @@ func (pe *portEndpoints) index() map[netip.AddrPort]int {
 	return pe.byAddr
 }
 
-// endpoints returns a Service port's endpoints, merged from its slices once
-// per loop iteration however many resources are built from them: the
-// endpoint picker builds one load assignment per member, which would
-// otherwise merge (and scan) every slice per member.
-func (a *Agent) endpoints(k discovery.ServiceKey, port string) *portEndpoints {
-	key := portKey{k, port}
-	if pe := a.merged[key]; pe != nil {
-		return pe
-	}
-	pe := &portEndpoints{list: a.store.Endpoints(k, port)}
-	a.merged[key] = pe
-	return pe
-}
-
 type portKey struct {
 	svc  discovery.ServiceKey
 	port string
-}
-
-func (a *Agent) set(typ, name string, res proto.Message, scope xds.Scope, observed time.Time) {
-	if err := a.cache.Set(typ, name, res, scope, observed); err != nil {
-		a.log.Error("cannot store resource", "type", typ, "name", name, "error", err)
-	}
 }

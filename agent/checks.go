@@ -3,12 +3,6 @@
 
 package agent
 
-import (
-	"net/netip"
-
-	"github.com/nodexds/nodexds/health"
-)
-
 // setFailOpen records whether a cluster is failing open, for status and the
 // metric.
 func (a *Agent) setFailOpen(cluster string, failOpen bool) {
@@ -20,12 +14,19 @@ func (a *Agent) setFailOpen(cluster string, failOpen bool) {
 	a.metrics.HealthFailOpen.Set(float64(len(a.failOpen)))
 }
 
-// status is what clients are told of an endpoint's health in cluster.
-func (a *Agent) status(cluster string, cfg serviceConfig) func(netip.AddrPort) health.Status {
-	if !cfg.health.Enabled || a.failOpen[cluster] {
-		return nil // all Unknown
+// trackChecks hands a load assignment's endpoints to the checker, and
+// records whether its cluster fails open. It reports whether tracking
+// changed what the checker knows of those endpoints (a check stopped for the
+// budget): what the build read is then out of date.
+func (a *Agent) trackChecks(cluster string, c *checks) bool {
+	stale := a.checker.Track(cluster, c.targets)
+	if c.failOpen != a.failOpen[cluster] {
+		if c.failOpen {
+			a.log.Warn("every endpoint fails its health checks: serving them all rather than none", "cluster", cluster, "endpoints", len(c.targets))
+		} else {
+			a.log.Info("health checks pass again: no longer failing open", "cluster", cluster)
+		}
+		a.setFailOpen(cluster, c.failOpen)
 	}
-	return func(ap netip.AddrPort) health.Status {
-		return a.checker.Status(health.Target{Addr: ap, Service: cfg.health.Name})
-	}
+	return stale
 }

@@ -26,12 +26,13 @@ type flapper struct {
 
 func newFlapper() *flapper { return &flapper{changed: make(chan struct{}, 1)} }
 
-func (f *flapper) Track(cluster string, targets []health.Target) {
+func (f *flapper) Track(cluster string, targets []health.Target) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.cluster == "" && len(targets) > 0 {
 		f.cluster, f.target = cluster, targets[0]
 	}
+	return false
 }
 
 func (f *flapper) Status(t health.Target) health.Status {

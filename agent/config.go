@@ -7,6 +7,7 @@ import (
 
 	"github.com/nodexds/nodexds/agent/resources"
 	"github.com/nodexds/nodexds/agent/topology"
+	"github.com/nodexds/nodexds/agent/xds"
 	"github.com/nodexds/nodexds/discovery"
 	"github.com/nodexds/nodexds/health"
 )
@@ -35,24 +36,41 @@ var Annotations = []string{
 
 // serviceConfig is everything a Service's annotations decide.
 type serviceConfig struct {
+	of     *discovery.Service // the Service it was read from
 	policy topology.Policy
 	health health.ServiceConfig
 	lb     resources.LBConfig
+	scope  xds.Scope
+	// errs are the annotations that could not be used; exportErrs those of
+	// the export list, reported apart.
+	errs, exportErrs []*discovery.AnnotationError
 }
 
-// readConfig reads a Service's annotations, and returns the ones it cannot use.
-func (a *Agent) readConfig(svc *discovery.Service) (serviceConfig, []*discovery.AnnotationError) {
-	policy, errs := topology.PolicyFor(svc, a.cfg.DefaultTiers)
+// readConfig reads a Service's annotations.
+func readConfig(svc *discovery.Service, tiers topology.Tiers, vis Visibility) *serviceConfig {
+	policy, errs := topology.PolicyFor(svc, tiers)
 	hc, herrs := health.ConfigFor(svc)
 	lb, lerrs := resources.LBConfigFor(svc)
-	return serviceConfig{policy: policy, health: hc, lb: lb}, slices.Concat(errs, herrs, lerrs)
+	c := &serviceConfig{of: svc, policy: policy, health: hc, lb: lb, errs: slices.Concat(errs, herrs, lerrs)}
+	var err *discovery.AnnotationError
+	if c.scope, err = scopeFor(svc, vis); err != nil {
+		c.exportErrs = []*discovery.AnnotationError{err}
+	}
+	return c
 }
 
-// config is readConfig, reporting the annotations it cannot use.
-func (a *Agent) config(svc *discovery.Service) serviceConfig {
-	cfg, errs := a.readConfig(svc)
-	a.report(svc.Key.String(), svc, errs)
-	return cfg
+// config returns a Service's configuration, read once per change of the
+// Service however many resources are built from it; what cannot be used is
+// reported then.
+func (a *Agent) config(svc *discovery.Service) *serviceConfig {
+	if c := a.configs[svc.Key]; c != nil && c.of == svc {
+		return c // the store hands out a new Service for every change
+	}
+	c := readConfig(svc, a.cfg.DefaultTiers, a.cfg.Visibility)
+	a.report(svc.Key.String(), svc, c.errs)
+	a.report(svc.Key.String()+"/export", svc, c.exportErrs)
+	a.configs[svc.Key] = c
+	return c
 }
 
 // report logs, counts and reports errors about a Service once per distinct

@@ -131,7 +131,7 @@ func (a *Agent) view(q ViewQuery) View {
 			sv := ServiceView{Cluster: name, Service: k.String(), Port: ref.port, FailOpen: a.failOpen[name], Listeners: []string{}}
 			for _, l := range byType[xds.ListenerType] {
 				lr := names.ParseListener(l)
-				if c, err := a.resolve(lr.Base, svc); err == nil && (names.Resource{Base: c, View: lr.View}).String() == name {
+				if c, err := a.builder.resolve(lr.Base, svc); err == nil && (names.Resource{Base: c, View: lr.View}).String() == name {
 					sv.Listeners = append(sv.Listeners, l)
 				}
 			}
@@ -167,13 +167,14 @@ func page[T any](s []T, offset, limit int) []T {
 
 func (a *Agent) fillView(sv *ServiceView, svc *discovery.Service, p discovery.Port) {
 	sv.Exists = true
-	cfg, errs := a.readConfig(svc)
+	cfg := readConfig(svc, a.cfg.DefaultTiers, a.cfg.Visibility)
+	errs := cfg.errs
 	policy := cfg.policy
 	sv.Policy, sv.Source, sv.MinTier = policy.Tiers.String(), string(policy.Source), policy.MinTierEndpoints
 	for _, e := range errs {
 		sv.Errors = append(sv.Errors, e.Error())
 	}
-	status := a.status(sv.Cluster, cfg) // what clients are told
+	status := a.builder.status(cfg, a.failOpen[sv.Cluster]) // what clients are told
 	unchecked := map[netip.AddrPort]bool{}
 	if u, ok := a.checker.(interface{ Unchecked(string) []health.Target }); ok && cfg.health.Enabled {
 		for _, t := range u.Unchecked(sv.Cluster) {

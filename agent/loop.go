@@ -117,6 +117,9 @@ func (a *Agent) apply(e discovery.Event, at time.Time) {
 	}
 	switch {
 	case ch.Service != nil && e.Service != nil:
+		if e.Deleted {
+			delete(a.configs, *ch.Service)
+		}
 		a.markDirty(*ch.Service, at, serviceChanged)
 	case ch.Service != nil:
 		a.markDirty(*ch.Service, at, endpointsChanged)

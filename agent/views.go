@@ -4,7 +4,6 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 
 	"github.com/nodexds/nodexds/agent/names"
-	"github.com/nodexds/nodexds/agent/topology"
 	"github.com/nodexds/nodexds/agent/xds"
 )
 
@@ -51,13 +50,4 @@ func (a *Agent) CacheKey(client *corev3.Node, typ, name string) string {
 		}
 	}
 	return name
-}
-
-// hereFor is where a view's node sits.
-func (a *Agent) hereFor(view string) topology.Here {
-	if view == "" || view == a.cfg.NodeName {
-		return a.here
-	}
-	n, _ := a.store.Node(view)
-	return topology.Here{Node: view, Zone: n.Zone, Region: n.Region}
 }

@@ -65,14 +65,3 @@ func scopeFor(svc *discovery.Service, v Visibility) (xds.Scope, *discovery.Annot
 	scope.ExportTo = slices.Compact(export)
 	return scope, nil
 }
-
-// scope is scopeFor, reporting an export list it cannot read.
-func (a *Agent) scope(svc *discovery.Service) xds.Scope {
-	scope, err := scopeFor(svc, a.cfg.Visibility)
-	var errs []*discovery.AnnotationError
-	if err != nil {
-		errs = append(errs, err)
-	}
-	a.report(svc.Key.String()+"/export", svc, errs)
-	return scope
-}

@@ -39,7 +39,10 @@ type Target struct {
 type Checker interface {
 	// Track replaces the set of endpoints to check for one cluster. Endpoints
 	// no cluster lists any more stop being checked; nil stops the cluster.
-	Track(cluster string, targets []Target)
+	// It reports whether the status of one of targets changed meanwhile (a
+	// check stopped to make room in the budget): what the caller read of
+	// them before is then out of date.
+	Track(cluster string, targets []Target) bool
 	// Status returns the current status of t.
 	Status(t Target) Status
 	// Changed is signalled when TakeChanged has clusters to return.
@@ -53,7 +56,7 @@ type None struct{}
 
 var _ Checker = None{}
 
-func (None) Track(string, []Target)   {}
-func (None) Status(Target) Status     { return Unknown }
-func (None) Changed() <-chan struct{} { return nil }
-func (None) TakeChanged() []string    { return nil }
+func (None) Track(string, []Target) bool { return false }
+func (None) Status(Target) Status        { return Unknown }
+func (None) Changed() <-chan struct{}    { return nil }
+func (None) TakeChanged() []string       { return nil }

@@ -113,12 +113,12 @@ func NewProber(cfg Config, m *Metrics, log *slog.Logger) *Prober {
 // Track implements Checker. targets must be in the cluster's priority order
 // (this node's endpoints first): within the cluster's share of the budget,
 // the first ones are checked.
-func (p *Prober) Track(cluster string, targets []Target) {
+func (p *Prober) Track(cluster string, targets []Target) (stale bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	old, had := p.clusters[cluster]
 	if p.closed || slices.Equal(old, targets) && (had || len(targets) == 0) {
-		return // a rebuild that changed nothing here (e.g. after a health change)
+		return false // a rebuild that changed nothing here (e.g. after a health change)
 	}
 	targets = unique(targets)
 	i, found := slices.BinarySearch(p.names, cluster)
@@ -132,7 +132,7 @@ func (p *Prober) Track(cluster string, targets []Target) {
 		}
 		p.clusters[cluster] = targets
 	}
-	p.reallocate(cluster)
+	return p.reallocate(cluster)
 }
 
 // unique returns a copy of ts without repeats, in order.
@@ -149,9 +149,10 @@ func unique(ts []Target) []Target {
 }
 
 // reallocate shares the budget anew, starting and stopping probes to match.
-// caller is the cluster being tracked: it reads statuses right after Track,
-// so it need not be told of changes.
-func (p *Prober) reallocate(caller string) {
+// caller is the cluster being tracked: it is not told of changes, but
+// reallocate reports whether one of its endpoints lost a known status (its
+// check stopped for the budget).
+func (p *Prober) reallocate(caller string) (stale bool) {
 	lists := make([][]Target, len(p.names))
 	for i, n := range p.names {
 		lists[i] = p.clusters[n]
@@ -176,6 +177,9 @@ func (p *Prober) reallocate(caller string) {
 				lingering = append(lingering, pr)
 				continue
 			}
+		}
+		if pr.status != Unknown && listed[t] && slices.Contains(p.clusters[caller], t) {
+			stale = true
 		}
 		p.stop(pr, caller)
 	}
@@ -222,6 +226,7 @@ func (p *Prober) reallocate(caller string) {
 	p.metrics.Checked.Set(float64(len(p.probes)))
 	p.metrics.Unchecked.Set(float64(unchecked))
 	p.metrics.Lingering.Set(float64(len(lingering)))
+	return stale
 }
 
 // stop ends a probe: its endpoint is no longer listed (or its linger is
