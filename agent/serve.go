@@ -15,7 +15,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/keepalive"
 
 	"github.com/nodexds/nodexds/agent/metrics"
 	"github.com/nodexds/nodexds/agent/xds"
@@ -159,21 +158,7 @@ func Serve(ctx context.Context, o Options) error {
 	}
 	go debug.FreeOSMemory()
 
-	g := grpc.NewServer(
-		// Find clients that vanished without closing (node reboots, netns gone).
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-		// Requests name resources; none comes near this. It bounds what a
-		// misbehaving client can make the agent hold.
-		grpc.MaxRecvMsgSize(MaxRequestBytes),
-		// Small per-connection buffers: requests are small, and responses are
-		// written in one go; the write buffer is returned to a pool after
-		// each flush instead of being held by every idle connection.
-		grpc.ReadBufferSize(8<<10),
-		grpc.WriteBufferSize(16<<10),
-		grpc.SharedWriteBuffer(true),
-		grpc.ConnectionTimeout(10*time.Second),
-	)
+	g := grpc.NewServer(xds.GRPCOptions(MaxRequestBytes)...)
 	ads.Register(g)
 	raw := o.XDS
 	if raw == nil {

@@ -34,15 +34,9 @@ type Limits struct {
 	// MaxConnsPerPeer and MaxConns bound open connections the same way
 	// (see LimitListener).
 	MaxConnsPerPeer, MaxConns int
-	// MaxPendingBytesPerPeer bounds the requests read but not yet handled,
-	// in bytes, of all streams from one IP: requests wait only while a
-	// stream's response waits for its client to read, and a client that
-	// keeps sending large requests meanwhile would otherwise grow the agent
-	// by a megabyte a stream. Beyond it, the stream whose request does not
-	// fit ends RESOURCE_EXHAUSTED.
-	MaxPendingBytesPerPeer int
 	// SendTimeout ends a stream whose client has not taken a response in
-	// that long: it holds the response (and a goroutine) and reads nothing.
+	// that long, with its connection: the response (and the goroutine
+	// sending it) wait on a client that reads nothing.
 	SendTimeout time.Duration
 }
 
@@ -58,9 +52,6 @@ var DefaultLimits = Limits{
 	MaxConnsPerPeer:   100,
 	MaxConns:          1000,
 	SendTimeout:       30 * time.Second,
-	// Four requests of the largest size gRPC accepts (agent.MaxRequestBytes):
-	// a well-behaved client has a few small ones waiting, at most.
-	MaxPendingBytesPerPeer: 4 << 20,
 }
 
 // WithDefaults returns l with each zero field set to its default.
@@ -87,9 +78,6 @@ func (l Limits) WithDefaults() Limits {
 	if l.MaxConns <= 0 {
 		l.MaxConns = d.MaxConns
 	}
-	if l.MaxPendingBytesPerPeer <= 0 {
-		l.MaxPendingBytesPerPeer = d.MaxPendingBytesPerPeer
-	}
 	if l.SendTimeout <= 0 {
 		l.SendTimeout = d.SendTimeout
 	}
@@ -110,8 +98,7 @@ const (
 )
 
 // compact keeps of a request what the server reads, within bounds, so that a
-// request waiting in a stream's inbox costs little more than its names: the
-// Node trimmed, strings clipped, names longer than maxNameLen dropped (it
+// stream's state costs little more than its names: the Node trimmed, strings clipped, names longer than maxNameLen dropped (it
 // reports how many; no Service has such a name, so they are answered as
 // names that do not exist would be, by nothing).
 func compact(req *discoveryv3.DiscoveryRequest) (*discoveryv3.DiscoveryRequest, int) {
@@ -137,19 +124,6 @@ func compact(req *discoveryv3.DiscoveryRequest) (*discoveryv3.DiscoveryRequest, 
 		out.ResourceNames = slices.DeleteFunc(slices.Clone(out.ResourceNames), func(n string) bool { return len(n) > maxNameLen })
 	}
 	return out, long
-}
-
-// pendingSize is what a compacted request waiting in an inbox is counted as
-// against MaxPendingBytesPerPeer: its strings, and a little for the rest.
-func pendingSize(req *discoveryv3.DiscoveryRequest) int {
-	if req == nil {
-		return 0
-	}
-	n := 256 + len(req.GetVersionInfo()) + len(req.GetResponseNonce()) + len(req.GetErrorDetail().GetMessage())
-	for _, name := range req.GetResourceNames() {
-		n += 16 + len(name)
-	}
-	return n
 }
 
 // trimNode keeps what nodexds reads of a client's Node — id, cluster,

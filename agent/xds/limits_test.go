@@ -1,13 +1,11 @@
 package xds
 
 import (
-	"fmt"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/grpc/codes"
 
@@ -41,31 +39,6 @@ func TestNamesLongerThanAnyServiceAreIgnored(t *testing.T) {
 	}
 	if n := len(s.srv.Clients()[0].Types[0].Resources); n != 1 {
 		t.Errorf("the stream keeps %d names, want 1", n)
-	}
-}
-
-// Requests wait in a stream's inbox only until it handles them; their bytes
-// count against the peer while they wait, and no longer.
-func TestPendingRequestBytesAreBoundedPerPeer(t *testing.T) {
-	names := func(n int) []string {
-		out := make([]string, n)
-		for i := range out {
-			out[i] = fmt.Sprintf("name-%04d", i)
-		}
-		return out
-	}
-	limit := pendingSize(&discoveryv3.DiscoveryRequest{ResourceNames: names(100)}) + 100
-	s := startServerWith(t, Options{Limits: Limits{MaxPendingBytesPerPeer: limit}}, "name-0000")
-	for range 3 { // each handled, so the next fits again
-		c := dial(t, s)
-		c.request(names(100)...)
-		c.expectHolding("name-0000")
-	}
-	c := dial(t, s)
-	c.request(names(110)...)
-	c.expectEnd(codes.ResourceExhausted, "wait unhandled")
-	if n := testutil.ToFloat64(s.metrics.LimitHits.WithLabelValues("pending_bytes_per_peer")); n != 1 {
-		t.Errorf("pending_bytes_per_peer limit hit %v times, want 1", n)
 	}
 }
 

@@ -64,12 +64,14 @@ type Server struct {
 	key     func(client *corev3.Node, typ, name string) string
 	logs    *limiter // shared by every client's log lines
 	ids     atomic.Uint64
+	// sent, if set, is told of every response handed to gRPC (benchmarks
+	// time a change's fan-out with it).
+	sent func(typ string)
 
 	mu      sync.Mutex
 	streams map[uint64]*stream // open streams, for Clients
 	perPeer map[netip.Addr]int
 	names   map[netip.Addr]int // names subscribed by each peer's streams
-	pending map[netip.Addr]int // bytes of requests waiting in each peer's inboxes
 	total   int                // names subscribed by all streams
 
 	subMu    sync.Mutex
@@ -90,7 +92,6 @@ func NewServer(cache *Cache, m *metrics.Metrics, log *slog.Logger, o Options) *S
 		streams: map[uint64]*stream{},
 		perPeer: map[netip.Addr]int{},
 		names:   map[netip.Addr]int{},
-		pending: map[netip.Addr]int{},
 		subs:    map[key]map[*stream]struct{}{},
 		count:   map[string]int{},
 	}
@@ -110,40 +111,56 @@ func (s *Server) DeltaAggregatedResources(discoveryv3.AggregatedDiscoveryService
 }
 
 // StreamAggregatedResources serves one client until it goes away.
+//
+// This goroutine reads and handles the client's requests; responses are
+// sent by a worker that runs only while there is something to send (see
+// wake). An idle stream thus costs one goroutine, and the stream always
+// reads, even while a Send waits for the client to read: a client that
+// stops reading until its own requests are sent (grpc-go's xDS client does,
+// under flow control) would otherwise deadlock with us.
 func (s *Server) StreamAggregatedResources(gs discoveryv3.AggregatedDiscoveryService_StreamAggregatedResourcesServer) error {
 	st := &stream{
-		id:     s.ids.Add(1),
-		srv:    s,
-		grpc:   gs,
-		wakeCh: make(chan struct{}, 1),
-		dirty:  dirty{},
-		types:  map[string]*typeState{},
-		stuck:  make(chan struct{}),
+		id:    s.ids.Add(1),
+		srv:   s,
+		grpc:  gs,
+		dirty: dirty{},
+		types: map[string]*typeState{},
 	}
 	st.log = clientLog{log: s.log.With("stream", st.id), stream: newLimiter(5, 10*time.Second), global: s.logs}
 	if p, ok := peer.FromContext(gs.Context()); ok && p.Addr != nil {
 		st.peer = peerAddr(p.Addr)
 		st.log.log = st.log.log.With("peer", p.Addr.String())
+		st.conn, _ = p.AuthInfo.(connInfo)
 	}
 	st.info.since, st.info.peer = time.Now(), st.peer.String()
 	if err := s.open(st); err != nil {
 		return err
 	}
-
-	// The stream runs in its own goroutine so that a client that stops
-	// reading cannot hold it forever: when a Send waits longer than
-	// SendTimeout, returning here ends the RPC, which fails that Send.
-	done := make(chan error, 1)
-	go func() {
-		defer s.close(st)
-		done <- st.run(gs.Context())
-	}()
-	select {
-	case err := <-done:
-		return err
-	case <-st.stuck:
-		s.limitHit(st, "send_timeout", "client took no response in time: ending its stream", "timeout", s.limits.SendTimeout)
-		return status.Errorf(codes.ResourceExhausted, "no response was read for %v", s.limits.SendTimeout)
+	defer s.close(st)
+	for {
+		req, err := gs.Recv()
+		if errors.Is(err, io.EOF) || status.Code(err) == codes.Canceled {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if !Served(req.GetTypeUrl()) {
+			st.log.at(slog.LevelWarn, "request for a type nodexds does not serve: ending the stream", "type", clip(req.GetTypeUrl(), maxLogLen))
+			return status.Errorf(codes.InvalidArgument, "type URL %q is not served (nodexds serves LDS, RDS, CDS and EDS)", clip(req.GetTypeUrl(), maxLogLen))
+		}
+		req, long := compact(req)
+		if long > 0 {
+			s.limitHit(st, "name_length", "client asked for names longer than any Service's: ignoring them",
+				"names", long, "max_bytes", maxNameLen)
+		}
+		asks, err := st.handle(gs.Context(), req)
+		if err != nil {
+			return err
+		}
+		if asks {
+			st.wake(req.GetTypeUrl(), "")
+		}
 	}
 }
 
@@ -191,29 +208,19 @@ func (s *Server) reserveNames(peer netip.Addr, delta int) (refused string) {
 	return ""
 }
 
-// chargePending adds delta to a peer's pending request bytes, unless that
-// would exceed MaxPendingBytesPerPeer.
-func (s *Server) chargePending(peer netip.Addr, delta int) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	n := s.pending[peer] + delta
-	if delta > 0 && n > s.limits.MaxPendingBytesPerPeer {
-		return false
-	}
-	if n <= 0 {
-		delete(s.pending, peer)
-	} else {
-		s.pending[peer] = n
-	}
-	return true
-}
-
-// close drops a finished stream and all its subscriptions.
+// close drops a finished stream and all its subscriptions. A worker still
+// sending finds nothing more to do.
 func (s *Server) close(st *stream) {
+	st.mu.Lock()
+	st.ended = true
+	st.mu.Unlock()
+	st.state.Lock()
 	for typ, ts := range st.types {
 		s.reserveNames(st.peer, -len(ts.names))
 		s.subscribe(st, typ, nil, slices.Collect(maps.Keys(ts.names)))
 	}
+	st.types = nil
+	st.state.Unlock()
 	s.mu.Lock()
 	delete(s.streams, st.id)
 	if s.perPeer[st.peer]--; s.perPeer[st.peer] <= 0 {
@@ -287,26 +294,31 @@ func (s *Server) resourcesChanged(keys []key) {
 	}
 }
 
-// stream is one client's ADS stream. Its fields are owned by the goroutine
-// running run, except dirty (set by wake) and info (read by Clients).
+// stream is one client's ADS stream. The reading goroutine (handle) and the
+// worker (respond) share its state under state; dirty, working and ended
+// are under mu (taken by wake, under the Server's subMu: never take state
+// or subMu under mu); info has its own lock (read by Clients).
 type stream struct {
-	id         uint64
-	srv        *Server
-	grpc       discoveryv3.AggregatedDiscoveryService_StreamAggregatedResourcesServer
-	peer       netip.Addr
-	log        clientLog
+	id   uint64
+	srv  *Server
+	grpc discoveryv3.AggregatedDiscoveryService_StreamAggregatedResourcesServer
+	peer netip.Addr
+	conn connInfo // the client's connection, when served with GRPCOptions
+	log  clientLog
+
+	state      sync.Mutex
 	node       *corev3.Node // trimmed, from the first request naming one
 	admitted   bool
 	namespaces []string // the client's, from admission
 	nonce      uint64   // of the last response, any type
 	types      map[string]*typeState
 
-	wakeCh chan struct{}
-	mu     sync.Mutex
-	dirty  dirty
+	mu      sync.Mutex
+	dirty   dirty
+	working bool // a worker runs (see wake)
+	ended   bool // the stream is over: no worker starts
 
-	stuck     chan struct{} // closed when a Send outlives SendTimeout
-	stuckOnce sync.Once
+	stuck sync.Once // a Send outlived SendTimeout
 
 	info clientInfo
 }
@@ -381,157 +393,44 @@ func (d dirty) add(typ, key string) {
 	keys[key] = struct{}{}
 }
 
-// wake records that the resource key of type typ changed.
+// wake records that the resource key of type typ changed ("" for every
+// name of the type), and makes sure a worker will send what that calls for.
+// One worker runs at a time; it exits once nothing is left, so an idle
+// stream holds no goroutine for sending.
 func (st *stream) wake(typ, key string) {
 	st.mu.Lock()
-	st.dirty.add(typ, key)
+	if key == "" {
+		st.dirty.all(typ)
+	} else {
+		st.dirty.add(typ, key)
+	}
+	start := !st.working && !st.ended
+	st.working = st.working || start
 	st.mu.Unlock()
-	select {
-	case st.wakeCh <- struct{}{}:
-	default:
+	if start {
+		go st.work()
 	}
 }
 
-func (st *stream) takeDirty() dirty {
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	out := st.dirty
-	st.dirty = dirty{}
-	return out
-}
-
-// inbox holds requests read but not yet handled: the latest one per type.
-// State-of-the-world requests each carry the whole subscription, so a newer
-// one replaces an older one; only an unhandled NACK is carried over. Its size
-// is thus bounded by four requests, however fast a client sends.
-//
-// Its bytes are charged to the peer (MaxPendingBytesPerPeer): requests wait
-// only while the stream waits for its client to read a response, and one
-// that keeps sending large requests meanwhile must not grow the agent.
-type inbox struct {
-	mu     sync.Mutex
-	reqs   map[string]*discoveryv3.DiscoveryRequest
-	bytes  int                  // pendingSize of reqs, charged
-	charge func(delta int) bool // to the peer; false: over its limit, not charged
-	closed bool
-}
-
-// put adds a compacted request; false means it did not fit the peer's limit.
-func (in *inbox) put(req *discoveryv3.DiscoveryRequest) bool {
-	in.mu.Lock()
-	defer in.mu.Unlock()
-	if in.closed {
-		return true
-	}
-	old := in.reqs[req.GetTypeUrl()]
-	if old != nil && old.GetErrorDetail() != nil &&
-		req.GetErrorDetail() == nil && req.GetResponseNonce() == old.GetResponseNonce() {
-		req.ErrorDetail = old.ErrorDetail
-	}
-	delta := pendingSize(req) - pendingSize(old)
-	if !in.charge(delta) {
-		return false
-	}
-	in.bytes += delta
-	in.reqs[req.GetTypeUrl()] = req
-	return true
-}
-
-// take returns the pending requests in listOrder, and releases their bytes.
-func (in *inbox) take() []*discoveryv3.DiscoveryRequest {
-	in.mu.Lock()
-	defer in.mu.Unlock()
-	var out []*discoveryv3.DiscoveryRequest
-	for _, typ := range listOrder {
-		if r := in.reqs[typ]; r != nil {
-			out = append(out, r)
-		}
-	}
-	clear(in.reqs)
-	in.charge(-in.bytes)
-	in.bytes = 0
-	return out
-}
-
-// close releases what is pending for good: the stream is over.
-func (in *inbox) close() {
-	in.take()
-	in.mu.Lock()
-	in.closed = true
-	in.mu.Unlock()
-}
-
-func (st *stream) run(ctx context.Context) error {
-	// Requests are read by their own goroutine, so the stream always reads,
-	// even while a Send waits for the client to read: a client that stops
-	// reading until its own requests are sent (grpc-go's xDS client does,
-	// under flow control) would otherwise deadlock with us.
-	in := &inbox{
-		reqs:   map[string]*discoveryv3.DiscoveryRequest{},
-		charge: func(delta int) bool { return st.srv.chargePending(st.peer, delta) },
-	}
-	defer in.close()
-	arrived := make(chan struct{}, 1)
-	errc := make(chan error, 1)
-	go func() {
-		for {
-			req, err := st.grpc.Recv()
-			if err == nil && !Served(req.GetTypeUrl()) {
-				st.log.at(slog.LevelWarn, "request for a type nodexds does not serve: ending the stream", "type", clip(req.GetTypeUrl(), maxLogLen))
-				err = status.Errorf(codes.InvalidArgument, "type URL %q is not served (nodexds serves LDS, RDS, CDS and EDS)", clip(req.GetTypeUrl(), maxLogLen))
-			}
-			if err == nil {
-				var long int
-				if req, long = compact(req); long > 0 {
-					st.srv.limitHit(st, "name_length", "client asked for names longer than any Service's: ignoring them",
-						"names", long, "max_bytes", maxNameLen)
-				}
-				if !in.put(req) {
-					st.srv.limitHit(st, "pending_bytes_per_peer", "client's address sends requests faster than it reads responses: ending its stream",
-						"max_bytes", st.srv.limits.MaxPendingBytesPerPeer)
-					err = status.Errorf(codes.ResourceExhausted, "requests from %s wait unhandled beyond %d bytes: read the responses",
-						st.peer, st.srv.limits.MaxPendingBytesPerPeer)
-				}
-			}
-			if err != nil {
-				errc <- err
-				return
-			}
-			select {
-			case arrived <- struct{}{}:
-			default:
-			}
-		}
-	}()
+// work sends what changed until nothing has: it is the only goroutine that
+// sends on the stream. A failed Send means the stream is broken, and its
+// reader hears of it too.
+func (st *stream) work() {
 	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case err := <-errc:
-			if errors.Is(err, io.EOF) || status.Code(err) == codes.Canceled {
-				return nil
-			}
-			return err
-		case <-arrived:
-			// Handle every request that is already here before answering: a
-			// client adding names one by one gets one answer, not one each.
-			d := st.takeDirty()
-			for _, req := range in.take() {
-				asks, err := st.handle(ctx, req)
-				if err != nil {
-					return err
-				}
-				if asks {
-					d.all(req.GetTypeUrl())
-				}
-			}
-			if err := st.respond(d); err != nil {
-				return err
-			}
-		case <-st.wakeCh:
-			if err := st.respond(st.takeDirty()); err != nil {
-				return err
-			}
+		st.mu.Lock()
+		d := st.dirty
+		if len(d) == 0 || st.ended {
+			st.working = false
+			st.mu.Unlock()
+			return
+		}
+		st.dirty = dirty{}
+		st.mu.Unlock()
+		if err := st.respond(d); err != nil {
+			st.mu.Lock()
+			st.working, st.ended = false, true
+			st.mu.Unlock()
+			return
 		}
 	}
 }
@@ -549,11 +448,15 @@ const (
 // answer (it subscribed to names), or the error that ends the stream.
 func (st *stream) handle(ctx context.Context, req *discoveryv3.DiscoveryRequest) (bool, error) {
 	typ := req.GetTypeUrl()
+	// Only this goroutine writes node and admitted: it reads them unlocked.
 	if st.node == nil && req.GetNode() != nil {
-		st.node = trimNode(req.GetNode())
-		st.info.identify(st.node)
-		st.log.at(slog.LevelInfo, "client connected", "node", st.node.GetId(),
-			localityAttr(st.node.GetLocality()), "user_agent", st.info.userAgent)
+		node := trimNode(req.GetNode())
+		st.state.Lock()
+		st.node = node
+		st.state.Unlock()
+		st.info.identify(node)
+		st.log.at(slog.LevelInfo, "client connected", "node", node.GetId(),
+			localityAttr(node.GetLocality()), "user_agent", st.info.userAgent)
 	}
 	if st.srv.admit != nil && !st.admitted {
 		ns, err := st.srv.admit(ctx, st.peer, st.node)
@@ -563,9 +466,14 @@ func (st *stream) handle(ctx context.Context, req *discoveryv3.DiscoveryRequest)
 			st.log.at(slog.LevelWarn, "client refused", "node", st.node.GetId(), "error", clip(err.Error(), maxLogLen))
 			return false, err
 		}
-		st.admitted, st.namespaces = true, ns
+		st.state.Lock()
+		st.namespaces = ns
+		st.state.Unlock()
+		st.admitted = true
 	}
 
+	st.state.Lock()
+	defer st.state.Unlock()
 	ts := st.types[typ]
 	if ts == nil {
 		ts = &typeState{names: map[string]uint64{}, told: map[string]string{}}
@@ -653,6 +561,29 @@ func (st *stream) handle(ctx context.Context, req *discoveryv3.DiscoveryRequest)
 // respond sends what plan decides for what changed: for each type in d,
 // every subscribed name, or only those whose resources changed.
 func (st *stream) respond(d dirty) error {
+	out := st.prepare(d)
+	for _, o := range out {
+		if err := st.send(o); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// outgoing is a response ready to send, and what its metrics need.
+type outgoing struct {
+	resp       *discoveryv3.DiscoveryResponse
+	oldest     time.Time // of the updates it carries; first sends are not push latency
+	subscribed int       // names of its type, for the debug log
+}
+
+// prepare plans the responses for what changed and records them as sent:
+// the stream's state is settled before the worker sends (outside the lock,
+// so that reading requests never waits for a client to read), and an ACK
+// that arrives meanwhile finds the nonce it names.
+func (st *stream) prepare(d dirty) []outgoing {
+	st.state.Lock()
+	defer st.state.Unlock()
 	var ins []typeInput
 	for _, typ := range addOrder {
 		keys, ok := d[typ]
@@ -676,15 +607,33 @@ func (st *stream) respond(d dirty) error {
 		}
 		ins = append(ins, typeInput{typ: typ, subs: subs, told: ts.told, digest: ts.digest})
 	}
-	for _, r := range plan(ins) {
-		if err := st.send(r); err != nil {
-			return err
+	rs := plan(ins)
+	out := make([]outgoing, len(rs))
+	for i, r := range rs {
+		ts := st.types[r.typ]
+		st.nonce++
+		o := &out[i]
+		o.resp = &discoveryv3.DiscoveryResponse{
+			VersionInfo: r.version,
+			TypeUrl:     r.typ,
+			Nonce:       strconv.FormatUint(st.nonce, 10),
+			Resources:   make([]*anypb.Any, len(r.resources)),
 		}
+		for i, s := range r.resources {
+			o.resp.Resources[i] = s.entry.resource
+			if prev, ok := ts.told[s.name]; ok && prev != toldAbsent && prev != s.entry.version &&
+				(o.oldest.IsZero() || s.entry.observed.Before(o.oldest)) {
+				o.oldest = s.entry.observed
+			}
+		}
+		o.subscribed = len(ts.names)
+		ts.nonce, ts.sent = o.resp.Nonce, o.resp.VersionInfo
+		st.info.responded(r.typ, r.version, st.nonce, r.resources, fullState(r.typ))
 	}
 	for _, in := range ins {
 		st.types[in.typ].digest = recordTold(in.told, in.subs, in.digest)
 	}
-	return nil
+	return out
 }
 
 // changedNames are the subscribed names of the changed cache keys of an
@@ -705,42 +654,40 @@ func (st *stream) changedNames(typ string, ts *typeState, keys map[string]struct
 	return names
 }
 
-// send sends one response.
-func (st *stream) send(r response) error {
-	ts := st.types[r.typ]
-	st.nonce++
-	resp := &discoveryv3.DiscoveryResponse{
-		VersionInfo: r.version,
-		TypeUrl:     r.typ,
-		Nonce:       strconv.FormatUint(st.nonce, 10),
-		Resources:   make([]*anypb.Any, len(r.resources)),
-	}
-	var oldest time.Time // of the updates it carries; first sends are not push latency
-	for i, s := range r.resources {
-		resp.Resources[i] = s.entry.resource
-		if prev, ok := ts.told[s.name]; ok && prev != toldAbsent && prev != s.entry.version &&
-			(oldest.IsZero() || s.entry.observed.Before(oldest)) {
-			oldest = s.entry.observed
-		}
-	}
-	watchdog := time.AfterFunc(st.srv.limits.SendTimeout, func() { st.stuckOnce.Do(func() { close(st.stuck) }) })
-	err := st.grpc.Send(resp)
+// send hands one response to gRPC. A client that has not taken it within
+// SendTimeout loses its connection: the Send (and the worker) end with it.
+func (st *stream) send(o outgoing) error {
+	watchdog := time.AfterFunc(st.srv.limits.SendTimeout, st.stuckSend)
+	err := st.grpc.Send(o.resp)
 	watchdog.Stop()
 	if err != nil {
 		return err
 	}
-	ts.nonce, ts.sent = resp.Nonce, resp.VersionInfo
-	st.info.responded(r.typ, resp.VersionInfo, st.nonce, r.resources, fullState(r.typ))
-	typ := ShortType(r.typ)
+	if st.srv.sent != nil {
+		st.srv.sent(o.resp.TypeUrl)
+	}
+	typ := ShortType(o.resp.TypeUrl)
 	st.srv.metrics.Pushes.WithLabelValues(typ).Inc()
-	if !oldest.IsZero() {
-		st.srv.metrics.PushLatency.WithLabelValues(typ).Observe(time.Since(oldest).Seconds())
+	if !o.oldest.IsZero() {
+		st.srv.metrics.PushLatency.WithLabelValues(typ).Observe(time.Since(o.oldest).Seconds())
 	}
 	if st.srv.log.Enabled(context.Background(), slog.LevelDebug) {
 		st.srv.log.Debug("sent", "stream", st.id, "type", typ,
-			"version", resp.VersionInfo, "resources", len(r.resources), "subscribed", len(ts.names))
+			"version", o.resp.VersionInfo, "resources", len(o.resp.Resources), "subscribed", o.subscribed)
 	}
 	return nil
+}
+
+// stuckSend ends a stream whose client has not read a response in
+// SendTimeout, by closing its connection: the stream's reader is blocked in
+// Recv and cannot return, and gRPC has no other way to end one stream.
+func (st *stream) stuckSend() {
+	st.stuck.Do(func() {
+		st.srv.limitHit(st, "send_timeout", "client took no response in time: closing its connection", "timeout", st.srv.limits.SendTimeout)
+		if st.conn.Conn != nil {
+			st.conn.Conn.Close()
+		}
+	})
 }
 
 // outsider is what a client that may not see a resource is told of it: what

@@ -124,7 +124,7 @@ func startServerWith(t testing.TB, o Options, clusters ...string) *testServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := grpc.NewServer()
+	g := grpc.NewServer(GRPCOptions(1 << 20)...) // as the agent serves ADS
 	srv := NewServer(w.cache, m, slog.New(slog.DiscardHandler), o)
 	w.srv = srv
 	go w.run(ctx)
