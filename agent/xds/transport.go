@@ -12,7 +12,10 @@ import (
 )
 
 // GRPCOptions are the gRPC server options ADS is served with; maxRequest is
-// the largest request accepted (RESOURCE_EXHAUSTED beyond).
+// the largest request accepted (RESOURCE_EXHAUSTED beyond). What a client
+// can make the agent hold while its requests arrive is then, per stream, the
+// 64 KiB flow-control window, or the one request being read (at most
+// maxRequest), decoded without a copy of what the server does not read.
 func GRPCOptions(maxRequest int) []grpc.ServerOption {
 	return []grpc.ServerOption{
 		// Find clients that vanished without closing (node reboots, netns gone).
@@ -28,6 +31,12 @@ func GRPCOptions(maxRequest int) []grpc.ServerOption {
 		grpc.WriteBufferSize(16 << 10),
 		grpc.SharedWriteBuffer(true),
 		grpc.ConnectionTimeout(10 * time.Second),
+		// Flow-control windows fixed at HTTP/2's 64 KiB: gRPC otherwise
+		// grows them (BDP estimation) up to 16 MiB a stream, and a client
+		// may send that far ahead of what the agent has read.
+		grpc.StaticStreamWindowSize(64 << 10),
+		grpc.StaticConnWindowSize(64 << 10),
+		grpc.ForceServerCodecV2(requestCodec{}),
 		grpc.Creds(connCreds{}),
 	}
 }

@@ -1,0 +1,226 @@
+package xds
+
+import (
+	"errors"
+	"unicode/utf8"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc/encoding"
+	_ "google.golang.org/grpc/encoding/proto" // registers the codec requestCodec defers to
+	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/types/known/structpb"
+)
+
+// requestCodec is gRPC's proto codec, except that a DiscoveryRequest is
+// decoded straight into what compact keeps of it: the Node's metadata other
+// than MetadataNodeName, and every field the server does not read, are
+// skipped on the wire rather than built and thrown away. A request's cost is
+// then its wire bytes, held by gRPC while it arrives, and not three times
+// that (gRPC's copy into one buffer, the decoded message and its garbage): a
+// megabyte of node metadata costs the agent nothing once read. What it
+// decodes is compact's input made smaller, never different: compact still
+// runs after it, and clips what it keeps (names over maxNameLen are kept
+// to maxNameLen+1 bytes, so that compact drops and counts them).
+type requestCodec struct{}
+
+var protoCodec = encoding.GetCodecV2("proto")
+
+func (requestCodec) Name() string { return "proto" }
+
+func (requestCodec) Marshal(v any) (mem.BufferSlice, error) { return protoCodec.Marshal(v) }
+
+func (requestCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	req, ok := v.(*discoveryv3.DiscoveryRequest)
+	if !ok {
+		return protoCodec.Unmarshal(data, v)
+	}
+	if len(data) == 1 {
+		return decodeRequest(data[0].ReadOnlyData(), req)
+	}
+	buf := data.MaterializeToBuffer(mem.DefaultBufferPool())
+	defer buf.Free()
+	return decodeRequest(buf.ReadOnlyData(), req)
+}
+
+var errWire = errors.New("invalid DiscoveryRequest wire format")
+
+// wireFields calls f with each field of the message in b (its value's bytes
+// for length-delimited fields, nil otherwise; varints in n) until f fails.
+func wireFields(b []byte, f func(num protowire.Number, typ protowire.Type, v []byte, n uint64) error) error {
+	for len(b) > 0 {
+		num, typ, l := protowire.ConsumeTag(b)
+		if l < 0 {
+			return errWire
+		}
+		b = b[l:]
+		var v []byte
+		var n uint64
+		switch typ {
+		case protowire.BytesType:
+			v, l = protowire.ConsumeBytes(b)
+		case protowire.VarintType:
+			n, l = protowire.ConsumeVarint(b)
+		default:
+			l = protowire.ConsumeFieldValue(num, typ, b)
+		}
+		if l < 0 {
+			return errWire
+		}
+		b = b[l:]
+		if err := f(num, typ, v, n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+var errUTF8 = errors.New("string field contains invalid UTF-8")
+
+// text is a string field the server reads, whole: compact clips it, and a
+// string clipped twice would not say how long it was. Like the proto codec,
+// it refuses invalid UTF-8.
+func text(v []byte) (string, error) {
+	if !utf8.Valid(v) {
+		return "", errUTF8
+	}
+	return string(v), nil
+}
+
+// decodeRequest decodes what the server reads of a DiscoveryRequest.
+func decodeRequest(b []byte, req *discoveryv3.DiscoveryRequest) error {
+	return wireFields(b, func(num protowire.Number, typ protowire.Type, v []byte, _ uint64) error {
+		if typ != protowire.BytesType {
+			return nil
+		}
+		var err error
+		switch num {
+		case 1:
+			req.VersionInfo, err = text(v)
+		case 2:
+			if req.Node == nil {
+				req.Node = &corev3.Node{}
+			}
+			err = decodeNode(v, req.Node)
+		case 3:
+			if !utf8.Valid(v) {
+				return errUTF8
+			}
+			// A name over the bound is cut just past it: compact drops it.
+			req.ResourceNames = append(req.ResourceNames, string(v[:min(len(v), maxNameLen+1)]))
+		case 4:
+			req.TypeUrl, err = text(v)
+		case 5:
+			req.ResponseNonce, err = text(v)
+		case 6:
+			if req.ErrorDetail == nil {
+				req.ErrorDetail = &status.Status{}
+			}
+			err = decodeStatus(v, req.ErrorDetail)
+		}
+		return err
+	})
+}
+
+// decodeNode decodes the Node fields trimNode keeps.
+func decodeNode(b []byte, n *corev3.Node) error {
+	return wireFields(b, func(num protowire.Number, typ protowire.Type, v []byte, _ uint64) error {
+		if typ != protowire.BytesType {
+			return nil
+		}
+		var err error
+		switch num {
+		case 1:
+			n.Id, err = text(v)
+		case 2:
+			n.Cluster, err = text(v)
+		case 3:
+			var name string
+			var ok bool
+			if name, ok, err = metadataNodeName(v); ok {
+				n.Metadata = &structpb.Struct{Fields: map[string]*structpb.Value{MetadataNodeName: structpb.NewStringValue(name)}}
+			}
+		case 4:
+			if n.Locality == nil {
+				n.Locality = &corev3.Locality{}
+			}
+			err = wireFields(v, func(num protowire.Number, typ protowire.Type, v []byte, _ uint64) error {
+				var err error
+				switch {
+				case typ != protowire.BytesType:
+				case num == 1:
+					n.Locality.Region, err = text(v)
+				case num == 2:
+					n.Locality.Zone, err = text(v)
+				case num == 3:
+					n.Locality.SubZone, err = text(v)
+				}
+				return err
+			})
+		case 6:
+			n.UserAgentName, err = text(v)
+		case 7:
+			var s string
+			s, err = text(v)
+			n.UserAgentVersionType = &corev3.Node_UserAgentVersion{UserAgentVersion: s}
+		}
+		return err
+	})
+}
+
+// metadataNodeName finds MetadataNodeName's string value in a Struct (the
+// last one, as the proto codec would keep), skipping every other entry.
+func metadataNodeName(b []byte) (name string, found bool, err error) {
+	err = wireFields(b, func(num protowire.Number, typ protowire.Type, entry []byte, _ uint64) error {
+		if num != 1 || typ != protowire.BytesType {
+			return nil
+		}
+		var key, value []byte
+		if err := wireFields(entry, func(num protowire.Number, typ protowire.Type, v []byte, _ uint64) error {
+			switch {
+			case typ != protowire.BytesType:
+			case num == 1:
+				key = v
+			case num == 2:
+				value = v
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+		if string(key) != MetadataNodeName {
+			return nil
+		}
+		found, name = false, ""
+		return wireFields(value, func(num protowire.Number, typ protowire.Type, v []byte, _ uint64) error {
+			if num < 1 || num > 6 { // not one of Value's kinds
+				return nil
+			}
+			if num != 3 || typ != protowire.BytesType { // another kind than string_value
+				found, name = false, ""
+				return nil
+			}
+			var err error
+			name, err = text(v)
+			found = err == nil
+			return err
+		})
+	})
+	return name, found, err
+}
+
+// decodeStatus decodes a NACK's error detail: its code and message.
+func decodeStatus(b []byte, s *status.Status) error {
+	return wireFields(b, func(num protowire.Number, typ protowire.Type, v []byte, n uint64) error {
+		var err error
+		switch {
+		case num == 1 && typ == protowire.VarintType:
+			s.Code = int32(n)
+		case num == 2 && typ == protowire.BytesType:
+			s.Message, err = text(v)
+		}
+		return err
+	})
+}
