@@ -167,7 +167,7 @@ func Serve(ctx context.Context, o Options) error {
 			return fmt.Errorf("ADS listener: %w", err)
 		}
 	}
-	lis := xds.LimitListener(raw, limits.MaxConnsPerPeer, limits.MaxConns, ads.ConnRefused)
+	lis := ads.Listener(raw)
 	go func() { errc <- g.Serve(lis) }()
 	ready.Store(true)
 	o.Log.Info("serving ADS", "addr", raw.Addr().String(), "node", o.NodeName)

@@ -37,6 +37,9 @@ func (requestCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	if !ok {
 		return protoCodec.Unmarshal(data, v)
 	}
+	if n := data.Len(); n > largeRequest {
+		readSizes.Store(req, int64(n)) // for the reading budget (reading.go)
+	}
 	if len(data) == 1 {
 		return decodeRequest(data[0].ReadOnlyData(), req)
 	}

@@ -98,7 +98,7 @@ func benchFanOut(b *testing.B, n int) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	lis := LimitListener(raw, srv.limits.MaxConnsPerPeer, srv.limits.MaxConns, srv.ConnRefused)
+	lis := srv.Listener(raw)
 	go g.Serve(lis)
 	defer g.Stop()
 

@@ -34,6 +34,11 @@ type Limits struct {
 	// MaxConnsPerPeer and MaxConns bound open connections the same way
 	// (see LimitListener).
 	MaxConnsPerPeer, MaxConns int
+	// MaxReadingBytes bounds the requests larger than the 64 KiB stream
+	// window being read at once, in bytes, across all connections: gRPC
+	// holds each until its last byte, and beyond this budget a connection
+	// is not read until one finishes (see Server.Listener).
+	MaxReadingBytes int
 	// SendTimeout ends a stream whose client has not taken a response in
 	// that long, with its connection: the response (and the goroutine
 	// sending it) wait on a client that reads nothing.
@@ -52,6 +57,9 @@ var DefaultLimits = Limits{
 	MaxConnsPerPeer:   100,
 	MaxConns:          1000,
 	SendTimeout:       30 * time.Second,
+	// Sixteen requests of the largest size (agent.MaxRequestBytes) at once;
+	// a well-behaved client's requests are smaller than the window.
+	MaxReadingBytes: 16 << 20,
 }
 
 // WithDefaults returns l with each zero field set to its default.
@@ -77,6 +85,9 @@ func (l Limits) WithDefaults() Limits {
 	}
 	if l.MaxConns <= 0 {
 		l.MaxConns = d.MaxConns
+	}
+	if l.MaxReadingBytes <= 0 {
+		l.MaxReadingBytes = d.MaxReadingBytes
 	}
 	if l.SendTimeout <= 0 {
 		l.SendTimeout = d.SendTimeout

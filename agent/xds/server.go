@@ -145,6 +145,11 @@ func (s *Server) StreamAggregatedResources(gs discoveryv3.AggregatedDiscoverySer
 		if err != nil {
 			return err
 		}
+		if n, ok := takeReadSize(req); ok {
+			if lc, ok := st.conn.Conn.(*limitedConn); ok {
+				lc.consumed(n)
+			}
+		}
 		if !Served(req.GetTypeUrl()) {
 			st.log.at(slog.LevelWarn, "request for a type nodexds does not serve: ending the stream", "type", clip(req.GetTypeUrl(), maxLogLen))
 			return status.Errorf(codes.InvalidArgument, "type URL %q is not served (nodexds serves LDS, RDS, CDS and EDS)", clip(req.GetTypeUrl(), maxLogLen))
@@ -230,6 +235,25 @@ func (s *Server) close(st *stream) {
 	s.metrics.ConnectedClients.Dec()
 	if st.node != nil {
 		st.log.at(slog.LevelInfo, "client disconnected", "node", st.node.GetId())
+	}
+}
+
+// Listener wraps l as ADS must be served: with the connection limits
+// (LimitListener), and the budget for large requests being read
+// (Limits.MaxReadingBytes).
+func (s *Server) Listener(l net.Listener) net.Listener {
+	ll := LimitListener(l, s.limits.MaxConnsPerPeer, s.limits.MaxConns, s.ConnRefused).(*limitListener)
+	ll.budget, ll.exceeded = newReadBudget(s.limits.MaxReadingBytes), s.readingExceeded
+	return ll
+}
+
+// readingExceeded reports a connection closed for sending a large request
+// while another of its own held the reading budget.
+func (s *Server) readingExceeded(peer netip.Addr) {
+	s.metrics.LimitHits.WithLabelValues("reading_bytes").Inc()
+	if ok, dropped := s.logs.allow(time.Now()); ok {
+		s.log.Warn("client sends large requests at once on one connection beyond the reading budget: closing it",
+			"peer", peer.String(), "max_bytes", s.limits.MaxReadingBytes, "suppressed", dropped)
 	}
 }
 

@@ -130,7 +130,7 @@ func startServerWith(t testing.TB, o Options, clusters ...string) *testServer {
 	go w.run(ctx)
 	srv.Register(g)
 	srv.RegisterCSDS(g)
-	go g.Serve(lis)
+	go g.Serve(srv.Listener(lis))
 	t.Cleanup(func() { g.Stop(); cancel() })
 	return &testServer{world: w, srv: srv, metrics: m, addr: lis.Addr().String()}
 }
