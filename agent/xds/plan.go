@@ -1,8 +1,8 @@
 package xds
 
 import (
-	"fmt"
 	"hash/fnv"
+	"slices"
 )
 
 // toldAbsent is what a stream records for a name whose absence its client
@@ -47,20 +47,20 @@ type response struct {
 // holds nothing back: the other names are answered as they are. Once it is
 // resolved, the next plan answers it.
 func plan(ins []typeInput) []response {
-	byType := map[string]*response{}
+	var byType [len(addOrder)]*response // in addOrder
 	for _, in := range ins {
 		if r, ok := decide(in); ok {
-			byType[in.typ] = &r
+			byType[slices.Index(addOrder[:], in.typ)] = &r
 		}
 	}
 	var out []response
-	for _, typ := range addOrder {
-		if r := byType[typ]; r != nil && r.adds {
+	for _, r := range byType {
+		if r != nil && r.adds {
 			out = append(out, *r)
 		}
 	}
-	for i := len(addOrder) - 1; i >= 0; i-- {
-		if r := byType[addOrder[i]]; r != nil && !r.adds {
+	for i := len(byType) - 1; i >= 0; i-- {
+		if r := byType[i]; r != nil && !r.adds {
 			out = append(out, *r)
 		}
 	}
@@ -152,5 +152,13 @@ func digestOf(name, version string) uint64 {
 	return h.Sum64()
 }
 
-// typeVersion renders a digest as a response's version_info.
-func typeVersion(digest uint64) string { return fmt.Sprintf("%016x", digest) }
+// typeVersion renders a digest as a response's version_info: 16 hex digits.
+func typeVersion(digest uint64) string {
+	const digits = "0123456789abcdef"
+	var b [16]byte
+	for i := len(b) - 1; i >= 0; i-- {
+		b[i] = digits[digest&15]
+		digest >>= 4
+	}
+	return string(b[:])
+}

@@ -17,6 +17,7 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/peer"
@@ -67,6 +68,10 @@ type Server struct {
 	// sent, if set, is told of every response handed to gRPC (benchmarks
 	// time a change's fan-out with it).
 	sent func(typ string)
+	// pushes and pushLatency are the metrics' series per type, in addOrder:
+	// looked up once, not on every response.
+	pushes      [len(addOrder)]prometheus.Counter
+	pushLatency [len(addOrder)]prometheus.Observer
 
 	mu      sync.Mutex
 	streams map[uint64]*stream // open streams, for Clients
@@ -94,6 +99,10 @@ func NewServer(cache *Cache, m *metrics.Metrics, log *slog.Logger, o Options) *S
 		names:   map[netip.Addr]int{},
 		subs:    map[key]map[*stream]struct{}{},
 		count:   map[string]int{},
+	}
+	for i, typ := range addOrder {
+		s.pushes[i] = m.Pushes.WithLabelValues(ShortType(typ))
+		s.pushLatency[i] = m.PushLatency.WithLabelValues(ShortType(typ))
 	}
 	cache.onChange(s.resourcesChanged)
 	return s
@@ -342,7 +351,8 @@ type stream struct {
 	working bool // a worker runs (see wake)
 	ended   bool // the stream is over: no worker starts
 
-	stuck sync.Once // a Send outlived SendTimeout
+	stuck    sync.Once   // a Send outlived SendTimeout
+	watchdog *time.Timer // for the worker's Send (see send)
 
 	info clientInfo
 }
@@ -681,22 +691,26 @@ func (st *stream) changedNames(typ string, ts *typeState, keys map[string]struct
 // send hands one response to gRPC. A client that has not taken it within
 // SendTimeout loses its connection: the Send (and the worker) end with it.
 func (st *stream) send(o outgoing) error {
-	watchdog := time.AfterFunc(st.srv.limits.SendTimeout, st.stuckSend)
+	if st.watchdog == nil { // one timer for the stream's sends, one worker at a time
+		st.watchdog = time.AfterFunc(st.srv.limits.SendTimeout, st.stuckSend)
+	} else {
+		st.watchdog.Reset(st.srv.limits.SendTimeout)
+	}
 	err := st.grpc.Send(o.resp)
-	watchdog.Stop()
+	st.watchdog.Stop()
 	if err != nil {
 		return err
 	}
 	if st.srv.sent != nil {
 		st.srv.sent(o.resp.TypeUrl)
 	}
-	typ := ShortType(o.resp.TypeUrl)
-	st.srv.metrics.Pushes.WithLabelValues(typ).Inc()
+	i := slices.Index(addOrder[:], o.resp.TypeUrl)
+	st.srv.pushes[i].Inc()
 	if !o.oldest.IsZero() {
-		st.srv.metrics.PushLatency.WithLabelValues(typ).Observe(time.Since(o.oldest).Seconds())
+		st.srv.pushLatency[i].Observe(time.Since(o.oldest).Seconds())
 	}
 	if st.srv.log.Enabled(context.Background(), slog.LevelDebug) {
-		st.srv.log.Debug("sent", "stream", st.id, "type", typ,
+		st.srv.log.Debug("sent", "stream", st.id, "type", ShortType(o.resp.TypeUrl),
 			"version", o.resp.VersionInfo, "resources", len(o.resp.Resources), "subscribed", o.subscribed)
 	}
 	return nil
