@@ -4,6 +4,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -78,9 +79,11 @@ type limitedConn struct {
 	once   sync.Once
 	closed chan struct{}
 
-	mu       sync.Mutex // track and isClosed, between the reader and Close
+	mu       sync.Mutex // track, gate and isClosed, between the reader and Close
 	track    *requestTracker
+	gate     *grpcMessage // a large request to take budget for before reading on
 	isClosed bool
+	pend     []byte // bytes read but not yet handed to gRPC (read by the reader only)
 
 	raw syscall.RawConn // nil: reads block in Conn.Read
 	// The read in progress (gRPC's one reader at a time), kept here so
@@ -101,73 +104,95 @@ type limitedConn struct {
 // wrapped conn a bufio.Reader of its own for life (8 KiB each, at
 // grpc.ReadBufferSize): the largest share of an idle client's cost.
 func (c *limitedConn) ReadOnReady(size int, pool mem.BufferPool) (*[]byte, int, error) {
-	buf, n, err := c.readOnReady(size, pool)
-	if err == nil {
-		if err = c.admit((*buf)[:n]); err != nil {
-			pool.Put(buf)
+	if c.l.budget == nil {
+		return c.readOnReady(size, pool)
+	}
+	if err := c.waitGate(); err != nil {
+		return nil, 0, err
+	}
+	var buf *[]byte
+	var n int
+	if len(c.pend) > 0 {
+		buf = pool.Get(size)
+		n = copy(*buf, c.pend)
+	} else {
+		var err error
+		if buf, n, err = c.readOnReady(size, pool); err != nil {
 			return nil, 0, err
 		}
-	}
-	return buf, n, err
-}
-
-// Read is for a gRPC that reads through a bufio.Reader of its own.
-func (c *limitedConn) Read(p []byte) (int, error) {
-	n, err := c.Conn.Read(p)
-	if n > 0 {
-		if aerr := c.admit(p[:n]); aerr != nil {
-			return 0, aerr
-		}
-	}
-	return n, err
-}
-
-// admit follows bytes read before gRPC has them, and takes from the budget
-// what the large requests starting in them need, waiting for it (see
-// reading.go).
-func (c *limitedConn) admit(p []byte) error {
-	if c.l.budget == nil {
-		return nil
 	}
 	c.mu.Lock()
 	if c.isClosed {
 		c.mu.Unlock()
-		return net.ErrClosed
+		pool.Put(buf)
+		return nil, 0, net.ErrClosed
 	}
-	starts, released := c.track.feed(p)
+	k, gate, released := c.track.feed((*buf)[:n])
 	released += c.track.expire(time.Now())
+	c.gate = gate
 	c.mu.Unlock()
 	c.l.budget.release(released)
-	for _, m := range starts {
-		if m.done {
-			continue
-		}
-		c.mu.Lock()
-		reading := c.track.reading()
-		c.mu.Unlock()
-		var limit time.Duration
-		if reading > 0 {
-			limit = heldWait
-		}
-		ok := c.l.budget.acquire(m.large, limit, c.closed)
-		c.mu.Lock()
-		if ok && !c.isClosed {
-			m.granted = true
-			c.mu.Unlock()
-			continue
-		}
-		wasClosed := c.isClosed
-		c.mu.Unlock()
-		if ok {
-			c.l.budget.release(m.large)
-		}
-		if !wasClosed && c.l.exceeded != nil {
-			c.l.exceeded(c.ip)
-		}
-		c.Close()
+	switch {
+	case len(c.pend) > 0:
+		c.pend = c.pend[k:]
+	case k < n:
+		c.pend = slices.Clone((*buf)[k:n])
+	}
+	if len(c.pend) == 0 {
+		c.pend = nil
+	}
+	return buf, k, nil
+}
+
+// Read is for a gRPC that reads through a bufio.Reader of its own.
+func (c *limitedConn) Read(p []byte) (int, error) {
+	if c.l.budget == nil {
+		return c.Conn.Read(p)
+	}
+	_, n, err := c.ReadOnReady(len(p), &intoPool{p})
+	return n, err
+}
+
+// intoPool hands out one buffer: a Read's.
+type intoPool struct{ b []byte }
+
+func (p *intoPool) Get(int) *[]byte { return &p.b }
+func (p *intoPool) Put(*[]byte)     {}
+
+// waitGate takes from the budget what the large request at the gate needs
+// (see reading.go), waiting for it; a connection in the middle of another
+// large request waits heldWait at most, then is closed.
+func (c *limitedConn) waitGate() error {
+	c.mu.Lock()
+	gate, closed, reading := c.gate, c.isClosed, c.track.reading()
+	c.mu.Unlock()
+	if closed {
 		return net.ErrClosed
 	}
-	return nil
+	if gate == nil {
+		return nil
+	}
+	var limit time.Duration
+	if reading > 0 {
+		limit = heldWait
+	}
+	ok := c.l.budget.acquire(gate.large, limit, c.closed)
+	c.mu.Lock()
+	if ok && !c.isClosed {
+		gate.granted, c.gate = true, nil
+		c.mu.Unlock()
+		return nil
+	}
+	wasClosed := c.isClosed
+	c.mu.Unlock()
+	if ok {
+		c.l.budget.release(gate.large)
+	}
+	if !wasClosed && c.l.exceeded != nil {
+		c.l.exceeded(c.ip)
+	}
+	c.Close()
+	return net.ErrClosed
 }
 
 // consumed tells the connection that a handler has read a large request of

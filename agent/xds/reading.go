@@ -164,15 +164,19 @@ type grpcMessage struct {
 }
 
 func newRequestTracker() *requestTracker {
-	return &requestTracker{preface: len(h2Preface), msgs: map[uint32]*grpcMessage{}}
+	return &requestTracker{preface: len(h2Preface)}
 }
 
-// feed follows p, the next bytes of the connection. It returns the large
-// requests that start in p (each to be taken from the budget before p is
-// handed on, unless done already) and the budget that granted requests
-// finished or abandoned in p give back.
-func (t *requestTracker) feed(p []byte) (starts []*grpcMessage, released int64) {
-	for len(p) > 0 {
+// feed follows p, the next bytes of the connection, up to the end of the
+// first prefix of a large request in it: it returns how many bytes it
+// followed (all of p if no large request starts in it), that request (nil
+// if none: it must be granted before feeding what follows it), and the
+// budget that granted requests abandoned in p give back. The bytes before
+// the gate are handed to gRPC before waiting for the budget, so that a
+// request they finish can be read (and give its budget back) meanwhile.
+func (t *requestTracker) feed(p []byte) (k int, gate *grpcMessage, released int64) {
+	n := len(p)
+	for len(p) > 0 && gate == nil {
 		if t.preface > 0 {
 			k := min(t.preface, len(p))
 			t.preface -= k
@@ -209,9 +213,8 @@ func (t *requestTracker) feed(p []byte) (starts []*grpcMessage, released int64) 
 			t.left--
 			p = p[1:]
 		case t.left > t.pad: // data
-			k := min(t.left-t.pad, len(p))
-			s, r := t.data(t.stream, p[:k])
-			starts, released = append(starts, s...), released+r
+			var k int
+			k, gate = t.data(t.stream, p[:min(t.left-t.pad, len(p))])
 			t.left -= k
 			p = p[k:]
 		default: // padding
@@ -223,7 +226,7 @@ func (t *requestTracker) feed(p []byte) (starts []*grpcMessage, released int64) 
 			released += t.frameDone()
 		}
 	}
-	return starts, released
+	return n - len(p), gate, released
 }
 
 // frameDone ends the current frame: END_STREAM on DATA ends the stream's
@@ -255,12 +258,18 @@ func (m *grpcMessage) finish() int64 {
 	return 0
 }
 
-// data follows one stream's DATA bytes through its gRPC messages.
-func (t *requestTracker) data(stream uint32, d []byte) (starts []*grpcMessage, released int64) {
+// data follows one stream's DATA bytes through its gRPC messages, up to the
+// end of a large request's prefix (returned: the gate). It returns how many
+// bytes it followed.
+func (t *requestTracker) data(stream uint32, d []byte) (int, *grpcMessage) {
+	n := len(d)
 	m := t.msgs[stream]
 	for len(d) > 0 {
 		if m == nil {
 			m = &grpcMessage{}
+			if t.msgs == nil {
+				t.msgs = map[uint32]*grpcMessage{}
+			}
 			t.msgs[stream] = m
 		}
 		if m.pn < 5 {
@@ -273,7 +282,7 @@ func (t *requestTracker) data(stream uint32, d []byte) (starts []*grpcMessage, r
 			m.left = int(binary.BigEndian.Uint32(m.prefix[1:]))
 			if m.left > largeRequest {
 				m.large = int64(m.left)
-				starts = append(starts, m)
+				return n - len(d), m
 			}
 		}
 		k := min(m.left, len(d))
@@ -288,7 +297,7 @@ func (t *requestTracker) data(stream uint32, d []byte) (starts []*grpcMessage, r
 			m = nil
 		}
 	}
-	return starts, released
+	return n - len(d), nil
 }
 
 // consumed gives back the budget of a whole request of n bytes that a

@@ -89,16 +89,18 @@ func chunked(r *rand.Rand, b []byte, maxSize int) [][]byte {
 // connection does, and has every whole request read by its handler. It
 // returns the large requests it saw start, the budget taken, given back,
 // and still held.
-func trackAll(chunks [][]byte) (starts []int64, taken, released, held int64) {
+func trackAll(t testing.TB, chunks [][]byte) (starts []int64, taken, released, held int64) {
 	tr := newRequestTracker()
 	for _, c := range chunks {
-		s, r := tr.feed(c)
-		released += r
-		for _, m := range s {
-			starts = append(starts, m.large)
-			if !m.done { // else it ended before it was granted: nothing taken
-				m.granted = true
-				taken += m.large
+		for len(c) > 0 {
+			k, gate, r := tr.feed(c)
+			if k == 0 {
+				t.Fatalf("no progress on %d bytes", len(c))
+			}
+			c, released = c[k:], released+r
+			if gate != nil { // the connection waits for it
+				starts = append(starts, gate.large)
+				gate.granted, taken = true, taken+gate.large
 			}
 		}
 	}
@@ -114,11 +116,12 @@ func TestWholeRequestsHoldTheBudgetUntilRead(t *testing.T) {
 	tr := newRequestTracker()
 	wire := h2wire(t, []h2frame{{stream: 1}, {stream: 1, data: grpcBytes(100_000)[:16000]}, {stream: 1, data: grpcBytes(100_000)[16000:]},
 		{stream: 3}, {stream: 3, data: grpcBytes(80_000)[:16000]}, {stream: 3, data: grpcBytes(80_000)[16000:]}})
-	for c := range slices.Chunk(wire, 8192) { // as gRPC reads: a frame at most
-		starts, _ := tr.feed(c)
-		for _, m := range starts {
-			m.granted = true
+	for len(wire) > 0 {
+		k, gate, _ := tr.feed(wire)
+		if gate != nil {
+			gate.granted = true
 		}
+		wire = wire[k:]
 	}
 	if h := tr.held(); h != 180_000 {
 		t.Fatalf("%d held once both arrived, want 180000 until they are read", h)
@@ -163,7 +166,7 @@ func TestRequestTrackerSeesWhereLargeRequestsStartAndEnd(t *testing.T) {
 			wire := h2wire(t, c.frames)
 			r := rand.New(rand.NewPCG(1, 2))
 			for _, maxChunk := range []int{1, 7, 100, 8192, len(wire)} {
-				starts, taken, released, held := trackAll(chunked(r, wire, maxChunk))
+				starts, taken, released, held := trackAll(t, chunked(r, wire, maxChunk))
 				if !slices.Equal(starts, c.wantStarts) || held != c.wantHeld {
 					t.Errorf("chunks of up to %d bytes: starts %v, holding %d; want %v, %d", maxChunk, starts, held, c.wantStarts, c.wantHeld)
 				}
@@ -182,7 +185,7 @@ func FuzzRequestTracker(f *testing.F) {
 	f.Add(h2wire(f, []h2frame{{stream: 1}, {stream: 1, data: grpcBytes(70_000)[:9000], pad: 3}, {stream: 1, rst: true}}), uint64(7))
 	f.Fuzz(func(t *testing.T, wire []byte, seed uint64) {
 		r := rand.New(rand.NewPCG(seed, seed))
-		starts, taken, released, held := trackAll(chunked(r, wire, 1+int(seed%9000)))
+		starts, taken, released, held := trackAll(t, chunked(r, wire, 1+int(seed%9000)))
 		for _, s := range starts {
 			if s <= largeRequest {
 				t.Fatalf("a request of %d bytes counted", s)
