@@ -157,6 +157,7 @@ func Serve(ctx context.Context, o Options) error {
 		debug.SetGCPercent(o.SteadyGCPercent)
 	}
 	go debug.FreeOSMemory()
+	go releaseAfterBursts(runCtx)
 
 	g := grpc.NewServer(xds.GRPCOptions(MaxRequestBytes)...)
 	ads.Register(g)
