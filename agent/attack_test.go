@@ -1,10 +1,11 @@
 package agent_test
 
-// The attacks of issue 11, each against a real agent (in-process, or the
-// nodexds binary with -attack.binary) while a well-behaved grpc-go xDS
-// client keeps calling a Service through it. Attackers run in a child
-// process (this test binary, re-executed), so that the agent's heap is not
-// mixed with theirs.
+// The attacks of issue 11, each against a real agent (in-process; in a child
+// process, this test binary as TestAttackAgent, for the attacks whose budget
+// is resident memory; or the nodexds binary with -attack.binary) while a
+// well-behaved grpc-go xDS client keeps calling a Service through it.
+// Attackers run in a child process (this test binary, re-executed), so that
+// the agent's memory is not mixed with theirs.
 
 import (
 	"bufio"
@@ -17,6 +18,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -49,6 +51,8 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/nodexds/nodexds/agent"
+	"github.com/nodexds/nodexds/agent/names"
+	"github.com/nodexds/nodexds/agent/topology"
 	"github.com/nodexds/nodexds/agent/xds"
 	"github.com/nodexds/nodexds/discovery"
 	"github.com/nodexds/nodexds/internal/echo"
@@ -61,7 +65,8 @@ var (
 )
 
 const (
-	attackEnv      = "NODEXDS_ATTACKER" // the child's spec, as JSON
+	attackEnv      = "NODEXDS_ATTACKER"     // the child's spec, as JSON
+	attackAgentEnv = "NODEXDS_ATTACK_AGENT" // the agent child's spec, as JSON
 	listenerType   = "type.googleapis.com/envoy.config.listener.v3.Listener"
 	goodIP         = "127.0.0.200" // the well-behaved client's address: never an attacker's
 	attackServices = 50
@@ -75,6 +80,14 @@ const (
 	maxPeakGrowth  = 64 << 20
 	maxAfterGrowth = 16 << 20
 	maxLogBytes    = 1 << 20
+	// Resident memory, as the kubelet counts it, for the attacks whose
+	// budget is in RSS (attackCase.rss): growth at peak from one address,
+	// from several, and what may remain 10 s after the attacker left.
+	maxRSSPeakGrowth      = 64 << 20
+	maxRSSPeakGrowthPeers = 128 << 20
+	maxRSSAfterGrowth     = 32 << 20
+	// The well-behaved client's RPCs, p99, throughout an RSS-budgeted attack.
+	maxGoodRPCP99 = 250 * time.Millisecond
 	// A subscribed junk listener name costs about 1.9 KiB while held (the
 	// server's, the cache's and the agent's indexes, and the stream's
 	// state), and its transient garbage on top: bounded by the name limits,
@@ -107,7 +120,11 @@ type attackCase struct {
 	// namesHeld: the attack holds subscriptions (as many as the name limits
 	// let it), and each costs up to perNameCost beyond maxPeakGrowth.
 	namesHeld bool
-	check     func(t *testing.T, n int, st map[string]int)
+	// rss: the agent runs in a child process, and the budgets are its
+	// resident memory as the kubelet counts it (maxRSS*) and the good
+	// client's RPC p99, rather than the in-process heap.
+	rss   bool
+	check func(t *testing.T, n int, st map[string]int)
 }
 
 func onePeer() []string { return []string{"127.0.0.1"} }
@@ -164,10 +181,18 @@ var attackCases = []attackCase{
 		},
 	},
 	{
-		name: "d/200 streams never read their responses while sending 1 MiB requests", kind: "d", full: 200, quick: 20, peers: peerIPs(2),
+		name: "d/100 streams never read their responses while sending 1 MiB requests, from one address", kind: "d", full: 100, quick: 100, small: 20, peers: onePeer(), rss: true,
 		check: func(t *testing.T, n int, st map[string]int) {
-			if st["big_sent"] == 0 {
-				t.Errorf("no 1 MiB request was sent: %v", st)
+			if st["big_sent"] < n {
+				t.Errorf("%d requests of 1 MiB sent on %d streams, want at least one each: %v", st["big_sent"], n, st)
+			}
+		},
+	},
+	{
+		name: "d/100 streams never read their responses while sending 1 MiB requests, from 10 addresses", kind: "d", full: 100, quick: 100, small: 20, peers: peerIPs(10), rss: true,
+		check: func(t *testing.T, n int, st map[string]int) {
+			if st["big_sent"] < n {
+				t.Errorf("%d requests of 1 MiB sent on %d streams, want at least one each: %v", st["big_sent"], n, st)
 			}
 		},
 	},
@@ -180,7 +205,7 @@ var attackCases = []attackCase{
 		},
 	},
 	{
-		name: "f/1,000 streams with 1 MiB node metadata from one address", kind: "f", full: 1000, quick: 100, peers: onePeer(),
+		name: "f/1,000 streams with 1 MiB node metadata from one address", kind: "f", full: 1000, quick: 100, peers: onePeer(), rss: true,
 		check: func(t *testing.T, n int, st map[string]int) {
 			if st["answered"] == 0 {
 				t.Errorf("no stream was answered: %v", st)
@@ -188,7 +213,7 @@ var attackCases = []attackCase{
 		},
 	},
 	{
-		name: "f/1,000 streams with 1 MiB node metadata from 10 addresses", kind: "f", full: 1000, quick: 100, peers: peerIPs(10),
+		name: "f/1,000 streams with 1 MiB node metadata from 10 addresses", kind: "f", full: 1000, quick: 100, peers: peerIPs(10), rss: true,
 		check: func(t *testing.T, n int, st map[string]int) {
 			if st["answered"] != n {
 				t.Errorf("%d of %d streams answered: %v", st["answered"], n, st)
@@ -225,8 +250,8 @@ var attackCases = []attackCase{
 // memory and logs stay bounded, and that a well-behaved client on another
 // address never fails.
 func TestAttacks(t *testing.T) {
-	if os.Getenv(attackEnv) != "" {
-		t.Skip("attacker child")
+	if os.Getenv(attackEnv) != "" || os.Getenv(attackAgentEnv) != "" {
+		t.Skip("a child of TestAttacks")
 	}
 	if runtime.GOOS != "linux" {
 		t.Skip("attackers bind 127.0.0.0/8 addresses other than 127.0.0.1 (Linux only)")
@@ -269,14 +294,19 @@ func runAttack(t *testing.T, c attackCase) {
 	}
 	logs := &countingWriter{}
 	var tgt target
-	if *attackBinary != "" {
+	switch {
+	case *attackBinary != "":
 		if c.admit {
 			t.Skip("admission of node pods needs a kube source; the in-process test covers it")
 		}
 		tgt = startBinary(t, w, logs)
-	} else {
+	case c.rss:
+		tgt = startChildAgent(t, w, logs)
+	default:
 		tgt = startInProcess(t, w, logs, c)
 	}
+	_, inProc := tgt.(*inProcess)
+	child, _ := tgt.(*childAgent)
 
 	good := startGoodClient(t, tgt.addr(), "svc0.default:8080")
 	good.warm(t)
@@ -287,7 +317,13 @@ func runAttack(t *testing.T, c attackCase) {
 	if c.namesHeld {
 		budget += uint64(min(n, len(c.peers)*xds.DefaultLimits.MaxNamesPerPeer, xds.DefaultLimits.MaxNames)) * perNameCost
 	}
-	if _, ok := tgt.(*inProcess); ok {
+	if c.rss {
+		budget = maxRSSPeakGrowth
+		if len(c.peers) > 1 {
+			budget = maxRSSPeakGrowthPeers
+		}
+	}
+	if inProc {
 		// As GOMEMLIMIT does in production (deploy/), a soft limit a little
 		// under the budget: garbage is collected before it reaches the
 		// budget, so the heap exceeds it only if the agent holds more.
@@ -295,6 +331,10 @@ func runAttack(t *testing.T, c attackCase) {
 	}
 	logs0 := logs.n.Load()
 	goroutines0 := runtime.NumGoroutine()
+	if child != nil {
+		goroutines0 = child.goroutines(t)
+	}
+	hwm0 := tgt.peak()
 
 	// Sample memory while the attack runs, for its peak.
 	stopSampling := make(chan struct{})
@@ -307,7 +347,10 @@ func runAttack(t *testing.T, c attackCase) {
 			peak = max(peak, tgt.now())
 			select {
 			case <-stopSampling:
-				sampled <- max(peak, tgt.peak())
+				if hwm := tgt.peak(); hwm > hwm0 { // a new high since the attack began
+					peak = max(peak, hwm)
+				}
+				sampled <- peak
 				return
 			case <-tick.C:
 			}
@@ -316,28 +359,41 @@ func runAttack(t *testing.T, c attackCase) {
 
 	start := time.Now()
 	spec := attackSpec{Kind: c.kind, Addr: tgt.addr(), N: n, Peers: c.peers, Cap: capFor}
-	st := runAttacker(t, spec, hold, func() { profile(t, c.name, "held") })
-	f.took = time.Since(start)
+	st := runAttacker(t, spec, hold, func() { profile(t, tgt, c.name, "held") })
+	ended := time.Now()
+	f.took = ended.Sub(start)
 	close(stopSampling)
 	f.peak = <-sampled
 
 	// The attacker is gone: its streams must end, and what they cost must
-	// come back.
+	// come back, within 10 s.
 	tgt.drained(t)
-	// The agent forgets the attacker's names in its own time: give it 10 s.
+	afterBudget := uint64(maxAfterGrowth)
+	if c.rss {
+		afterBudget = maxRSSAfterGrowth
+	}
+	if !c.rss {
+		ended = time.Now() // the heap budgets count from the streams' end
+	}
 	f.after = tgt.settled()
-	for deadline := time.Now().Add(10 * time.Second); f.after > f.before+maxAfterGrowth && time.Now().Before(deadline); {
+	for f.after > f.before+afterBudget && time.Since(ended) < 10*time.Second {
 		time.Sleep(200 * time.Millisecond)
 		f.after = min(f.after, tgt.settled())
 	}
-	profile(t, c.name, "after")
+	profile(t, tgt, c.name, "after")
 	f.logBytes = logs.n.Load() - logs0
 	good.stop(&f)
-	if _, ok := tgt.(*inProcess); ok {
+	switch {
+	case inProc:
 		waitGoroutines(t, goroutines0)
+	case child != nil:
+		child.waitGoroutines(t, goroutines0)
 	}
 
 	t.Logf("attacker: %v", st)
+	if child != nil {
+		t.Logf("agent after: %s", child.memstats(t))
+	}
 	row := fmt.Sprintf("| %s | %s / %s / %s | %s | %v / %v | %d of %d |", c.name, mib(f.before), mib(f.peak), mib(f.after),
 		kib(f.logBytes), f.rpcP99.Round(100*time.Microsecond), f.fetchP99.Round(time.Millisecond), len(f.failures), f.rpcs+f.fetches)
 	t.Logf("%s (attack took %v, n=%d)", row, f.took.Round(time.Millisecond), n)
@@ -351,16 +407,24 @@ func runAttack(t *testing.T, c attackCase) {
 	if c.check != nil {
 		c.check(t, n, st)
 	}
-	// RSS includes garbage not yet collected (no GOMEMLIMIT there) and memory
-	// the Go runtime has not yet returned to the OS: with -attack.binary the
-	// figures are for docs/security.md; the budgets hold the heap in-process.
-	if _, ok := tgt.(*inProcess); ok {
+	// The budgets hold the in-process heap, or the child agent's resident
+	// memory. With -attack.binary the figures are for docs/security.md; under
+	// the race detector, whose shadow memory grows with the heap, a child's
+	// RSS is only reported.
+	if inProc || (child != nil && !raceEnabled) {
+		what := "heap"
+		if child != nil {
+			what = "RSS"
+		}
 		if f.peak > f.before+budget {
-			t.Errorf("memory peaked at %s, %s above the %s before (budget %s)", mib(f.peak), mib(f.peak-f.before), mib(f.before), mib(budget))
+			t.Errorf("%s peaked at %s, %s above the %s before (budget %s)", what, mib(f.peak), mib(f.peak-f.before), mib(f.before), mib(budget))
 		}
-		if f.after > f.before+maxAfterGrowth {
-			t.Errorf("memory after the attack is %s, %s above the %s before (budget %s)", mib(f.after), mib(f.after-f.before), mib(f.before), mib(maxAfterGrowth))
+		if f.after > f.before+afterBudget {
+			t.Errorf("%s 10 s after the attack is %s, %s above the %s before (budget %s)", what, mib(f.after), mib(f.after-f.before), mib(f.before), mib(afterBudget))
 		}
+	}
+	if c.rss && f.rpcP99 > maxGoodRPCP99 {
+		t.Errorf("the well-behaved client's RPCs took %v at p99 (%d RPCs), over %v", f.rpcP99, f.rpcs, maxGoodRPCP99)
 	}
 	if f.logBytes > maxLogBytes {
 		t.Errorf("the attack made %s of logs (budget %s)", kib(f.logBytes), kib(maxLogBytes))
@@ -373,9 +437,10 @@ func runAttack(t *testing.T, c attackCase) {
 	}
 }
 
-// profile writes a heap profile of this process when NODEXDS_ATTACK_PROFILE
-// names a directory: to find what an attack makes the agent hold.
-func profile(t *testing.T, name, when string) {
+// profile writes a heap profile of the agent (this process, or the agent
+// child's /debug/pprof/heap) when NODEXDS_ATTACK_PROFILE names a directory:
+// to find what an attack makes the agent hold.
+func profile(t *testing.T, tgt target, name, when string) {
 	dir := os.Getenv("NODEXDS_ATTACK_PROFILE")
 	if dir == "" || *attackBinary != "" {
 		return
@@ -385,6 +450,17 @@ func profile(t *testing.T, name, when string) {
 		t.Fatal(err)
 	}
 	defer f.Close()
+	if c, ok := tgt.(*childAgent); ok {
+		resp, err := http.Get("http://" + c.debug + "/debug/pprof/heap")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if _, err := io.Copy(f, resp.Body); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
 	runtime.GC()
 	if err := pprof.WriteHeapProfile(f); err != nil {
 		t.Fatal(err)
@@ -491,25 +567,186 @@ func startBinary(t *testing.T, w *world, logs io.Writer) *binary {
 }
 
 func (b *binary) addr() string    { return b.address }
-func (b *binary) now() uint64     { return b.status("VmRSS") }
-func (b *binary) peak() uint64    { return b.status("VmHWM") }
+func (b *binary) now() uint64     { return procStatus(b.pid, "VmRSS") }
+func (b *binary) peak() uint64    { return procStatus(b.pid, "VmHWM") }
 func (b *binary) settled() uint64 { time.Sleep(2 * time.Second); return b.now() }
 func (b *binary) drained(t *testing.T) {
 	time.Sleep(5 * time.Second) // the binary's streams are not visible from here; its /metrics are off
 }
 
-func (b *binary) status(field string) uint64 {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", b.pid))
+// childAgent is an agent in a child process (this test binary, as
+// TestAttackAgent): memory is its resident set, as the kubelet counts it.
+type childAgent struct {
+	address, admin, debug string
+	pid                   int
+}
+
+// agentSpec is what the agent child is told.
+type agentSpec struct {
+	Path string // the cluster file
+}
+
+func startChildAgent(t *testing.T, w *world, logs io.Writer) *childAgent {
+	t.Helper()
+	w.write()
+	b, _ := json.Marshal(agentSpec{Path: w.path})
+	cmd := exec.Command(os.Args[0], "-test.run=^TestAttackAgent$")
+	cmd.Env = append(os.Environ(), attackAgentEnv+"="+string(b))
+	cmd.Stderr = logs
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stdin.Close(); cmd.Wait() })
+	sc := bufio.NewScanner(stdout)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "AGENT "); ok {
+			go io.Copy(io.Discard, stdout)
+			addrs := strings.Fields(v)
+			return &childAgent{address: addrs[0], admin: addrs[1], debug: addrs[2], pid: cmd.Process.Pid}
+		}
+	}
+	t.Fatal("the agent child ended without serving")
+	return nil
+}
+
+func (c *childAgent) addr() string    { return c.address }
+func (c *childAgent) now() uint64     { return procStatus(c.pid, "VmRSS") }
+func (c *childAgent) peak() uint64    { return procStatus(c.pid, "VmHWM") }
+func (c *childAgent) settled() uint64 { return c.now() }
+
+// drained waits until only the good client's stream is open.
+func (c *childAgent) drained(t *testing.T) {
+	t.Helper()
+	var n float64
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if n = c.metric(t, "nodexds_connected_clients"); n <= 2 { // the good client, and maybe one fetch
+			return
+		}
+	}
+	t.Errorf("%v streams still open 20 s after the attacker left", n)
+}
+
+func (c *childAgent) goroutines(t *testing.T) int { return int(c.metric(t, "go_goroutines")) }
+
+// memstats says where the agent's memory is, from its Go collector.
+func (c *childAgent) memstats(t *testing.T) string {
+	var b strings.Builder
+	for _, m := range []string{"go_memstats_heap_inuse_bytes", "go_memstats_heap_idle_bytes", "go_memstats_heap_released_bytes",
+		"go_memstats_stack_inuse_bytes", "go_memstats_sys_bytes", "go_memstats_next_gc_bytes"} {
+		fmt.Fprintf(&b, "%s %s, ", strings.TrimPrefix(m, "go_memstats_"), mib(uint64(c.metric(t, m))))
+	}
+	return b.String()
+}
+
+// waitGoroutines waits until the goroutines the attack started in the agent
+// are gone.
+func (c *childAgent) waitGoroutines(t *testing.T, before int) {
+	t.Helper()
+	var n int
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if n = c.goroutines(t); n <= before+20 {
+			return
+		}
+	}
+	t.Errorf("%d goroutines in the agent 20 s after the attack, %d before: leaked", n, before)
+}
+
+// metric reads one unlabelled gauge from the agent's /metrics.
+func (c *childAgent) metric(t *testing.T, name string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + c.admin + "/metrics")
+	if err != nil {
+		t.Fatalf("agent metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("agent metric %s: %v", name, err)
+			}
+			return f
+		}
+	}
+	t.Fatalf("agent metric %s missing", name)
+	return 0
+}
+
+// procStatus is a field of /proc/PID/status in bytes (VmRSS, VmHWM).
+func procStatus(pid int, field string) uint64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0
 	}
-	for _, line := range strings.Split(string(data), "\n") {
+	for line := range strings.Lines(string(data)) {
 		if v, ok := strings.CutPrefix(line, field+":"); ok {
 			kb, _ := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
 			return kb << 10
 		}
 	}
 	return 0
+}
+
+// TestAttackAgent is the agent child of TestAttacks: agent.Serve as
+// cmd/nodexds runs it (GOGC 50 once synced, logs at info on stderr, no
+// memory limit), until its stdin closes. It does nothing in a normal run.
+func TestAttackAgent(t *testing.T) {
+	v := os.Getenv(attackAgentEnv)
+	if v == "" {
+		t.Skip("runs only as the agent child of TestAttacks")
+	}
+	var spec agentSpec
+	if err := json.Unmarshal([]byte(v), &spec); err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	xdsLis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	adminLis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	debugLis, err := net.Listen("tcp", "127.0.0.1:0") // for profiles (see profile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := agent.Options{
+		Config: agent.Config{
+			NodeName:     "a1",
+			Names:        names.Parser{DefaultNamespace: "default", ClusterDomain: "cluster.local"},
+			DefaultTiers: topology.DefaultTiers,
+			Coalesce:     10 * time.Millisecond,
+		},
+		Source:          &discovery.FileSource{Path: spec.Path, Poll: 10 * time.Millisecond, Log: log},
+		XDS:             xdsLis,
+		Admin:           adminLis,
+		Debug:           debugLis,
+		Pprof:           true,
+		Log:             log,
+		SteadyGCPercent: 50,
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		if err := agent.Serve(ctx, o); err != nil {
+			fmt.Fprintln(os.Stderr, "agent:", err)
+			os.Exit(1)
+		}
+	}()
+	fmt.Printf("AGENT %s %s %s\n", xdsLis.Addr(), adminLis.Addr(), debugLis.Addr())
+	io.Copy(io.Discard, os.Stdin) // until the parent is done
+	cancel()
+	os.Exit(0)
 }
 
 // goodClient is a well-behaved grpc-go xDS client on its own address: one
@@ -964,13 +1201,14 @@ var attacks = map[string]func(a *attacker){
 		a.mu.Unlock()
 	},
 	// (d) streams that never call Recv (their windows fill, so the agent's
-	// sends block) and keep sending requests of 1 MiB.
+	// sends block), all at once, each sending requests of 1 MiB until the
+	// cap: as many requests in flight together as there are streams.
 	"d": func(a *attacker) {
 		small := grpc.WithInitialWindowSize(1 << 16)
 		smallConn := grpc.WithInitialConnWindowSize(1 << 16)
 		real := realNames()
 		fill := garbage(100_000)
-		a.parallel(a.spec.N, 16, func(i int) {
+		a.parallel(a.spec.N, a.spec.N, func(i int) {
 			st := a.open(a.conn(a.peer(i), strconv.Itoa(i/10), small, smallConn), false)
 			// Responses the client does not take, to block the agent's sends.
 			for r := range 20 {
@@ -979,12 +1217,13 @@ var attacks = map[string]func(a *attacker){
 				}
 				time.Sleep(5 * time.Millisecond)
 			}
-			for r := range 5 {
-				names := slices.Clone(real)
-				for k := range 10 {
-					names = append(names, fmt.Sprintf("%d-%d-%d-%s", i, r, k, fill))
-				}
-				if st.s.Send(&discoveryv3.DiscoveryRequest{TypeUrl: listenerType, ResourceNames: names}) != nil {
+			names := slices.Clone(real)
+			for k := range 10 {
+				names = append(names, fmt.Sprintf("%d-%d-%s", i, k, fill))
+			}
+			big := &discoveryv3.DiscoveryRequest{TypeUrl: listenerType, ResourceNames: names}
+			for !a.over() {
+				if st.s.Send(big) != nil {
 					a.add("send_failed", 1)
 					return
 				}
