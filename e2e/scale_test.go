@@ -678,15 +678,19 @@ func (l *agentLines) tail(n int) string {
 	return b.String()
 }
 
-var tookRE = regexp.MustCompile(`"msg":"initial state applied","took":(\d+)`)
+// The agent logs durations as Go writes them ("took":"69ms").
+var tookRE = regexp.MustCompile(`"msg":"initial state applied","took":"([^"]+)"`)
 
 func (l *agentLines) appliedTook(t testing.TB) time.Duration {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for _, line := range l.lines {
 		if m := tookRE.FindStringSubmatch(line.text); m != nil {
-			ns, _ := strconv.ParseInt(m[1], 10, 64)
-			return time.Duration(ns)
+			d, err := time.ParseDuration(m[1])
+			if err != nil {
+				t.Fatalf("scale: initial state applied, took %q: %v", m[1], err)
+			}
+			return d
 		}
 	}
 	t.Fatal("scale: the agent logged no initial state applied")
