@@ -45,8 +45,9 @@ func (p pushPath) String() string {
 // time the event loop woke an ADS stream, with the loop's own wake before it
 // and the watch event behind that. With one ADS stream and pushes far
 // apart, each path is one change's. Goroutines are told apart by what they
-// call, not by name: the ADS stream is what xds.(*stream).wake wakes, and
-// the loop is what wakes it.
+// call, not by name: the ADS stream's sender is what xds.(*stream).wake
+// wakes or starts, and the loop is what wakes it. A push ends when the
+// sender blocks again or exits.
 func readPushPaths(r io.Reader) ([]pushPath, error) {
 	tr, err := trace.NewReader(r)
 	if err != nil {
@@ -88,7 +89,7 @@ func readPushPaths(r io.Reader) ([]pushPath, error) {
 		ev, err := tr.ReadEvent()
 		if errors.Is(err, io.EOF) {
 			if len(out) == 0 {
-				return nil, errors.New("no push in the trace: no goroutine was woken by xds.(*stream).wake and blocked again")
+				return nil, errors.New("no push in the trace: no goroutine was woken or started by xds.(*stream).wake and blocked or exited")
 			}
 			return out, nil
 		}
@@ -118,7 +119,9 @@ func readPushPaths(r io.Reader) ([]pushPath, error) {
 			if p := inflight[g]; p != nil && p.streamRan.IsZero() {
 				p.streamRan = t
 			}
-		case from == trace.GoWaiting && to == trace.GoRunnable:
+		case (from == trace.GoWaiting || from == trace.GoNotExist) && to == trace.GoRunnable:
+			// A wake, or a creation: a stream's sender is started by
+			// xds.(*stream).wake when it has none running.
 			by := ev.Goroutine()
 			woke[g] = wake{by: by, in: waker(ev.Stack()), resumed: resumed[by]}
 			wokeAt[g] = t
@@ -128,7 +131,7 @@ func readPushPaths(r io.Reader) ([]pushPath, error) {
 					loopWoke: wokeAt[by], loopRan: resumed[by], streamWoke: t,
 				}
 			}
-		case to == trace.GoWaiting:
+		case to == trace.GoWaiting || to == trace.GoNotExist:
 			if p := inflight[g]; p != nil && !p.streamRan.IsZero() {
 				p.streamDone = t
 				out = append(out, *p)
