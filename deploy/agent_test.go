@@ -135,18 +135,27 @@ func annotationsBlock(lines string) string {
 // waitReady polls url (an agent's /readyz) until it answers 200.
 func waitReady(t testing.TB, url string, exited <-chan struct{}, logs func() string) {
 	t.Helper()
+	if !readyOrExited(t, url, exited, logs) {
+		t.Fatalf("the agent exited before %s answered 200:\n%s", url, logs())
+	}
+}
+
+// readyOrExited polls url (an agent's /readyz) until it answers 200 (true)
+// or the agent exits (false); it fails the test after 60 s.
+func readyOrExited(t testing.TB, url string, exited <-chan struct{}, logs func() string) bool {
+	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		resp, err := http.Get(url)
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return
+				return true
 			}
 		}
 		select {
 		case <-exited:
-			t.Fatalf("the agent exited before %s answered 200:\n%s", url, logs())
+			return false
 		default:
 		}
 		if time.Now().After(deadline) {
@@ -155,6 +164,12 @@ func waitReady(t testing.TB, url string, exited <-chan struct{}, logs func() str
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// portTaken says an agent exited because a port freePort picked was taken
+// before it bound it: the kernel hands freed ports out again, and tests of
+// other packages running beside these open thousands. Such a start is
+// retried on other ports.
+func portTaken(logs string) bool { return strings.Contains(logs, "address already in use") }
 
 // httpGet returns the body of a 200 answer.
 func httpGet(t testing.TB, url string) string {

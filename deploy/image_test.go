@@ -199,7 +199,8 @@ func TestImageRunsReadOnlyAsNonRoot(t *testing.T) {
 	xdsAddr, adminPort := "127.0.0.1:"+itoa(freePort(t)), freePort(t)
 	name := "nodexds-deploytest-" + strconv.Itoa(os.Getpid())
 	run(append(base, "-d", "--name", name, "-v", cfgDir+":/config:ro", "-e", "NODE_NAME=node-a", image,
-		"serve", "--source=file:/config", "--xds-listen="+xdsAddr, "--admin-listen=127.0.0.1:"+itoa(adminPort))...)
+		"serve", "--source=file:/config", "--xds-listen="+xdsAddr, "--admin-listen=127.0.0.1:"+itoa(adminPort),
+		"--debug-listen=")...) // its default port may be another agent's on this machine
 	t.Cleanup(func() { exec.Command(podman, "rm", "-f", name).Run() }) //nolint:errcheck // best effort
 	logs := func() string {
 		out, _ := exec.Command(podman, "logs", name).CombinedOutput()

@@ -132,29 +132,37 @@ func startMetricsAgent(t *testing.T) *metricsAgent {
 	t.Cleanup(be.Stop)
 	writeCluster(t, filepath.Join(dir, "cluster.yaml"), be.Addr, nil)
 
-	xdsPort, adminPort := freePort(t), freePort(t)
-	a := &metricsAgent{dir: dir, backend: be.Addr, xdsAddr: "127.0.0.1:" + itoa(xdsPort), admin: "http://127.0.0.1:" + itoa(adminPort)}
-	var logs bytes.Buffer
-	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, bin, "serve", "--source=file:"+dir, "--node-name=node-a",
-		"--xds-listen="+a.xdsAddr, "--admin-listen=127.0.0.1:"+itoa(adminPort),
-		"--file-poll=100ms", "--health-interval=200ms", "--health-timeout=500ms")
-	cmd.Env = append(withoutEnv(os.Environ(), "GOMEMLIMIT"), "NODEXDS_MEMORY_LIMIT=536870912")
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }() //nolint:errcheck // the exit is reported through exited
-	t.Cleanup(func() {
-		cancel()
-		<-exited
-		if t.Failed() {
-			t.Logf("agent log:\n%s", logs.String())
+	for attempt := 1; ; attempt++ {
+		xdsPort, adminPort := freePort(t), freePort(t)
+		a := &metricsAgent{dir: dir, backend: be.Addr, xdsAddr: "127.0.0.1:" + itoa(xdsPort), admin: "http://127.0.0.1:" + itoa(adminPort)}
+		var logs bytes.Buffer
+		ctx, cancel := context.WithCancel(context.Background())
+		cmd := exec.CommandContext(ctx, bin, "serve", "--source=file:"+dir, "--node-name=node-a",
+			"--xds-listen="+a.xdsAddr, "--admin-listen=127.0.0.1:"+itoa(adminPort),
+			"--debug-listen=", // its default port may be another agent's on this machine
+			"--file-poll=100ms", "--health-interval=200ms", "--health-timeout=500ms")
+		cmd.Env = append(withoutEnv(os.Environ(), "GOMEMLIMIT"), "NODEXDS_MEMORY_LIMIT=536870912")
+		cmd.Stdout, cmd.Stderr = &logs, &logs
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
 		}
-	})
-	waitReady(t, a.admin+"/readyz", exited, logs.String)
-	return a
+		exited := make(chan struct{})
+		go func() { cmd.Wait(); close(exited) }() //nolint:errcheck // the exit is reported through exited
+		t.Cleanup(func() {
+			cancel()
+			<-exited
+			if t.Failed() {
+				t.Logf("agent log:\n%s", logs.String())
+			}
+		})
+		if readyOrExited(t, a.admin+"/readyz", exited, logs.String) {
+			return a
+		}
+		if attempt == 5 || !portTaken(logs.String()) {
+			t.Fatalf("the agent exited before %s answered 200:\n%s", a.admin+"/readyz", logs.String())
+		}
+		t.Logf("a port picked for the agent was taken before it bound it; starting it again on others:\n%s", logs.String())
+	}
 }
 
 // scrape returns the agent's metric families, and checks the ones that have
