@@ -158,8 +158,10 @@ var attackCases = []attackCase{
 	{
 		name: "b/one stream sends 50 requests of 100,000 fresh names, then 50 of 10,000", kind: "b", full: 50, quick: 8, peers: onePeer(),
 		check: func(t *testing.T, n int, st map[string]int) {
-			if st["big_refused"] != n || st["churn_answered"] != n {
-				t.Errorf("want all %d requests of 100,000 names refused and all %d of 10,000 answered: %v", n, n, st)
+			// The cap stops sending, never a wait for what was sent: on a
+			// busy machine fewer are sent, and each still gets its answer.
+			if big, churn := st["big_sent"], st["churn_sent"]; big < 1 || churn < 1 || st["big_refused"] != big || st["churn_answered"] != churn {
+				t.Errorf("want every request of 100,000 names refused and every one of 10,000 answered (at least one of each sent): %v", st)
 			}
 		},
 	},
@@ -822,7 +824,9 @@ func (g *goodClient) warm(t *testing.T) {
 			start := time.Now()
 			cc, err := g.dial()
 			if err == nil {
-				ctx, cancel := context.WithTimeout(g.ctx, 5*time.Second)
+				// A failure is a client that cannot be served at all; how
+				// long a fresh channel takes is the p99 figure, reported.
+				ctx, cancel := context.WithTimeout(g.ctx, 30*time.Second)
 				_, err = echo.Hello(ctx, cc, grpc.WaitForReady(true))
 				cancel()
 				cc.Close()
@@ -1135,36 +1139,41 @@ var attacks = map[string]func(a *attacker){
 	// (b) 100,000 fresh names a request (each over the per-type limit;
 	// reconnect when refused), then churn within the limit on one stream.
 	"b": func(a *attacker) {
+		// A sent request's answer is awaited however long it takes (up to a
+		// minute); the cap only stops sending more, after the first.
+		await := func(st *adsStream, answered, refused string) bool {
+			select {
+			case <-st.answered:
+				a.add(answered, 1)
+			case <-st.done:
+				a.add(refused, 1)
+				return false
+			case <-time.After(time.Minute):
+				a.add("unanswered", 1)
+			}
+			return true
+		}
 		var st *adsStream
 		for r := range a.spec.N {
-			if a.over() {
-				return
+			if r > 0 && a.over() {
+				break
 			}
 			if st == nil || isDone(st) {
 				st = a.open(a.conn(a.peer(0), ""), true)
 			}
 			st.s.Send(&discoveryv3.DiscoveryRequest{Node: node("attacker-b"), TypeUrl: listenerType, ResourceNames: shortJunk(r*100_000, 100_000)})
-			select {
-			case <-st.answered:
-				a.add("big_answered", 1)
-			case <-st.done:
-				a.add("big_refused", 1)
-			case <-time.After(time.Until(a.deadline)):
-			}
+			a.add("big_sent", 1)
+			await(st, "big_answered", "big_refused")
 		}
 		st = a.open(a.conn(a.peer(0), "churn"), true)
 		for r := range a.spec.N {
-			if a.over() {
+			if r > 0 && a.over() {
 				return
 			}
 			st.s.Send(&discoveryv3.DiscoveryRequest{Node: node("attacker-b"), TypeUrl: listenerType, ResourceNames: junk(10_000_000+r*10_000, 10_000)})
-			select {
-			case <-st.answered:
-				a.add("churn_answered", 1)
-			case <-st.done:
-				a.add("churn_refused", 1)
+			a.add("churn_sent", 1)
+			if !await(st, "churn_answered", "churn_refused") {
 				return
-			case <-time.After(time.Until(a.deadline)):
 			}
 		}
 	},
