@@ -167,7 +167,7 @@ func page[T any](s []T, offset, limit int) []T {
 
 func (a *Agent) fillView(sv *ServiceView, svc *discovery.Service, p discovery.Port) {
 	sv.Exists = true
-	cfg := readConfig(svc, a.cfg.DefaultTiers, a.cfg.Visibility)
+	cfg := a.config(svc) // what its resources were built from
 	errs := cfg.errs
 	policy := cfg.policy
 	sv.Policy, sv.Source, sv.MinTier = policy.Tiers.String(), string(policy.Source), policy.MinTierEndpoints
