@@ -3,6 +3,7 @@ package resources
 import (
 	"errors"
 	"fmt"
+	"math"
 	"regexp"
 	"strconv"
 	"strings"
@@ -98,106 +99,143 @@ func checkHeader(h string) error {
 // disables the rest.
 func LBConfigFor(svc *discovery.Service) (LBConfig, []*discovery.AnnotationError) {
 	c := DefaultLB
-	var errs []*discovery.AnnotationError
-	a := svc.Annotations
-	bad := func(key string, err error) {
-		errs = append(errs, &discovery.AnnotationError{Key: key, Value: a[key], Err: err})
+	r := annotations{a: svc.Annotations}
+	r.policy(&c)
+	r.ringSize(&c)
+	r.outlier(&c)
+	r.limits(&c)
+	if r.has(AnnotationRetryOn) || r.has(AnnotationRetryAttempts) || r.has(AnnotationRetryBackoff) {
+		c.Retry = r.retry()
 	}
-	has := func(key string) bool { _, ok := a[key]; return ok }
+	r.endpointPicker(&c)
+	return c, r.errs
+}
 
-	if has(AnnotationHashHeader) {
-		if err := checkHeader(a[AnnotationHashHeader]); err != nil {
-			bad(AnnotationHashHeader, err)
+// annotations reads one Service's annotations and collects the values that
+// do not parse, in the order they are read.
+type annotations struct {
+	a    map[string]string
+	errs []*discovery.AnnotationError
+}
+
+func (r *annotations) has(key string) bool { _, ok := r.a[key]; return ok }
+
+func (r *annotations) bad(key string, err error) {
+	r.errs = append(r.errs, &discovery.AnnotationError{Key: key, Value: r.a[key], Err: err})
+}
+
+// uint parses key as a bits-bit number within [lo, hi], refusing any other
+// number with the error outside.
+func (r *annotations) uint(key string, bits int, lo, hi uint64, outside string) (uint64, bool) {
+	n, err := strconv.ParseUint(r.a[key], 10, bits)
+	if err == nil && (n < lo || n > hi) {
+		err = errors.New(outside)
+	}
+	if err != nil {
+		r.bad(key, err)
+		return 0, false
+	}
+	return n, true
+}
+
+// policy reads the hash header and the policy. A hash header implies ring
+// hash, so a policy other than ring hash next to one is refused.
+func (r *annotations) policy(c *LBConfig) {
+	if r.has(AnnotationHashHeader) {
+		if err := checkHeader(r.a[AnnotationHashHeader]); err != nil {
+			r.bad(AnnotationHashHeader, err)
 		} else {
-			c.HashHeader, c.Policy = a[AnnotationHashHeader], RingHash
+			c.HashHeader, c.Policy = r.a[AnnotationHashHeader], RingHash
 		}
 	}
-	if has(AnnotationLBPolicy) {
-		switch p := a[AnnotationLBPolicy]; p {
-		case RoundRobin, LeastRequest, RingHash:
-			if c.HashHeader != "" && p != RingHash {
-				bad(AnnotationLBPolicy, fmt.Errorf("%s is set: only %s can use it", AnnotationHashHeader, RingHash))
-			} else {
-				c.Policy = p
-			}
-		default:
-			bad(AnnotationLBPolicy, fmt.Errorf("want %s, %s or %s", RoundRobin, LeastRequest, RingHash))
-		}
+	if !r.has(AnnotationLBPolicy) {
+		return
 	}
+	switch p := r.a[AnnotationLBPolicy]; p {
+	case RoundRobin, LeastRequest, RingHash:
+		if c.HashHeader != "" && p != RingHash {
+			r.bad(AnnotationLBPolicy, fmt.Errorf("%s is set: only %s can use it", AnnotationHashHeader, RingHash))
+		} else {
+			c.Policy = p
+		}
+	default:
+		r.bad(AnnotationLBPolicy, fmt.Errorf("want %s, %s or %s", RoundRobin, LeastRequest, RingHash))
+	}
+}
+
+// ringSize reads the ring bounds; a pair whose minimum exceeds its maximum
+// keeps both defaults.
+func (r *annotations) ringSize(c *LBConfig) {
 	ringMin, ringMax := c.RingMin, c.RingMax
-	for _, r := range []struct {
-		key string
-		to  *uint64
-	}{{AnnotationRingMinSize, &ringMin}, {AnnotationRingMaxSize, &ringMax}} {
-		if has(r.key) {
-			n, err := strconv.ParseUint(a[r.key], 10, 64)
-			if err == nil && (n < 1 || n > ringLimit) {
-				err = fmt.Errorf("must be between 1 and %d", ringLimit)
-			}
-			if err != nil {
-				bad(r.key, err)
-				continue
-			}
-			*r.to = n
+	outside := fmt.Sprintf("must be between 1 and %d", ringLimit)
+	if r.has(AnnotationRingMinSize) {
+		if n, ok := r.uint(AnnotationRingMinSize, 64, 1, ringLimit, outside); ok {
+			ringMin = n
+		}
+	}
+	if r.has(AnnotationRingMaxSize) {
+		if n, ok := r.uint(AnnotationRingMaxSize, 64, 1, ringLimit, outside); ok {
+			ringMax = n
 		}
 	}
 	if ringMin > ringMax {
-		bad(AnnotationRingMinSize, fmt.Errorf("larger than the maximum ring size %d", ringMax))
+		r.bad(AnnotationRingMinSize, fmt.Errorf("larger than the maximum ring size %d", ringMax))
 	} else {
 		c.RingMin, c.RingMax = ringMin, ringMax
 	}
-	if has(AnnotationOutlier) {
-		o, err := parseOutlier(a[AnnotationOutlier])
-		if err != nil {
-			bad(AnnotationOutlier, err)
-		} else {
-			c.Outlier = o
-		}
+}
+
+func (r *annotations) outlier(c *LBConfig) {
+	if !r.has(AnnotationOutlier) {
+		return
 	}
-	if has(AnnotationMaxRequests) {
-		n, err := strconv.ParseUint(a[AnnotationMaxRequests], 10, 32)
-		if err == nil && n < 1 {
-			err = errors.New("must be at least 1")
-		}
-		if err != nil {
-			bad(AnnotationMaxRequests, err)
-		} else {
+	o, err := parseOutlier(r.a[AnnotationOutlier])
+	if err != nil {
+		r.bad(AnnotationOutlier, err)
+	} else {
+		c.Outlier = o
+	}
+}
+
+// limits reads the circuit-breaking limit and the stream timeout.
+func (r *annotations) limits(c *LBConfig) {
+	if r.has(AnnotationMaxRequests) {
+		if n, ok := r.uint(AnnotationMaxRequests, 32, 1, math.MaxUint32, "must be at least 1"); ok {
 			c.MaxRequests = uint32(n)
 		}
 	}
-	if has(AnnotationTimeout) {
-		d, err := time.ParseDuration(a[AnnotationTimeout])
+	if r.has(AnnotationTimeout) {
+		d, err := time.ParseDuration(r.a[AnnotationTimeout])
 		if err == nil && (d <= 0 || d > 24*time.Hour) {
 			err = errors.New("must be positive and at most 24h")
 		}
 		if err != nil {
-			bad(AnnotationTimeout, err)
+			r.bad(AnnotationTimeout, err)
 		} else {
 			c.Timeout = d
 		}
 	}
-	if has(AnnotationRetryOn) || has(AnnotationRetryAttempts) || has(AnnotationRetryBackoff) {
-		r, rerrs := parseRetry(a)
-		errs = append(errs, rerrs...)
-		c.Retry = r
-	}
-	if has(AnnotationEndpointHeader) {
-		if err := checkHeader(a[AnnotationEndpointHeader]); err != nil {
-			bad(AnnotationEndpointHeader, err)
+}
+
+// endpointPicker reads the header that picks one endpoint and what to do
+// when it names none.
+func (r *annotations) endpointPicker(c *LBConfig) {
+	if r.has(AnnotationEndpointHeader) {
+		if err := checkHeader(r.a[AnnotationEndpointHeader]); err != nil {
+			r.bad(AnnotationEndpointHeader, err)
 		} else {
-			c.EndpointHeader = a[AnnotationEndpointHeader]
+			c.EndpointHeader = r.a[AnnotationEndpointHeader]
 		}
 	}
-	if has(AnnotationPickerFallback) {
-		switch a[AnnotationPickerFallback] {
+	if r.has(AnnotationPickerFallback) {
+		switch r.a[AnnotationPickerFallback] {
 		case "lb":
 		case "fail":
 			c.PickerFailClosed = true
 		default:
-			bad(AnnotationPickerFallback, errors.New(`want "lb" or "fail"`))
+			r.bad(AnnotationPickerFallback, errors.New(`want "lb" or "fail"`))
 		}
 	}
-	return c, errs
 }
 
 // parseOutlier reads "key=value,..." with durations and percentages, e.g.
@@ -249,49 +287,41 @@ func parseOutlier(s string) (*Outlier, error) {
 
 var retryable = []string{"cancelled", "deadline-exceeded", "internal", "resource-exhausted", "unavailable"}
 
-func parseRetry(a map[string]string) (*Retry, []*discovery.AnnotationError) {
-	r := &Retry{On: []string{"unavailable"}, Attempts: 3, BaseBackoff: 25 * time.Millisecond, MaxBackoff: 250 * time.Millisecond}
-	var errs []*discovery.AnnotationError
-	bad := func(key string, err error) {
-		errs = append(errs, &discovery.AnnotationError{Key: key, Value: a[key], Err: err})
-	}
-	if v, ok := a[AnnotationRetryOn]; ok {
+// retry reads the retry policy; each of its annotations that does not parse
+// keeps its own default.
+func (r *annotations) retry() *Retry {
+	rt := &Retry{On: []string{"unavailable"}, Attempts: 3, BaseBackoff: 25 * time.Millisecond, MaxBackoff: 250 * time.Millisecond}
+	if v, ok := r.a[AnnotationRetryOn]; ok {
 		var on []string
 		for _, c := range strings.Split(v, ",") {
 			c = strings.TrimSpace(c)
 			if !contains(retryable, c) {
-				bad(AnnotationRetryOn, fmt.Errorf("%q: want some of %s", c, strings.Join(retryable, ", ")))
+				r.bad(AnnotationRetryOn, fmt.Errorf("%q: want some of %s", c, strings.Join(retryable, ", ")))
 				on = nil
 				break
 			}
 			on = append(on, c)
 		}
 		if on != nil {
-			r.On = on
+			rt.On = on
 		}
 	}
-	if v, ok := a[AnnotationRetryAttempts]; ok {
-		n, err := strconv.ParseUint(v, 10, 32)
-		if err == nil && (n < 2 || n > 5) {
-			err = errors.New("must be between 2 and 5 (gRPC's limit)")
-		}
-		if err != nil {
-			bad(AnnotationRetryAttempts, err)
-		} else {
-			r.Attempts = uint32(n)
+	if r.has(AnnotationRetryAttempts) {
+		if n, ok := r.uint(AnnotationRetryAttempts, 32, 2, 5, "must be between 2 and 5 (gRPC's limit)"); ok {
+			rt.Attempts = uint32(n)
 		}
 	}
-	if v, ok := a[AnnotationRetryBackoff]; ok {
+	if v, ok := r.a[AnnotationRetryBackoff]; ok {
 		base, maxB, cut := strings.Cut(v, ",")
 		b, err1 := time.ParseDuration(strings.TrimSpace(base))
 		m, err2 := time.ParseDuration(strings.TrimSpace(maxB))
 		if !cut || err1 != nil || err2 != nil || b <= 0 || m < b {
-			bad(AnnotationRetryBackoff, errors.New(`want "base,max" durations with 0 < base <= max`))
+			r.bad(AnnotationRetryBackoff, errors.New(`want "base,max" durations with 0 < base <= max`))
 		} else {
-			r.BaseBackoff, r.MaxBackoff = b, m
+			rt.BaseBackoff, rt.MaxBackoff = b, m
 		}
 	}
-	return r, errs
+	return rt
 }
 
 func contains(list []string, s string) bool {
