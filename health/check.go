@@ -50,132 +50,196 @@ func (p *Prober) run(ctx context.Context, pr *probe) {
 // session connects, checks until the connection fails or must be replaced,
 // and reports whether checking is over for good.
 func (c *checker) session(ctx context.Context) (done bool) {
-	cfg := &c.p.cfg
 	select {
 	case c.p.dials <- struct{}{}:
 	case <-ctx.Done():
 		return true
 	}
-	dialing := true
-	release := func() {
-		if dialing {
-			dialing = false
-			<-c.p.dials
-		}
-	}
-	defer release()
-	mode := "check"
+	s := stream{dials: c.p.dials, dialing: true, mode: "check"}
+	defer s.release()
 	if c.watch {
-		mode = "watch"
+		s.mode = "watch"
 	}
 	g, err := c.connect(ctx)
 	if err != nil {
 		if ctx.Err() != nil {
 			return true
 		}
-		c.result(mode, false)
+		c.result(s.mode, false)
 		return false
 	}
 	defer g.conn.Close()
 	// Stopping a probe closes its connection, which ends a blocked read.
 	defer context.AfterFunc(ctx, func() { g.conn.Close() })()
+	return c.check(ctx, g, &s)
+}
 
-	var watchID, checkID uint32
-	var firstBy, checkBy, checkAt time.Time // zero: not due
-	var checkResp *healthpb.HealthCheckResponse
-	if c.watch {
-		if watchID, err = g.start(methodWatch, c.req, 0); err != nil {
-			c.result(mode, false)
-			return false
-		}
-		firstBy = time.Now().Add(cfg.Timeout)
-	} else {
-		checkAt = time.Now()
+// stream is the state of one connection's calls.
+type stream struct {
+	dials                     chan struct{} // the Prober's dial semaphore
+	dialing                   bool          // a place in dials is held
+	mode                      string        // "watch" or "check": what a failed connection counts as
+	watchID, checkID          uint32
+	firstBy, checkBy, checkAt time.Time // zero: not due
+	checkResp                 *healthpb.HealthCheckResponse
+}
+
+// release gives back the place among the dials in flight, once.
+func (s *stream) release() {
+	if s.dialing {
+		s.dialing = false
+		<-s.dials
+	}
+}
+
+// verdict is what a connection's event leaves to do.
+type verdict uint8
+
+const (
+	keepOn    verdict = iota // read on
+	answered                 // a call answered: schedule the next Check
+	reconnect                // this connection is done; connect again later
+	finished                 // checking is over for good
+)
+
+// check runs the Watch and the Checks on a new connection; see session.
+func (c *checker) check(ctx context.Context, g *grpcConn, s *stream) (done bool) {
+	if !c.begin(g, s) {
+		c.result(s.mode, false)
+		return false
 	}
 	for {
-		ev, err := g.next(earliest(firstBy, checkBy, checkAt))
+		ev, err := g.next(earliest(s.firstBy, s.checkBy, s.checkAt))
 		now := time.Now()
+		var v verdict
 		switch {
 		case ctx.Err() != nil:
 			return true
 		case errors.Is(err, errDue):
-			switch {
-			case due(firstBy, now):
-				c.result("watch", false) // no status within the timeout
-				return false
-			case due(checkBy, now):
-				c.result("check", false) // a hung server, or a black-holed link
-				return false
-			case due(checkAt, now):
-				checkAt = time.Time{}
-				if checkID, err = g.start(methodCheck, c.req, cfg.Timeout); err != nil {
-					c.result("check", false)
-					return false
-				}
-				checkBy, checkResp = now.Add(cfg.Timeout), nil
-			}
-			continue
+			v = c.deadline(g, s, now)
 		case errors.Is(err, errGoAway):
 			return false // not a failure: the server is closing gracefully; reconnect
 		case err != nil:
-			c.result(mode, false)
+			c.result(s.mode, false)
 			return false
-		}
-		release() // the server answers
-		switch ev.id {
-		case watchID:
-			if ev.end {
-				watchID, firstBy = 0, time.Time{}
-				if ev.code == codes.Unimplemented {
-					c.watch, mode = false, "check" // Check on this connection instead
-					if checkID == 0 {
-						checkAt = now
-					}
-					continue
-				}
-				c.result("watch", false)
-				return false
-			}
-			firstBy = time.Time{}
-			c.result("watch", isServing(ev.msg))
-		case checkID:
-			if !ev.end {
-				checkResp = new(healthpb.HealthCheckResponse)
-				if proto.Unmarshal(ev.msg, checkResp) != nil {
-					checkResp = nil
-				}
-				continue
-			}
-			checkID, checkBy = 0, time.Time{}
-			switch {
-			case ev.code == codes.OK && checkResp != nil:
-				c.result("check", checkResp.GetStatus() == healthpb.HealthCheckResponse_SERVING)
-			case ev.code == codes.Unimplemented && watchID == 0:
-				c.unimplemented()
-				return true
-			case ev.code == codes.Unimplemented:
-				// A server that Watches but cannot Check: liveness is not
-				// to be had from it.
-			default:
-				c.result("check", false)
-			}
 		default:
-			continue
+			s.release() // the server answers
+			switch ev.id {
+			case s.watchID:
+				v = c.watchEvent(s, &ev, now)
+			case s.checkID:
+				v = c.checkEvent(s, &ev)
+			}
 		}
-		// Schedule the next Check: soon while a result awaits confirmation,
-		// else every Interval without Watch, or every LivenessInterval with it.
-		if checkID != 0 {
-			continue
+		switch v {
+		case answered:
+			c.scheduleCheck(s, now)
+		case reconnect:
+			return false
+		case finished:
+			return true
 		}
-		switch {
-		case c.unsettled():
-			checkAt = now.Add(c.jitter(cfg.ConfirmInterval()))
-		case !checkAt.IsZero():
-		case watchID == 0:
-			checkAt = now.Add(c.jitter(cfg.Interval))
-		case cfg.LivenessInterval > 0:
-			checkAt = now.Add(c.jitter(cfg.LivenessInterval))
+	}
+}
+
+// begin starts the Watch or, without Watch, makes a Check due now. False
+// means the connection failed.
+func (c *checker) begin(g *grpcConn, s *stream) bool {
+	if !c.watch {
+		s.checkAt = time.Now()
+		return true
+	}
+	id, err := g.start(methodWatch, c.req, 0)
+	if err != nil {
+		return false
+	}
+	s.watchID, s.firstBy = id, time.Now().Add(c.p.cfg.Timeout)
+	return true
+}
+
+// deadline acts on the time that has come: a Watch or a Check unanswered in
+// time fails the connection; a Check due is sent.
+func (c *checker) deadline(g *grpcConn, s *stream, now time.Time) verdict {
+	switch {
+	case due(s.firstBy, now):
+		c.result("watch", false) // no status within the timeout
+		return reconnect
+	case due(s.checkBy, now):
+		c.result("check", false) // a hung server, or a black-holed link
+		return reconnect
+	case due(s.checkAt, now):
+		s.checkAt = time.Time{}
+		id, err := g.start(methodCheck, c.req, c.p.cfg.Timeout)
+		if err != nil {
+			c.result("check", false)
+			return reconnect
 		}
+		s.checkID, s.checkBy, s.checkResp = id, now.Add(c.p.cfg.Timeout), nil
+	}
+	return keepOn
+}
+
+// watchEvent counts a Watch status. A server without Watch is checked with
+// Check on the same connection from now on.
+func (c *checker) watchEvent(s *stream, ev *event, now time.Time) verdict {
+	if !ev.end {
+		s.firstBy = time.Time{}
+		c.result("watch", isServing(ev.msg))
+		return answered
+	}
+	s.watchID, s.firstBy = 0, time.Time{}
+	if ev.code != codes.Unimplemented {
+		c.result("watch", false)
+		return reconnect
+	}
+	c.watch, s.mode = false, "check"
+	if s.checkID == 0 {
+		s.checkAt = now
+	}
+	return keepOn
+}
+
+// checkEvent keeps a Check's response until the call ends, then counts it.
+func (c *checker) checkEvent(s *stream, ev *event) verdict {
+	if !ev.end {
+		s.checkResp = new(healthpb.HealthCheckResponse)
+		if proto.Unmarshal(ev.msg, s.checkResp) != nil {
+			s.checkResp = nil
+		}
+		return keepOn
+	}
+	s.checkID, s.checkBy = 0, time.Time{}
+	switch {
+	case ev.code == codes.OK && s.checkResp != nil:
+		c.result("check", s.checkResp.GetStatus() == healthpb.HealthCheckResponse_SERVING)
+	case ev.code == codes.Unimplemented && s.watchID == 0:
+		c.unimplemented()
+		return finished
+	case ev.code == codes.Unimplemented:
+		// A server that Watches but cannot Check: liveness is not to be
+		// had from it.
+	default:
+		c.result("check", false)
+	}
+	return answered
+}
+
+// scheduleCheck schedules the next Check: soon while a result awaits
+// confirmation, else every Interval without Watch, or every
+// LivenessInterval with it.
+func (c *checker) scheduleCheck(s *stream, now time.Time) {
+	if s.checkID != 0 {
+		return
+	}
+	cfg := &c.p.cfg
+	switch {
+	case c.unsettled():
+		s.checkAt = now.Add(c.jitter(cfg.ConfirmInterval()))
+	case !s.checkAt.IsZero():
+	case s.watchID == 0:
+		s.checkAt = now.Add(c.jitter(cfg.Interval))
+	case cfg.LivenessInterval > 0:
+		s.checkAt = now.Add(c.jitter(cfg.LivenessInterval))
 	}
 }
 
@@ -221,27 +285,19 @@ func (c *checker) unimplemented() {
 // new endpoint's is Unknown. Holding a NOT_SERVING endpoint to the threshold
 // would serve it as usable to every new client meanwhile.
 func (c *checker) result(mode string, ok bool) {
-	cfg := c.p.cfg
 	first := !c.observed
 	c.observed = true
+	outcome, count, other, threshold, status := "fail", &c.failures, &c.successes, c.p.cfg.UnhealthyThreshold, Unhealthy
 	if ok {
-		c.p.metrics.Checks.WithLabelValues(mode, "ok").Inc()
-		c.failures, c.successes = 0, min(c.successes+1, cfg.HealthyThreshold)
-		if first {
-			c.successes = cfg.HealthyThreshold
-		}
-		if c.successes >= cfg.HealthyThreshold {
-			c.setStatus(Healthy)
-		}
-		return
+		outcome, count, other, threshold, status = "ok", &c.successes, &c.failures, c.p.cfg.HealthyThreshold, Healthy
 	}
-	c.p.metrics.Checks.WithLabelValues(mode, "fail").Inc()
-	c.successes, c.failures = 0, min(c.failures+1, cfg.UnhealthyThreshold)
+	c.p.metrics.Checks.WithLabelValues(mode, outcome).Inc()
+	*other, *count = 0, min(*count+1, threshold)
 	if first {
-		c.failures = cfg.UnhealthyThreshold
+		*count = threshold
 	}
-	if c.failures >= cfg.UnhealthyThreshold {
-		c.setStatus(Unhealthy)
+	if *count >= threshold {
+		c.setStatus(status)
 	}
 }
 
