@@ -39,59 +39,27 @@ type Metrics struct {
 // New creates the collectors and registers them with reg.
 func New(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
-		ConnectedClients: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "nodexds_connected_clients", Help: "ADS streams currently open.",
-		}),
-		Subscriptions: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "nodexds_subscribed_resources", Help: "Distinct resources at least one client subscribes to, by type.",
-		}, []string{"type"}),
-		Pushes: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "nodexds_xds_pushes_total", Help: "xDS responses sent, by type.",
-		}, []string{"type"}),
+		ConnectedClients: gauge("nodexds_connected_clients", "ADS streams currently open."),
+		Subscriptions:    gaugeVec("nodexds_subscribed_resources", "Distinct resources at least one client subscribes to, by type.", "type"),
+		Pushes:           counterVec("nodexds_xds_pushes_total", "xDS responses sent, by type.", "type"),
 		PushLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "nodexds_push_latency_seconds",
 			Help:    "Time from a change being observed to the response carrying it being sent, by type.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
 		}, []string{"type"}),
-		NACKs: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "nodexds_xds_nacks_total", Help: "Responses rejected by clients, by type and client stack (grpc-go, grpc-js, c-core, grpc-java, other).",
-		}, []string{"type", "stack"}),
-		DiscoveryEvents: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "nodexds_discovery_events_total", Help: "Objects received from sources, by kind and operation.",
-		}, []string{"kind", "op"}),
-		Rebuilds: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "nodexds_service_rebuilds_total", Help: "Service port resource sets rebuilt.",
-		}),
-		Builds: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "nodexds_resource_builds_total", Help: "xDS resources built (whether or not they changed), by type: a change rebuilds only the types it can alter.",
-		}, []string{"type"}),
-		AnnotationErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "nodexds_annotation_errors_total", Help: "Service annotations that could not be used, by annotation.",
-		}, []string{"annotation"}),
-		SourceErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "nodexds_source_errors_total", Help: "Objects or files a source could not read, by source.",
-		}, []string{"source"}),
-		UnresolvedNames: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "nodexds_unresolved_names_total", Help: "Resource names clients asked for that can never be served (malformed, or not a name the agent hands out).",
-		}),
-		LimitHits: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "nodexds_limit_hits_total", Help: "Client requests refused or streams ended for reaching one of the agent's limits, by limit.",
-		}, []string{"limit"}),
-		ClientWorkarounds: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "nodexds_client_workarounds_total", Help: "Resources built in a variant for clients with a known bug (e.g. ring_hash_as_round_robin for gRPC C-core 1.51, which crashes on ring_hash), by workaround.",
-		}, []string{"workaround"}),
-		Refused: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "nodexds_admission_refused_total", Help: "ADS streams refused by admission (a peer that is not a pod on this node), by gRPC status code.",
-		}, []string{"code"}),
-		HealthFailOpen: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "nodexds_health_fail_open_clusters", Help: "Clusters whose endpoints all fail checks, served as UNKNOWN rather than ejected.",
-		}),
-		BuildInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "nodexds_build_info", Help: "Always 1; the labels say which build is running.",
-		}, []string{"version", "goversion"}),
-		SourceSyncDuration: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "nodexds_source_sync_duration_seconds", Help: "Time from start until the source's initial state was applied (ADS is served from then on); 0 while it has not been.",
-		}),
+		NACKs:              counterVec("nodexds_xds_nacks_total", "Responses rejected by clients, by type and client stack (grpc-go, grpc-js, c-core, grpc-java, other).", "type", "stack"),
+		DiscoveryEvents:    counterVec("nodexds_discovery_events_total", "Objects received from sources, by kind and operation.", "kind", "op"),
+		Rebuilds:           counter("nodexds_service_rebuilds_total", "Service port resource sets rebuilt."),
+		Builds:             counterVec("nodexds_resource_builds_total", "xDS resources built (whether or not they changed), by type: a change rebuilds only the types it can alter.", "type"),
+		AnnotationErrors:   counterVec("nodexds_annotation_errors_total", "Service annotations that could not be used, by annotation.", "annotation"),
+		SourceErrors:       counterVec("nodexds_source_errors_total", "Objects or files a source could not read, by source.", "source"),
+		UnresolvedNames:    counter("nodexds_unresolved_names_total", "Resource names clients asked for that can never be served (malformed, or not a name the agent hands out)."),
+		LimitHits:          counterVec("nodexds_limit_hits_total", "Client requests refused or streams ended for reaching one of the agent's limits, by limit.", "limit"),
+		ClientWorkarounds:  counterVec("nodexds_client_workarounds_total", "Resources built in a variant for clients with a known bug (e.g. ring_hash_as_round_robin for gRPC C-core 1.51, which crashes on ring_hash), by workaround.", "workaround"),
+		Refused:            counterVec("nodexds_admission_refused_total", "ADS streams refused by admission (a peer that is not a pod on this node), by gRPC status code.", "code"),
+		HealthFailOpen:     gauge("nodexds_health_fail_open_clusters", "Clusters whose endpoints all fail checks, served as UNKNOWN rather than ejected."),
+		BuildInfo:          gaugeVec("nodexds_build_info", "Always 1; the labels say which build is running.", "version", "goversion"),
+		SourceSyncDuration: gauge("nodexds_source_sync_duration_seconds", "Time from start until the source's initial state was applied (ADS is served from then on); 0 while it has not been."),
 	}
 	// Known label values start at 0, so dashboards and alerts find the
 	// series before the first hit (the agent adds the annotations and
@@ -115,4 +83,23 @@ func New(reg prometheus.Registerer) *Metrics {
 		m.DiscoveryEvents, m.Rebuilds, m.Builds, m.AnnotationErrors, m.SourceErrors, m.UnresolvedNames, m.LimitHits, m.Refused, m.ClientWorkarounds,
 		m.HealthFailOpen)
 	return m
+}
+
+// counter, gauge, counterVec and gaugeVec make a collector from what sets
+// one apart: its name, help and label names.
+
+func counter(name, help string) prometheus.Counter {
+	return prometheus.NewCounter(prometheus.CounterOpts{Name: name, Help: help})
+}
+
+func gauge(name, help string) prometheus.Gauge {
+	return prometheus.NewGauge(prometheus.GaugeOpts{Name: name, Help: help})
+}
+
+func counterVec(name, help string, labels ...string) *prometheus.CounterVec {
+	return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labels)
+}
+
+func gaugeVec(name, help string, labels ...string) *prometheus.GaugeVec {
+	return prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: name, Help: help}, labels)
 }
