@@ -5,6 +5,7 @@ package agent
 
 import (
 	"context"
+	"strings"
 	"time"
 
 	"github.com/nodexds/nodexds/internal/shrink"
@@ -115,6 +116,9 @@ func (a *Agent) apply(e discovery.Event, at time.Time) {
 	for _, k := range a.store.TakeMoved() {
 		a.markDirty(k, at, endpointsChanged)
 	}
+	for _, k := range ch.Routed {
+		a.markDirty(k, at, routesChanged)
+	}
 	switch {
 	case ch.Service != nil && e.Service != nil:
 		if e.Deleted {
@@ -147,6 +151,9 @@ const (
 	endpointsChanged affects = 1 << iota
 	// serviceChanged: the Service itself, which every resource is built from.
 	serviceChanged
+	// routesChanged: the Gateway API routes naming the Service as a parent,
+	// their backends or the grants they need; they feed its routes alone.
+	routesChanged
 )
 
 // covers reports whether a change of what can alter a resource of type typ;
@@ -154,10 +161,10 @@ const (
 // for a route after an endpoint change).
 func (w affects) covers(typ string, picker func() bool) bool {
 	switch {
-	case w&serviceChanged != 0 || typ == xds.EndpointType:
+	case w&serviceChanged != 0 || typ == xds.EndpointType && w&endpointsChanged != 0:
 		return true
 	case typ == xds.RouteType:
-		return picker()
+		return w&routesChanged != 0 || picker()
 	}
 	return false
 }
@@ -303,6 +310,10 @@ func eventLabels(e discovery.Event) (kind, op string) {
 		return "endpointslice", op
 	case e.Node != nil:
 		return "node", op
+	case e.Route != nil:
+		return strings.ToLower(e.Route.Key.Kind), op
+	case e.Grant != nil:
+		return "referencegrant", op
 	}
 	return "unknown", op
 }

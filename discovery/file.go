@@ -20,6 +20,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 	"sigs.k8s.io/yaml"
 )
 
@@ -176,15 +177,19 @@ func (f *FileSource) files() ([]string, error) {
 	return out, nil
 }
 
-// eventKey orders Nodes before Services before EndpointSlices.
+// eventKey orders Nodes before Services before EndpointSlices before routes.
 func eventKey(e Event) string {
 	switch {
 	case e.Node != nil:
 		return "0node/" + e.Node.Name
 	case e.Service != nil:
 		return "1service/" + e.Service.Key.String()
-	default:
+	case e.Slice != nil:
 		return "2endpointslice/" + e.Slice.Service.Namespace + "/" + e.Slice.Name
+	case e.Grant != nil:
+		return "3referencegrant/" + e.Grant.Namespace + "/" + e.Grant.Name
+	default:
+		return "4" + e.Route.Key.String()
 	}
 }
 
@@ -218,9 +223,10 @@ func ParseObjects(data []byte) ([]Event, error) {
 }
 
 type header struct {
-	Kind     string            `json:"kind"`
-	Items    []json.RawMessage `json:"items"`
-	Metadata struct {
+	APIVersion string            `json:"apiVersion"`
+	Kind       string            `json:"kind"`
+	Items      []json.RawMessage `json:"items"`
+	Metadata   struct {
 		Name      string `json:"name"`
 		Namespace string `json:"namespace"`
 	} `json:"metadata"`
@@ -279,8 +285,38 @@ func parseObject(js []byte) ([]Event, error) {
 			return nil, err
 		}
 		return []Event{{Slice: sl}}, nil
+	case "Namespace":
+		// Accepted so that a cluster's manifests can be used as they are;
+		// namespaces exist implicitly here.
+		return nil, nil
 	}
-	return nil, fmt.Errorf("%s: unsupported kind %q (want Node, Service, EndpointSlice or List)", name, h.Kind)
+	if gv := h.APIVersion; strings.HasPrefix(gv, gwv1.GroupName+"/") && gv != gwv1.GroupVersion.String() {
+		return nil, fmt.Errorf("%s: apiVersion %s is not served (want %s)", name, gv, gwv1.GroupVersion)
+	}
+	switch h.Kind {
+	case KindGRPCRoute:
+		var r gwv1.GRPCRoute
+		if err := strict(js, &r); err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+		defaultNamespace(&r.Namespace)
+		return []Event{{Route: FromGRPCRoute(&r)}}, nil
+	case KindHTTPRoute:
+		var r gwv1.HTTPRoute
+		if err := strict(js, &r); err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+		defaultNamespace(&r.Namespace)
+		return []Event{{Route: FromHTTPRoute(&r)}}, nil
+	case "ReferenceGrant":
+		var g gwv1.ReferenceGrant
+		if err := strict(js, &g); err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+		defaultNamespace(&g.Namespace)
+		return []Event{{Grant: FromReferenceGrant(&g)}}, nil
+	}
+	return nil, fmt.Errorf("%s: unsupported kind %q (want Node, Service, EndpointSlice, GRPCRoute, HTTPRoute, ReferenceGrant, Namespace or List)", name, h.Kind)
 }
 
 // strict decodes rejecting unknown fields: a misspelt field is an error, not

@@ -105,7 +105,7 @@ func startKubeWithSink(t *testing.T, hook func(Event), objs ...runtime.Object) *
 		for _, k := range f.store.TakeMoved() {
 			f.changes = append(f.changes, Change{Service: &k})
 		}
-		if ch != (Change{}) {
+		if !ch.None() {
 			f.changes = append(f.changes, ch)
 		}
 	})

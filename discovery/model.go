@@ -129,12 +129,15 @@ type Endpoint struct {
 	Hints                       *Hints // shared with the slice: read only
 }
 
-// Event is one change from a source: exactly one of Service, Slice, Node is set.
-// With Deleted, only the object's identifying fields need to be filled in.
+// Event is one change from a source: exactly one of Service, Slice, Node,
+// Route, Grant is set. With Deleted, only the object's identifying fields
+// need to be filled in.
 type Event struct {
 	Service *Service
 	Slice   *Slice
 	Node    *Node
+	Route   *Route
+	Grant   *Grant
 	Deleted bool
 }
 

@@ -22,6 +22,7 @@ type Store struct {
 	// whose Node is unknown (no nodeName, or not seen yet) by their zone.
 	zoneRegions map[string]map[string]int
 	moved       []ServiceKey
+	routes      routeIndex
 }
 
 // NewStore returns an empty Store.
@@ -33,6 +34,7 @@ func NewStore() *Store {
 		nodes:    map[string]Node{},
 
 		zoneRegions: map[string]map[string]int{},
+		routes:      newRouteIndex(),
 	}
 }
 
@@ -42,7 +44,14 @@ type Change struct {
 	Service *ServiceKey
 	// Node is set when a Node's topology changed: tiers of any Service may move.
 	Node string
+	// Routed are the Services whose route configuration may have changed:
+	// the parents of a route that changed, of a route whose backend Service
+	// changed, or of a route a ReferenceGrant now permits or no longer does.
+	Routed []ServiceKey
 }
+
+// None reports whether nothing changed.
+func (c Change) None() bool { return c.Service == nil && c.Node == "" && len(c.Routed) == 0 }
 
 // Apply records e. Updates equal to what is stored are no-ops.
 func (s *Store) Apply(e Event) Change {
@@ -55,13 +64,13 @@ func (s *Store) Apply(e Event) Change {
 				return Change{}
 			}
 			delete(s.services, k)
-			return Change{Service: &k}
+			return Change{Service: &k, Routed: s.routes.parentsOfBackend(k)}
 		}
 		if ok && reflect.DeepEqual(old, e.Service) {
 			return Change{}
 		}
 		s.services[k] = e.Service
-		return Change{Service: &k}
+		return Change{Service: &k, Routed: s.routes.parentsOfBackend(k)}
 
 	case e.Slice != nil:
 		id := ServiceKey{Namespace: e.Slice.Service.Namespace, Name: e.Slice.Name}
@@ -113,6 +122,12 @@ func (s *Store) Apply(e Event) Change {
 		s.nodes[n.Name] = n
 		s.countZone(n, 1)
 		return Change{Node: n.Name}
+
+	case e.Route != nil:
+		return Change{Routed: s.routes.applyRoute(e.Route, e.Deleted)}
+
+	case e.Grant != nil:
+		return Change{Routed: s.routes.applyGrant(e.Grant, e.Deleted)}
 	}
 	return Change{}
 }

@@ -198,16 +198,16 @@ func TestStoreReportsOnlyRealChanges(t *testing.T) {
 	if c := s.Apply(Event{Service: svc(Port{Port: 80})}); c.Service == nil || *c.Service != be1 {
 		t.Errorf("new service: change = %+v", c)
 	}
-	if c := s.Apply(Event{Service: svc(Port{Port: 80})}); c != (Change{}) {
+	if c := s.Apply(Event{Service: svc(Port{Port: 80})}); !c.None() {
 		t.Errorf("equal update: change = %+v, want none", c)
 	}
 	if c := s.Apply(Event{Node: &Node{Name: "n1", Zone: "z"}}); c.Node != "n1" {
 		t.Errorf("new node: change = %+v", c)
 	}
-	if c := s.Apply(Event{Node: &Node{Name: "n1", Zone: "z"}}); c != (Change{}) {
+	if c := s.Apply(Event{Node: &Node{Name: "n1", Zone: "z"}}); !c.None() {
 		t.Errorf("node heartbeat: change = %+v, want none", c)
 	}
-	if c := s.Apply(Event{Slice: &Slice{Service: be1, Name: "gone"}, Deleted: true}); c != (Change{}) {
+	if c := s.Apply(Event{Slice: &Slice{Service: be1, Name: "gone"}, Deleted: true}); !c.None() {
 		t.Errorf("deleting an unknown slice: change = %+v, want none", c)
 	}
 }

@@ -1,0 +1,212 @@
+package mesh
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"github.com/nodexds/nodexds/discovery"
+)
+
+// ReasonConflicted is GEP-1426's reason for a route not used because a
+// route of a more specific type (GRPCRoute over HTTPRoute) routes the same
+// Service port.
+const ReasonConflicted = "Conflicted"
+
+// Refused says why a route cannot be used at all, nil when it can. A
+// proxyless client carries out matches, weights and a timeout; a route asking
+// for more (filters, query parameters, retries, session persistence) or with
+// a regular expression a client would refuse is never half applied.
+func Refused(r *discovery.Route) *Problem {
+	if r.GRPC != nil {
+		for i, rule := range r.GRPC.Rules {
+			if p := refusedGRPCRule(rule); p != nil {
+				return at(i, p)
+			}
+		}
+		return nil
+	}
+	for i, rule := range r.HTTP.Rules {
+		if p := refusedHTTPRule(rule); p != nil {
+			return at(i, p)
+		}
+	}
+	return nil
+}
+
+func at(rule int, p *Problem) *Problem {
+	return &Problem{Reason: p.Reason, Message: fmt.Sprintf("rules[%d]: %s", rule, p.Message)}
+}
+
+func unsupported(format string, args ...any) *Problem {
+	return problem(gwv1.RouteReasonUnsupportedValue, format+": proxyless gRPC clients cannot carry it out, so the route is not used", args...)
+}
+
+func refusedGRPCRule(rule gwv1.GRPCRouteRule) *Problem {
+	if len(rule.Filters) > 0 {
+		return unsupported("filter %s", rule.Filters[0].Type)
+	}
+	if rule.SessionPersistence != nil {
+		return unsupported("sessionPersistence")
+	}
+	for _, b := range rule.BackendRefs {
+		if len(b.Filters) > 0 {
+			return unsupported("backendRefs filter %s", b.Filters[0].Type)
+		}
+	}
+	for _, m := range rule.Matches {
+		if mm := m.Method; mm != nil && mm.Type != nil && *mm.Type == gwv1.GRPCMethodMatchRegularExpression {
+			for _, re := range []string{deref(mm.Service), deref(mm.Method)} {
+				if p := checkRegex("method match", re); p != nil {
+					return p
+				}
+			}
+		}
+		for _, h := range m.Headers {
+			regex := h.Type != nil && *h.Type == gwv1.GRPCHeaderMatchRegularExpression
+			if p := checkHeader(string(h.Name), h.Value, regex); p != nil {
+				return p
+			}
+		}
+	}
+	return nil
+}
+
+func refusedHTTPRule(rule gwv1.HTTPRouteRule) *Problem {
+	if len(rule.Filters) > 0 {
+		return unsupported("filter %s", rule.Filters[0].Type)
+	}
+	if rule.SessionPersistence != nil {
+		return unsupported("sessionPersistence")
+	}
+	if rule.Retry != nil {
+		return unsupported("retry")
+	}
+	for _, b := range rule.BackendRefs {
+		if len(b.Filters) > 0 {
+			return unsupported("backendRefs filter %s", b.Filters[0].Type)
+		}
+	}
+	if t := rule.Timeouts; t != nil {
+		for _, v := range []*gwv1.Duration{t.Request, t.BackendRequest} {
+			if v == nil {
+				continue
+			}
+			if _, err := time.ParseDuration(string(*v)); err != nil {
+				return problem(gwv1.RouteReasonUnsupportedValue, "timeout %q: %v", *v, err)
+			}
+		}
+	}
+	for _, m := range rule.Matches {
+		if len(m.QueryParams) > 0 {
+			return unsupported("queryParams match")
+		}
+		if p := m.Path; p != nil && p.Type != nil && *p.Type == gwv1.PathMatchRegularExpression {
+			if pr := checkRegex("path match", deref(p.Value)); pr != nil {
+				return pr
+			}
+		}
+		for _, h := range m.Headers {
+			regex := h.Type != nil && *h.Type == gwv1.HeaderMatchRegularExpression
+			if p := checkHeader(string(h.Name), h.Value, regex); p != nil {
+				return p
+			}
+		}
+	}
+	return nil
+}
+
+// checkHeader refuses conditions gRPC clients do not apply as written:
+// they never match on their own grpc- headers, and treat -bin headers as
+// binary.
+func checkHeader(name, value string, regex bool) *Problem {
+	n := strings.ToLower(name)
+	if strings.HasPrefix(n, "grpc-") || strings.HasSuffix(n, "-bin") || strings.HasPrefix(n, ":") {
+		return unsupported("header match on %s", name)
+	}
+	if regex {
+		return checkRegex("header match on "+name, value)
+	}
+	return nil
+}
+
+// Condition is one status condition of a route for one parent.
+type Condition struct {
+	Status  bool
+	Reason  string
+	Message string
+}
+
+// ParentStatus is what a route's status says for one of its Service
+// parentRefs.
+type ParentStatus struct {
+	Ref          gwv1.ParentReference
+	Accepted     Condition
+	ResolvedRefs Condition
+}
+
+// Status is route r's status for each of its parentRefs that names a
+// Service. attached(k) returns the routes naming Service k as a parent, to
+// find a conflicting route of another type.
+func Status(r *discovery.Route, service func(discovery.ServiceKey) (*discovery.Service, bool), grants func(string) []*discovery.Grant, attached func(discovery.ServiceKey) []*discovery.Route) []ParentStatus {
+	refs := resolvedRefs(r, service, grants)
+	refused := Refused(r)
+	var out []ParentStatus
+	for _, p := range r.ParentRefs() {
+		k, ok := discovery.ParentService(r.Key.Namespace, p)
+		if !ok {
+			continue
+		}
+		st := ParentStatus{Ref: p, ResolvedRefs: refs, Accepted: Condition{Status: true, Reason: string(gwv1.RouteReasonAccepted), Message: "routes " + k.String()}}
+		switch svc, found := service(k); {
+		case refused != nil:
+			st.Accepted = Condition{Reason: refused.Reason, Message: refused.Message}
+		case !found:
+			st.Accepted = Condition{Reason: string(gwv1.RouteReasonNoMatchingParent), Message: "no such Service " + k.String()}
+		case len(ports(r, p, k, svc)) == 0:
+			st.Accepted = Condition{Reason: string(gwv1.RouteReasonNoMatchingParent), Message: "the Service has no such port"}
+		case r.HTTP != nil && conflicts(r, p, k, svc, attached(k)):
+			st.Accepted = Condition{Reason: ReasonConflicted, Message: "a GRPCRoute of namespace " + r.Key.Namespace + " routes the same Service port, and GRPCRoutes take precedence"}
+		}
+		out = append(out, st)
+	}
+	return out
+}
+
+// ports returns the ports of svc a parentRef attaches to.
+func ports(r *discovery.Route, ref gwv1.ParentReference, k discovery.ServiceKey, svc *discovery.Service) []discovery.Port {
+	var out []discovery.Port
+	for _, port := range svc.Ports {
+		if portMatches(r, ref, k, port) {
+			out = append(out, port)
+		}
+	}
+	return out
+}
+
+// conflicts reports whether a usable GRPCRoute of r's namespace routes a
+// port that r's parentRef ref attaches to.
+func conflicts(r *discovery.Route, ref gwv1.ParentReference, k discovery.ServiceKey, svc *discovery.Service, others []*discovery.Route) bool {
+	for _, port := range ports(r, ref, k, svc) {
+		if slices.ContainsFunc(others, func(o *discovery.Route) bool {
+			return o.GRPC != nil && o.Key.Namespace == r.Key.Namespace && Refused(o) == nil && attaches(o, k, port)
+		}) {
+			return true
+		}
+	}
+	return false
+}
+
+// resolvedRefs is the ResolvedRefs condition: the first backendRef that
+// cannot be resolved, or all resolved.
+func resolvedRefs(r *discovery.Route, service func(discovery.ServiceKey) (*discovery.Service, bool), grants func(string) []*discovery.Grant) Condition {
+	for _, b := range r.BackendRefs() {
+		if _, p := resolve(r, b.BackendObjectReference, service, grants); p != nil {
+			return Condition{Reason: p.Reason, Message: p.Message}
+		}
+	}
+	return Condition{Status: true, Reason: string(gwv1.RouteReasonResolvedRefs), Message: "all backends resolved"}
+}
