@@ -12,6 +12,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/nodexds/nodexds/agent/mesh"
 	"github.com/nodexds/nodexds/agent/names"
 	"github.com/nodexds/nodexds/agent/resources"
 	"github.com/nodexds/nodexds/agent/topology"
@@ -31,6 +32,10 @@ type builder struct {
 	health    func(health.Target) health.Status
 	failOpen  func(cluster string) bool // as last decided, for picker routes and picked endpoints
 	maxPicker int
+	// routes are the Gateway API routes naming a Service as a parent, and
+	// grants a namespace's ReferenceGrants.
+	routes func(discovery.ServiceKey) []*discovery.Route
+	grants func(namespace string) []*discovery.Grant
 }
 
 // built is one resource, and what building it asks of the agent.
@@ -94,8 +99,7 @@ func (b *builder) build(k discovery.ServiceKey, typ, name string, ref portRef) b
 	unmarked.NoRingHash = false
 	switch {
 	case typ == xds.RouteType:
-		picks, fail, report := b.picks(svc, p, ref.Port(), cfg)
-		out.resource, out.picker = resources.RouteConfig(name, name, cfg.lb, picks, fail), report
+		out.resource, out.picker = b.route(name, svc, p, ref.Port(), cfg)
 	case typ == xds.ClusterType && ref.Subset == names.AllEndpoints:
 		lb := cfg.lb
 		if ref.NoRingHash && lb.Policy == resources.RingHash {
@@ -177,6 +181,65 @@ func (b *builder) loadAssignment(svc *discovery.Service, p discovery.Port, name,
 	}
 	c.failOpen = health.FailOpen(list)
 	return resources.LoadAssignment(name, prios, b.status(cfg, c.failOpen)), c
+}
+
+// route is a Service port's route configuration: by its Gateway API routes
+// if any apply, else to its own cluster, after the endpoint picker's routes.
+func (b *builder) route(name string, svc *discovery.Service, p discovery.Port, port names.Resource, cfg *serviceConfig) (proto.Message, *pickerReport) {
+	if t := b.routed(svc, p); t != nil {
+		return b.routedConfig(name, port, t, cfg), nil
+	}
+	picks, fail, report := b.picks(svc, p, port, cfg)
+	return resources.RouteConfig(name, name, cfg.lb, picks, fail), report
+}
+
+// routed is how Gateway API routes route a Service port, nil when none do.
+// Only the producer's routes apply for now: a client's namespace is not yet
+// part of the names it is handed.
+func (b *builder) routed(svc *discovery.Service, p discovery.Port) *mesh.Table {
+	if b.routes == nil {
+		return nil
+	}
+	attached := b.routes(svc.Key)
+	if len(attached) == 0 {
+		return nil
+	}
+	return mesh.Translate(mesh.Input{Parent: svc.Key, Port: p, Routes: attached, Service: b.service, Grants: b.grants})
+}
+
+// routedConfig is a routed Service port's route configuration. Each backend
+// is its own Service port's cluster in the same view, so a split keeps the
+// node's tiers, health and load balancing of every backend; an unresolved
+// backend's share, like a rule with no backends, goes to the port's cluster
+// with no endpoints (UNAVAILABLE). The endpoint picker does not apply to
+// routed ports: the routes replace the Service's own routing.
+func (b *builder) routedConfig(name string, port names.Resource, t *mesh.Table, cfg *serviceConfig) proto.Message {
+	none := port
+	none.Subset = names.NoEndpoint
+	rules := make([]resources.Routed, len(t.Rules))
+	for i, r := range t.Rules {
+		rules[i] = resources.Routed{Match: r.Match, Timeout: r.Timeout}
+		for _, be := range r.Backends {
+			cluster := none.String()
+			if !be.Unresolved {
+				cluster = names.Resource{Base: b.names.Canonical(be.Service, be.Port), View: port.View}.String()
+			}
+			rules[i].Clusters = addWeight(rules[i].Clusters, cluster, be.Weight)
+		}
+	}
+	return resources.RoutedConfig(name, rules, cfg.lb, none.String())
+}
+
+// addWeight adds a cluster's share; a cluster named twice (several
+// unresolved backends) gets one entry, as gRPC wants each once.
+func addWeight(cs []resources.WeightedCluster, name string, w uint32) []resources.WeightedCluster {
+	for i := range cs {
+		if cs[i].Name == name {
+			cs[i].Weight += w
+			return cs
+		}
+	}
+	return append(cs, resources.WeightedCluster{Name: name, Weight: w})
 }
 
 // picks lists the endpoints a request may pick by header, and the cluster for

@@ -24,6 +24,8 @@ func newBuilder(a *Agent) *builder {
 		health:    a.checker.Status,
 		failOpen:  func(cluster string) bool { return a.failOpen[cluster] },
 		maxPicker: a.cfg.MaxPickerEndpoints,
+		routes:    a.store.Routes,
+		grants:    a.store.Grants,
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -156,22 +157,8 @@ type Pick struct {
 // endpoints, never from what a request says.
 func RouteConfig(name, cluster string, lb LBConfig, picks []Pick, failCluster string) *routev3.RouteConfiguration {
 	action := func(cluster string) *routev3.Route_Route {
-		a := &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: cluster}}
-		if lb.HashHeader != "" {
-			a.HashPolicy = []*routev3.RouteAction_HashPolicy{{PolicySpecifier: &routev3.RouteAction_HashPolicy_Header_{
-				Header: &routev3.RouteAction_HashPolicy_Header{HeaderName: lb.HashHeader},
-			}}}
-		}
-		if lb.Timeout > 0 {
-			a.MaxStreamDuration = &routev3.RouteAction_MaxStreamDuration{MaxStreamDuration: durationpb.New(lb.Timeout)}
-		}
-		if r := lb.Retry; r != nil {
-			a.RetryPolicy = &routev3.RetryPolicy{
-				RetryOn:      strings.Join(r.On, ","),
-				NumRetries:   wrapperspb.UInt32(r.Attempts - 1),
-				RetryBackOff: &routev3.RetryPolicy_RetryBackOff{BaseInterval: durationpb.New(r.BaseBackoff), MaxInterval: durationpb.New(r.MaxBackoff)},
-			}
-		}
+		a := routeAction(lb, lb.Timeout)
+		a.ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: cluster}
 		return &routev3.Route_Route{Route: a}
 	}
 	anyPath := func(headers ...*routev3.HeaderMatcher) *routev3.RouteMatch {
@@ -197,6 +184,28 @@ func RouteConfig(name, cluster string, lb LBConfig, picks []Pick, failCluster st
 		Name:         name,
 		VirtualHosts: []*routev3.VirtualHost{{Name: name, Domains: []string{"*"}, Routes: routes}},
 	}
+}
+
+// routeAction is a route's action with a Service's hash policy and retries,
+// and timeout (0: none); the caller names the clusters.
+func routeAction(lb LBConfig, timeout time.Duration) *routev3.RouteAction {
+	a := &routev3.RouteAction{}
+	if lb.HashHeader != "" {
+		a.HashPolicy = []*routev3.RouteAction_HashPolicy{{PolicySpecifier: &routev3.RouteAction_HashPolicy_Header_{
+			Header: &routev3.RouteAction_HashPolicy_Header{HeaderName: lb.HashHeader},
+		}}}
+	}
+	if timeout > 0 {
+		a.MaxStreamDuration = &routev3.RouteAction_MaxStreamDuration{MaxStreamDuration: durationpb.New(timeout)}
+	}
+	if r := lb.Retry; r != nil {
+		a.RetryPolicy = &routev3.RetryPolicy{
+			RetryOn:      strings.Join(r.On, ","),
+			NumRetries:   wrapperspb.UInt32(r.Attempts - 1),
+			RetryBackOff: &routev3.RetryPolicy_RetryBackOff{BaseInterval: durationpb.New(r.BaseBackoff), MaxInterval: durationpb.New(r.MaxBackoff)},
+		}
+	}
+	return a
 }
 
 // exactHeader matches a header equal to value with the deprecated
