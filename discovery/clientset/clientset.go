@@ -23,39 +23,40 @@ import (
 // watch-lists; the ListerWatchers say so to client-go, as its informers do.
 func API(client kubernetes.Interface, meta metadata.Interface) kubeapi.API {
 	return kubeapi.API{
-		Services: cache.ToListWatcherWithWatchListSemantics(&cache.ListWatch{
-			ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-				return client.CoreV1().Services("").List(ctx, o)
-			},
-			WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-				return client.CoreV1().Services("").Watch(ctx, o)
-			},
-		}, client),
-		EndpointSlices: cache.ToListWatcherWithWatchListSemantics(&cache.ListWatch{
-			ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-				return client.DiscoveryV1().EndpointSlices("").List(ctx, o)
-			},
-			WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-				return client.DiscoveryV1().EndpointSlices("").Watch(ctx, o)
-			},
-		}, client),
-		Nodes: cache.ToListWatcherWithWatchListSemantics(kubeapi.NodeMetadata(meta), meta),
+		Services:       listWatch(client, client.CoreV1().Services(""), ""),
+		EndpointSlices: listWatch(client, client.DiscoveryV1().EndpointSlices(""), ""),
+		Nodes:          cache.ToListWatcherWithWatchListSemantics(kubeapi.NodeMetadata(meta), meta),
 		PodsOn: func(node string) cache.ListerWatcher {
-			sel := fields.OneTermEqualSelector("spec.nodeName", node).String()
-			return cache.ToListWatcherWithWatchListSemantics(&cache.ListWatch{
-				ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-					o.FieldSelector = sel
-					return client.CoreV1().Pods("").List(ctx, o)
-				},
-				WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-					o.FieldSelector = sel
-					return client.CoreV1().Pods("").Watch(ctx, o)
-				},
-			}, client)
+			return listWatch(client, client.CoreV1().Pods(""), fields.OneTermEqualSelector("spec.nodeName", node).String())
 		},
 		ListPods: func(ctx context.Context, o metav1.ListOptions) (*corev1.PodList, error) {
 			return client.CoreV1().Pods("").List(ctx, o)
 		},
 		Events: &typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")},
 	}
+}
+
+// lister is the List and Watch of one typed client-go resource.
+type lister[L runtime.Object] interface {
+	List(context.Context, metav1.ListOptions) (L, error)
+	Watch(context.Context, metav1.ListOptions) (watch.Interface, error)
+}
+
+// listWatch lists and watches through r, restricted to fieldSelector unless
+// it is "".
+func listWatch[L runtime.Object](client kubernetes.Interface, r lister[L], fieldSelector string) cache.ListerWatcher {
+	selected := func(o metav1.ListOptions) metav1.ListOptions {
+		if fieldSelector != "" {
+			o.FieldSelector = fieldSelector
+		}
+		return o
+	}
+	return cache.ToListWatcherWithWatchListSemantics(&cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			return r.List(ctx, selected(o))
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			return r.Watch(ctx, selected(o))
+		},
+	}, client)
 }
