@@ -1,0 +1,136 @@
+package agent_test
+
+import (
+	"fmt"
+	"math"
+	"os"
+	"testing"
+)
+
+// writeWithRoutes writes the world with Gateway API documents after it.
+func writeWithRoutes(t *testing.T, w *world, docs string) {
+	t.Helper()
+	w.write()
+	b, err := os.ReadFile(w.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmp := w.path + ".tmp"
+	if err := os.WriteFile(tmp, append(b, "\n---\n"+docs...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, w.path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// splitRoute is the mesh conformance fixture grpcroute-weight.yaml on this
+// test's Services and port: echo-v3 does not exist, and has weight 0.
+func splitRoute(v1, v2 int) string {
+	return fmt.Sprintf(`apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: split, namespace: default}
+spec:
+  parentRefs: [{group: "", kind: Service, name: echo, port: 8080}]
+  rules:
+  - backendRefs:
+    - {name: echo-v1, port: 8080, weight: %d}
+    - {name: echo-v2, port: 8080, weight: %d}
+    - {name: echo-v3, port: 8080, weight: 0}
+`, v1, v2)
+}
+
+// TestGRPCRouteSplitsTrafficAndEachBackendStaysNodeFirst: a 70/30 split
+// reaches each backend Service's pods on this node only (its first tier),
+// within five points of its weight over 1,000 RPCs; the canary then takes
+// everything; without the route the Service's own pods answer again.
+func TestGRPCRouteSplitsTrafficAndEachBackendStaysNodeFirst(t *testing.T) {
+	w := newWorld(t)
+	echoSvc := w.addService("default", "echo")
+	v1 := w.addService("default", "echo-v1")
+	v2 := w.addService("default", "echo-v2")
+	w.startBackend(echoSvc, "own", "a1")
+	w.startBackend(v1, "v1-here", "a1")
+	w.startBackend(v1, "v1-other-region", "c1")
+	w.startBackend(v2, "v2-here", "a1")
+	w.startBackend(v2, "v2-same-zone", "a2")
+	a := startAgent(t, w)
+	cc := dial(t, a, "echo:8080")
+	eventually(t, cc, "own")
+
+	writeWithRoutes(t, w, splitRoute(70, 30))
+	eventually(t, cc, "v1-here", "v2-here")
+	got := hits(cc, 1000)
+	if len(got) != 2 {
+		t.Fatalf("1,000 RPCs reached %v, want only v1-here and v2-here", got)
+	}
+	if share := float64(got["v1-here"]) / 10; math.Abs(share-70) > 5 {
+		t.Errorf("v1 took %.1f%% of 1,000 RPCs, want 70±5 (%v)", share, got)
+	}
+	t.Logf("70/30 split over 1,000 RPCs: %v", got)
+
+	writeWithRoutes(t, w, splitRoute(0, 100))
+	eventually(t, cc, "v2-here")
+
+	w.write() // the route is deleted
+	eventually(t, cc, "own")
+}
+
+// TestRoutesMatchMethodAndHeaderAndFailUnresolvedShares: a method route and
+// a header route each move their requests only; a backend that does not
+// exist fails its share with UNAVAILABLE while the other keeps its own; a
+// route asking for a filter is not used, so traffic stays as it was.
+func TestRoutesMatchMethodAndHeaderAndFailUnresolvedShares(t *testing.T) {
+	w := newWorld(t)
+	echoSvc := w.addService("default", "echo")
+	v1 := w.addService("default", "echo-v1")
+	v2 := w.addService("default", "echo-v2")
+	w.startBackend(echoSvc, "own", "a1")
+	w.startBackend(v1, "v1", "a1")
+	w.startBackend(v2, "v2", "a1")
+	a := startAgent(t, w)
+	cc := dial(t, a, "echo:8080")
+	eventually(t, cc, "own")
+
+	writeWithRoutes(t, w, `apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: by-header, namespace: default}
+spec:
+  parentRefs: [{group: "", kind: Service, name: echo}]
+  rules:
+  - matches: [{method: {service: nodexds.echo.Echo, method: Hello}, headers: [{name: x-canary, value: "yes"}]}]
+    backendRefs: [{name: echo-v2, port: 8080}]
+  - matches: [{method: {service: nodexds.echo.Echo, method: Hello}}]
+    backendRefs: [{name: echo-v1, port: 8080}]
+  - matches: [{method: {service: some.Other}}]
+    backendRefs: [{name: echo-v2, port: 8080}]
+`)
+	eventually(t, cc, "v1")                                  // the method route
+	eventuallyWith(t, cc, []string{"x-canary", "yes"}, "v2") // same method, more headers: first
+	eventuallyWith(t, cc, []string{"x-canary", "no"}, "v1")  // exact values only
+
+	writeWithRoutes(t, w, `apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: half-missing, namespace: default}
+spec:
+  parentRefs: [{group: "", kind: Service, name: echo}]
+  rules:
+  - backendRefs: [{name: echo-v1, port: 8080}, {name: echo-gone, port: 8080}]
+`)
+	eventually(t, cc, "ERR Unavailable", "v1")
+	got := hits(cc, 400)
+	if n := got["ERR Unavailable"]; len(got) != 2 || n < 120 || n > 280 {
+		t.Errorf("400 RPCs with one backend of two missing: %v, want about half UNAVAILABLE and the rest on v1", got)
+	}
+
+	writeWithRoutes(t, w, `apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: with-filter, namespace: default}
+spec:
+  parentRefs: [{group: "", kind: Service, name: echo}]
+  rules:
+  - filters: [{type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: x, value: "y"}]}}]
+    backendRefs: [{name: echo-v1, port: 8080}]
+`)
+	eventually(t, cc, "own")
+}
