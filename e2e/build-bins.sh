@@ -27,6 +27,8 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=bincache.sh
+source "${here}/bincache.sh"
 k8smod="${here}/k8sbin"
 etcdmod="${here}/etcdbin"
 
@@ -37,23 +39,14 @@ log() { echo "build-bins: $*" >&2; }
 kube_version="$(cd "${k8smod}" && go list -m -f '{{.Version}}' k8s.io/kubernetes)"
 etcd_version="$(cd "${etcdmod}" && go list -m -f '{{.Version}}' go.etcd.io/etcd/server/v3)"
 
-cache="${NODEXDS_BIN_CACHE:-${HOME}/.cache/nodexds/bin}"
-dir="${cache}/kube-${kube_version}_etcd-${etcd_version}"
+dir="${bin_cache}/kube-${kube_version}_etcd-${etcd_version}"
 
 if [[ "${1:-}" == "--print-dir" ]]; then
 	echo "${dir}"
 	exit 0
 fi
 
-mkdir -p "${dir}"
-
-# Serialise concurrent invocations (e.g. several test packages starting at
-# once) so the same binary is not compiled twice in parallel.
-exec 9>"${dir}/.lock"
-if ! flock -n 9; then
-	log "another build holds ${dir}/.lock; waiting"
-	flock 9
-fi
+lock_build_dir "${dir}" build-bins
 
 # Version stamps the Kubernetes release scripts (hack/lib/version.sh) would
 # set; without them /version reports v0.0.0-master.

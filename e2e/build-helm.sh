@@ -12,11 +12,13 @@
 # Usage: e2e/build-helm.sh [--print-path]
 set -euo pipefail
 
+# shellcheck source=bincache.sh
+source "$(dirname "${BASH_SOURCE[0]}")/bincache.sh"
+
 # Bump here; the cache key follows.
 helm_version="v3.22.0"
 
-cache="${NODEXDS_BIN_CACHE:-${HOME}/.cache/nodexds/bin}"
-dir="${cache}/helm-${helm_version}"
+dir="${bin_cache}/helm-${helm_version}"
 out="${dir}/helm"
 
 if [[ "${1:-}" == "--print-path" ]]; then
@@ -24,12 +26,7 @@ if [[ "${1:-}" == "--print-path" ]]; then
 	exit 0
 fi
 
-mkdir -p "${dir}"
-exec 9>"${dir}/.lock"
-if ! flock -n 9; then
-	echo "build-helm: another build holds ${dir}/.lock; waiting" >&2
-	flock 9
-fi
+lock_build_dir "${dir}" build-helm
 
 if [[ ! -x "${out}" ]]; then
 	echo "build-helm: building helm ${helm_version}" >&2

@@ -200,16 +200,8 @@ func (c *Cluster) startComponent(t testing.TB, name string, timeout time.Duratio
 	const attempts = 3
 	for attempt := 1; ; attempt++ {
 		cmd, ready := launch()
-		p, err := startProcess(name, filepath.Join(c.logDir, name+".log"), cmd)
-		if err != nil {
-			t.Fatalf("e2e: %v", err)
-		}
-		t.Cleanup(func() {
-			if err := p.Stop(10 * time.Second); err != nil {
-				t.Errorf("e2e: teardown: %v", err)
-			}
-		})
-		err = waitFor(t.Context(), timeout, 200*time.Millisecond, p, ready)
+		p := startForTest(t, name, filepath.Join(c.logDir, name+".log"), cmd, 10*time.Second)
+		err := waitFor(t.Context(), timeout, 200*time.Millisecond, p, ready)
 		if err == nil {
 			return p
 		}
@@ -668,14 +660,5 @@ func (c *Cluster) StartInNode(t testing.TB, node, name string, env []string, arg
 	}
 	cmd := c.RunInNode(node, argv...)
 	cmd.Env = append(os.Environ(), env...)
-	p, err := startProcess(name, filepath.Join(c.logDir, name+".log"), cmd)
-	if err != nil {
-		t.Fatalf("e2e: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := p.Stop(5 * time.Second); err != nil {
-			t.Errorf("e2e: teardown: %v", err)
-		}
-	})
-	return p
+	return startForTest(t, name, filepath.Join(c.logDir, name+".log"), cmd, 5*time.Second)
 }

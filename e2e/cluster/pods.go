@@ -144,15 +144,7 @@ func (c *Cluster) StartPod(t testing.TB, spec PodSpec) *Pod {
 			"NODE_NAME="+spec.Node, "NODE_IP="+nn.ip.String())
 		cmd.Env = append(cmd.Env, spec.Env...)
 		logName := "pod-" + spec.Namespace + "-" + spec.Name + ".log"
-		p.Process, err = startProcess("pod "+p.key(), filepath.Join(c.logDir, logName), cmd)
-		if err != nil {
-			t.Fatalf("e2e: %v", err)
-		}
-		t.Cleanup(func() {
-			if err := p.Process.Stop(5 * time.Second); err != nil {
-				t.Errorf("e2e: teardown: %v", err)
-			}
-		})
+		p.Process = startForTest(t, "pod "+p.key(), filepath.Join(c.logDir, logName), cmd, 5*time.Second)
 		timeout := spec.ReadyTimeout
 		if timeout == 0 {
 			timeout = 30 * time.Second

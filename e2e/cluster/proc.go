@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"strings"
 	"syscall"
+	"testing"
 	"time"
 )
 
@@ -66,6 +67,22 @@ func startProcess(name, logPath string, cmd *exec.Cmd) (*Process, error) {
 		close(p.done)
 	}()
 	return p, nil
+}
+
+// startForTest starts cmd as startProcess does, failing t if it cannot, and
+// stops it in t.Cleanup (SIGTERM, then SIGKILL after grace).
+func startForTest(t testing.TB, name, logPath string, cmd *exec.Cmd, grace time.Duration) *Process {
+	t.Helper()
+	p, err := startProcess(name, logPath, cmd)
+	if err != nil {
+		t.Fatalf("e2e: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := p.Stop(grace); err != nil {
+			t.Errorf("e2e: teardown: %v", err)
+		}
+	})
+	return p
 }
 
 // Pid returns the process id (also its process group id).
