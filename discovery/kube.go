@@ -2,10 +2,12 @@ package discovery
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"reflect"
 	"sync"
+	"time"
 
 	"github.com/nodexds/nodexds/discovery/kubeapi"
 
@@ -70,9 +72,63 @@ func (k *KubeSource) Start(ctx context.Context, sink func(Event)) error {
 			return fmt.Errorf("kube source: initial list of %s not read: %w", kinds[i].name, context.Cause(ctx))
 		}
 	}
-	k.Log.Info("kube source synced", "services", stores[0].len(), "endpointslices", stores[1].len(), "nodes", stores[2].len())
+	routes, err := k.startRoutes(ctx, sink)
+	if err != nil {
+		return err
+	}
+	k.Log.Info("kube source synced", "services", stores[0].len(), "endpointslices", stores[1].len(), "nodes", stores[2].len(), "gateway_api_objects", routes)
 	return nil
 }
+
+// startRoutes watches the Gateway API kinds whose CRDs exist, now and
+// later, and returns once the initial lists of those present have reached
+// sink, with how many objects they hold.
+func (k *KubeSource) startRoutes(ctx context.Context, sink func(Event)) (int, error) {
+	if k.API.CRDs == nil {
+		return 0, nil
+	}
+	gate := &crdGate{
+		ctx: ctx, log: k.Log, synced: make(chan struct{}),
+		kinds: gatewayKinds(k.API.GRPCRoutes, k.API.HTTPRoutes, k.API.ReferenceGrants),
+		newSrc: func(c compactFunc) *sourceStore {
+			return &sourceStore{compact: c, sink: sink, report: k.report, objs: map[string]*cached{}, synced: make(chan struct{})}
+		},
+	}
+	r := cache.NewReflectorWithOptions(k.API.CRDs, &metav1.PartialObjectMetadata{}, gate, cache.ReflectorOptions{Name: "nodexds customresourcedefinitions"})
+	go r.RunWithContext(ctx)
+	// What cannot be listed (a CRD not yet established, a role without
+	// these kinds) must not keep the agent from serving its Services.
+	limit := time.NewTimer(routesListWait)
+	defer limit.Stop()
+	wait := func(synced <-chan struct{}) error {
+		select {
+		case <-synced:
+			return nil
+		case <-limit.C:
+			return errNotListed
+		case <-ctx.Done():
+			return fmt.Errorf("kube source: initial list of Gateway API routes not read: %w", context.Cause(ctx))
+		}
+	}
+	err := wait(gate.synced)
+	n := 0
+	for _, s := range gate.started() {
+		if err == nil {
+			err = wait(s.synced)
+		}
+		n += s.len()
+	}
+	if errors.Is(err, errNotListed) {
+		k.Log.Warn("kube source: Gateway API objects not listed yet; serving without them until they are", "waited", routesListWait.String())
+		return n, nil
+	}
+	return n, err
+}
+
+var errNotListed = errors.New("not listed in time")
+
+// routesListWait bounds the wait for the routes' initial lists at start.
+const routesListWait = 20 * time.Second
 
 // report logs and counts an object that could not be used.
 func (k *KubeSource) report(err error) {

@@ -19,6 +19,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 )
 
 // API is what nodexds reads from and writes to the Kubernetes API: a
@@ -33,6 +34,12 @@ type API struct {
 	PodsOn   func(node string) cache.ListerWatcher
 	ListPods func(ctx context.Context, opts metav1.ListOptions) (*corev1.PodList, error)
 	Events   record.EventSink
+	// Gateway API, nil when not read. CRDs lists CustomResourceDefinitions
+	// as metadata: a route kind is watched while its CRD exists.
+	CRDs            cache.ListerWatcher // *metav1.PartialObjectMetadata
+	GRPCRoutes      cache.ListerWatcher // *gwv1.GRPCRoute
+	HTTPRoutes      cache.ListerWatcher // *gwv1.HTTPRoute
+	ReferenceGrants cache.ListerWatcher // *gwv1.ReferenceGrant
 }
 
 // Scheme knows the API types nodexds uses and no others: client-go's
@@ -42,7 +49,7 @@ var Scheme = newScheme()
 
 func newScheme() *runtime.Scheme {
 	s := runtime.NewScheme()
-	for _, add := range []func(*runtime.Scheme) error{corev1.AddToScheme, discoveryv1.AddToScheme} {
+	for _, add := range []func(*runtime.Scheme) error{corev1.AddToScheme, discoveryv1.AddToScheme, gwv1.Install} {
 		if err := add(s); err != nil {
 			panic(err)
 		}
@@ -50,26 +57,35 @@ func newScheme() *runtime.Scheme {
 	return s
 }
 
-var nodesResource = corev1.SchemeGroupVersion.WithResource("nodes")
+var (
+	nodesResource = corev1.SchemeGroupVersion.WithResource("nodes")
+	crdsResource  = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
+)
 
 // New is API over REST: protobuf for Services, EndpointSlices and Pods,
 // and the metadata form (JSON, the only one it has) for Nodes.
 func New(cfg *rest.Config) (API, error) {
 	codecs := serializer.NewCodecFactory(Scheme)
 	params := runtime.NewParameterCodec(Scheme)
-	client := func(gv schema.GroupVersion, apiPath string) (*rest.RESTClient, error) {
+	client := func(gv schema.GroupVersion, apiPath string, contentType string) (*rest.RESTClient, error) {
 		c := rest.CopyConfig(cfg)
 		c.GroupVersion, c.APIPath = &gv, apiPath
-		c.ContentType = "application/vnd.kubernetes.protobuf"
-		c.AcceptContentTypes = "application/vnd.kubernetes.protobuf,application/json"
+		c.ContentType, c.AcceptContentTypes = contentType, contentType
+		if contentType == protobuf {
+			c.AcceptContentTypes = protobuf + ",application/json"
+		}
 		c.NegotiatedSerializer = codecs.WithoutConversion()
 		return rest.RESTClientFor(c)
 	}
-	core, err := client(corev1.SchemeGroupVersion, "/api")
+	core, err := client(corev1.SchemeGroupVersion, "/api", protobuf)
 	if err != nil {
 		return API{}, fmt.Errorf("kubernetes client: %w", err)
 	}
-	disc, err := client(discoveryv1.SchemeGroupVersion, "/apis")
+	disc, err := client(discoveryv1.SchemeGroupVersion, "/apis", protobuf)
+	if err != nil {
+		return API{}, fmt.Errorf("kubernetes client: %w", err)
+	}
+	gw, err := client(gwv1.SchemeGroupVersion, "/apis", "application/json") // custom resources have no protobuf form
 	if err != nil {
 		return API{}, fmt.Errorf("kubernetes client: %w", err)
 	}
@@ -105,21 +121,31 @@ func New(cfg *rest.Config) (API, error) {
 			out := &corev1.PodList{}
 			return out, core.Get().Resource("pods").VersionedParams(&o, params).Do(ctx).Into(out)
 		},
-		Events: eventSink{core},
+		Events:          eventSink{core},
+		CRDs:            metadataListWatch(meta.Resource(crdsResource)),
+		GRPCRoutes:      lw(gw, "grpcroutes", func() runtime.Object { return &gwv1.GRPCRouteList{} }, all),
+		HTTPRoutes:      lw(gw, "httproutes", func() runtime.Object { return &gwv1.HTTPRouteList{} }, all),
+		ReferenceGrants: lw(gw, "referencegrants", func() runtime.Object { return &gwv1.ReferenceGrantList{} }, all),
 	}, nil
+}
+
+const protobuf = "application/vnd.kubernetes.protobuf"
+
+// metadataListWatch lists and watches one resource as metadata only.
+func metadataListWatch(r metadata.Getter) *cache.ListWatch {
+	return &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			return r.List(ctx, o)
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			return r.Watch(ctx, o)
+		},
+	}
 }
 
 // NodeMetadata lists and watches Nodes as metadata only.
 func NodeMetadata(meta metadata.Interface) *cache.ListWatch {
-	nodes := meta.Resource(nodesResource)
-	return &cache.ListWatch{
-		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-			return nodes.List(ctx, o)
-		},
-		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-			return nodes.Watch(ctx, o)
-		},
-	}
+	return metadataListWatch(meta.Resource(nodesResource))
 }
 
 // eventSink writes Events, as client-go's typed EventSinkImpl does.

@@ -1,0 +1,154 @@
+package discovery
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/tools/cache"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+)
+
+// gatedKind is a Gateway API kind, watched while its CRD exists: a cluster
+// without the Gateway API is served as before, without an error every few
+// seconds from a reflector listing what is not there, and CRDs installed
+// later are picked up without a restart.
+type gatedKind struct {
+	crd     string // the CRD's name
+	lw      cache.ListerWatcher
+	example runtime.Object
+	compact compactFunc
+
+	store  *sourceStore
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// crdGate is the ReflectorStore of CustomResourceDefinitions (metadata): it
+// starts a kind's reflector when its CRD appears and stops it, deleting what
+// it served, when the CRD goes.
+type crdGate struct {
+	ctx    context.Context
+	kinds  []*gatedKind
+	newSrc func(compactFunc) *sourceStore
+	log    *slog.Logger
+
+	mu      sync.Mutex
+	present map[string]bool // CRD names seen, by the metadata list and watch
+	synced  chan struct{}
+	once    sync.Once
+}
+
+func (g *crdGate) Add(obj any) error    { g.set(obj, true); return nil }
+func (g *crdGate) Update(obj any) error { g.set(obj, true); return nil }
+func (g *crdGate) Delete(obj any) error {
+	if tomb, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = tomb.Obj
+	}
+	g.set(obj, false)
+	return nil
+}
+func (g *crdGate) Resync() error { return nil }
+
+func (g *crdGate) Replace(list []any, _ string) error {
+	g.mu.Lock()
+	g.present = map[string]bool{}
+	for _, obj := range list {
+		if m, ok := obj.(*metav1.PartialObjectMetadata); ok {
+			g.present[m.Name] = true
+		}
+	}
+	g.apply()
+	g.mu.Unlock()
+	g.once.Do(func() { close(g.synced) })
+	return nil
+}
+
+func (g *crdGate) set(obj any, present bool) {
+	m, ok := obj.(*metav1.PartialObjectMetadata)
+	if !ok {
+		return
+	}
+	g.mu.Lock()
+	if g.present == nil {
+		g.present = map[string]bool{}
+	}
+	g.present[m.Name] = present
+	g.apply()
+	g.mu.Unlock()
+}
+
+// apply starts the kinds whose CRD is present and stops the others. g.mu
+// is held.
+func (g *crdGate) apply() {
+	for _, k := range g.kinds {
+		want := g.present[k.crd]
+		switch {
+		case want && k.cancel == nil:
+			g.log.Info("kube source: watching", "crd", k.crd)
+			k.store = g.newSrc(k.compact)
+			ctx, cancel := context.WithCancel(g.ctx)
+			k.cancel, k.done = cancel, make(chan struct{})
+			r := cache.NewReflectorWithOptions(k.lw, k.example, k.store, cache.ReflectorOptions{Name: "nodexds " + k.crd})
+			go func(done chan struct{}) {
+				defer close(done)
+				r.RunWithContext(ctx)
+			}(k.done)
+		case !want && k.cancel != nil:
+			g.log.Info("kube source: CRD removed, forgetting its objects", "crd", k.crd)
+			k.cancel()
+			<-k.done
+			_ = k.store.Replace(nil, "") // everything it served is deleted
+			k.cancel, k.store = nil, nil
+		}
+	}
+}
+
+// started returns the stores of the kinds watched now, to wait for their
+// initial lists.
+func (g *crdGate) started() []*sourceStore {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var out []*sourceStore
+	for _, k := range g.kinds {
+		if k.store != nil {
+			out = append(out, k.store)
+		}
+	}
+	return out
+}
+
+// gatewayKinds are the Gateway API kinds the kube source reads.
+func gatewayKinds(grpc, http, grants cache.ListerWatcher) []*gatedKind {
+	return []*gatedKind{
+		{crd: "grpcroutes." + gwv1.GroupName, lw: grpc, example: &gwv1.GRPCRoute{}, compact: compactGRPCRoute},
+		{crd: "httproutes." + gwv1.GroupName, lw: http, example: &gwv1.HTTPRoute{}, compact: compactHTTPRoute},
+		{crd: "referencegrants." + gwv1.GroupName, lw: grants, example: &gwv1.ReferenceGrant{}, compact: compactGrant},
+	}
+}
+
+func compactGRPCRoute(obj any) (string, *cached, bool) {
+	r, ok := obj.(*gwv1.GRPCRoute)
+	if !ok {
+		return "", nil, false
+	}
+	return objectKey(r), &cached{ev: Event{Route: FromGRPCRoute(r)}}, true
+}
+
+func compactHTTPRoute(obj any) (string, *cached, bool) {
+	r, ok := obj.(*gwv1.HTTPRoute)
+	if !ok {
+		return "", nil, false
+	}
+	return objectKey(r), &cached{ev: Event{Route: FromHTTPRoute(r)}}, true
+}
+
+func compactGrant(obj any) (string, *cached, bool) {
+	g, ok := obj.(*gwv1.ReferenceGrant)
+	if !ok {
+		return "", nil, false
+	}
+	return objectKey(g), &cached{ev: Event{Grant: FromReferenceGrant(g)}}, true
+}
