@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -299,4 +300,40 @@ func TestLargeRequestsShareTheReadingBudget(t *testing.T) {
 	c := dial(t, s)
 	c.request(names...)
 	c.expectHolding("c0")
+}
+
+// A waiter that runs out of time leaves the queue at its limit, and those
+// behind it, which it held back, are served then.
+func TestAReadBudgetWaiterGivesUpAtItsLimit(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newReadBudget(100)
+		never := make(chan struct{})
+		if !b.acquire(60, 0, never) {
+			t.Fatal("60 of 100 not taken")
+		}
+		start := time.Now()
+		first, behind := make(chan time.Duration), make(chan time.Duration)
+		go func() {
+			if b.acquire(50, 10*time.Second, never) {
+				t.Error("50 served though 60 of 100 were never given back")
+			}
+			first <- time.Since(start)
+		}()
+		synctest.Wait() // queued first
+		go func() {
+			if !b.acquire(30, 0, never) {
+				t.Error("30 not served")
+			}
+			behind <- time.Since(start)
+		}()
+		if d := <-first; d != 10*time.Second {
+			t.Errorf("the first waiter gave up after %v, want its limit, 10s", d)
+		}
+		if d := <-behind; d != 10*time.Second {
+			t.Errorf("the waiter behind it was served after %v, want 10s, when the first left", d)
+		}
+		if b.used != 90 || len(b.queue) != 0 {
+			t.Errorf("%d taken and %d waiting, want 90 and none", b.used, len(b.queue))
+		}
+	})
 }
