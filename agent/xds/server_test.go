@@ -418,8 +418,8 @@ func waitFor(t *testing.T, cond func() bool) {
 func TestRepeatedSubscriptionIsRecognised(t *testing.T) {
 	ts := &typeState{names: map[string]uint64{"a": 0, "b": 0, "c": 0}}
 	for _, tc := range []struct {
-		names []string
-		same  bool
+		names     []string
+		unchanged bool
 	}{
 		{[]string{"a", "b", "c"}, true},
 		{[]string{"c", "a", "b"}, true}, // clients send names in any order
@@ -430,8 +430,8 @@ func TestRepeatedSubscriptionIsRecognised(t *testing.T) {
 		{[]string{"a", "b", "c", "d"}, false},
 		{nil, false},
 	} {
-		if got := ts.same(tc.names); got != tc.same {
-			t.Errorf("same(%q) = %v, want %v", tc.names, got, tc.same)
+		if got := ts.stampNames(tc.names); got != tc.unchanged {
+			t.Errorf("stampNames(%q) = %v, want %v", tc.names, got, tc.unchanged)
 		}
 	}
 }

@@ -1,0 +1,124 @@
+package xds
+
+import "github.com/nodexds/nodexds/internal/shrink"
+
+// subscribe updates the index of who subscribes to what; the Cache hears of
+// a name's first subscriber and of its last one leaving.
+func (s *Server) subscribe(st *stream, typ string, add, remove []string) {
+	if len(add)+len(remove) == 0 {
+		return
+	}
+	s.subMu.Lock()
+	defer s.subMu.Unlock()
+	for _, n := range add {
+		k := key{typ, st.keyOf(typ, n)}
+		set := s.subs[k]
+		if set == nil {
+			set = map[*stream]struct{}{}
+			s.subs[k] = set
+			s.cache.want(typ, k.name)
+			s.count[typ]++
+		}
+		set[st] = struct{}{}
+	}
+	for _, n := range remove {
+		k := key{typ, st.keyOf(typ, n)}
+		set := s.subs[k]
+		if _, ok := set[st]; !ok {
+			continue
+		}
+		delete(set, st)
+		if len(set) == 0 {
+			delete(s.subs, k)
+			s.cache.drop(typ, k.name)
+			s.count[typ]--
+		}
+	}
+	s.subs = shrink.Map(s.subs, &s.subsPeak)
+	s.metrics.Subscriptions.WithLabelValues(ShortType(typ)).Set(float64(s.count[typ]))
+}
+
+// resourcesChanged wakes the streams subscribed to resources the Cache changed.
+func (s *Server) resourcesChanged(keys []key) {
+	s.subMu.Lock()
+	defer s.subMu.Unlock()
+	for _, k := range keys {
+		for st := range s.subs[k] {
+			st.wake(k.typ, k.name)
+		}
+	}
+}
+
+// keyOf is the cache's name for a name the stream's client subscribes to.
+func (st *stream) keyOf(typ, name string) string {
+	if st.srv.key == nil {
+		return name
+	}
+	return st.srv.key(st.node, typ, name)
+}
+
+// dirty is what changed for a stream since it last looked, per type: the
+// cache keys of the Routes and Endpoints that changed, or nil for a type to
+// be looked at whole (Listeners and Clusters are full state: any change
+// means a response carrying all of them).
+type dirty map[string]map[string]struct{}
+
+func (d dirty) all(typ string) { d[typ] = nil }
+
+func (d dirty) add(typ, key string) {
+	if fullState(typ) {
+		d.all(typ)
+		return
+	}
+	keys, ok := d[typ]
+	if ok && keys == nil {
+		return // already whole
+	}
+	if keys == nil {
+		keys = map[string]struct{}{}
+		d[typ] = keys
+	}
+	keys[key] = struct{}{}
+}
+
+// wake records that the resource key of type typ changed ("" for every
+// name of the type), and makes sure a worker will send what that calls for.
+// One worker runs at a time; it exits once nothing is left, so an idle
+// stream holds no goroutine for sending.
+func (st *stream) wake(typ, key string) {
+	st.mu.Lock()
+	if key == "" {
+		st.dirty.all(typ)
+	} else {
+		st.dirty.add(typ, key)
+	}
+	start := !st.working && !st.ended
+	st.working = st.working || start
+	st.mu.Unlock()
+	if start {
+		go st.work()
+	}
+}
+
+// work sends what changed until nothing has: it is the only goroutine that
+// sends on the stream. A failed Send means the stream is broken, and its
+// reader hears of it too.
+func (st *stream) work() {
+	for {
+		st.mu.Lock()
+		d := st.dirty
+		if len(d) == 0 || st.ended {
+			st.working = false
+			st.mu.Unlock()
+			return
+		}
+		st.dirty = dirty{}
+		st.mu.Unlock()
+		if err := st.respond(d); err != nil {
+			st.mu.Lock()
+			st.working, st.ended = false, true
+			st.mu.Unlock()
+			return
+		}
+	}
+}
