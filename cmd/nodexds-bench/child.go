@@ -89,58 +89,112 @@ func runChild(cfg childConfig) (result, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	log := slog.New(slog.DiscardHandler)
-
-	var src discovery.Source
-	switch cfg.source {
-	case "events":
-		src = eventSource{services: cfg.services, perService: cfg.perService}
-	case "kube":
-		src = fakeKube(cfg.services, cfg.perService, log)
-	default:
-		return r, fmt.Errorf("unknown source %q", cfg.source)
+	src, err := newSource(cfg, log)
+	if err != nil {
+		return r, err
 	}
-
 	base := liveHeap()
 	r.RSSBase, r.AnonBase = rss()
+	a, cache, pc := startAgent(ctx, log)
+	stopProfile, err := startCPUProfile(cfg.cpuprofile)
+	if err != nil {
+		return r, err
+	}
 
+	var gc0, gc1, gc2, gc3 runtime.MemStats
+	runtime.ReadMemStats(&gc0)
+	if err := coldStart(ctx, src, a, &r); err != nil {
+		return r, err
+	}
+	runtime.ReadMemStats(&gc1)
+	r.RSSSynced, r.AnonSynced = rss()
+	r.HeapSynced = sub(liveHeap(), base)
+	runtime.ReadMemStats(&gc2)
+	if err := subscribeAll(ctx, a, cache, pc, cfg.services, &r); err != nil {
+		return r, err
+	}
+	stopProfile()
+	runtime.ReadMemStats(&gc3)
+	// The forced GC between the two phases is not theirs.
+	r.GCs = gc1.NumGC - gc0.NumGC + gc3.NumGC - gc2.NumGC
+	r.GCPause = time.Duration(gc1.PauseTotalNs - gc0.PauseTotalNs + gc3.PauseTotalNs - gc2.PauseTotalNs)
+	r.RSSFull, r.AnonFull = rss()
+	r.HeapFull = sub(liveHeap(), base)
+
+	if cfg.changes > 0 {
+		if err := measureChurn(ctx, a, cfg, base, &r); err != nil {
+			return r, err
+		}
+	}
+	// The kernel updates VmHWM lazily: it can trail a VmRSS read earlier.
+	r.RSSPeak = max(procStatus("VmHWM")[0], r.RSSSynced, r.RSSFull, r.RSSChurn)
+	if err := checkServed(ctx, a, cfg.services, &r); err != nil {
+		return r, err
+	}
+	runtime.KeepAlive(src)
+	return r, nil
+}
+
+func newSource(cfg childConfig, log *slog.Logger) (discovery.Source, error) {
+	switch cfg.source {
+	case "events":
+		return eventSource{services: cfg.services, perService: cfg.perService}, nil
+	case "kube":
+		return fakeKube(cfg.services, cfg.perService, log), nil
+	}
+	return nil, fmt.Errorf("unknown source %q", cfg.source)
+}
+
+// startAgent runs an agent publishing to a new cache until ctx ends.
+func startAgent(ctx context.Context, log *slog.Logger) (*agent.Agent, *xds.Cache, names.Parser) {
 	cache := xds.NewCache()
 	m := metrics.New(prometheus.NewRegistry())
 	pc := names.Parser{DefaultNamespace: "default", ClusterDomain: "cluster.local"}
 	a := agent.New(agent.Config{NodeName: "n0", Names: pc, DefaultTiers: topology.DefaultTiers, Coalesce: 20 * time.Millisecond},
 		cache, nil, nil, m, log)
 	go a.Run(ctx)
+	return a, cache, pc
+}
 
-	if cfg.cpuprofile != "" {
-		f, err := os.Create(cfg.cpuprofile)
-		if err != nil {
-			return r, err
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return r, err
-		}
+// startCPUProfile profiles to path, if set, until stop is called.
+func startCPUProfile(path string) (stop func(), err error) {
+	if path == "" {
+		return func() {}, nil
 	}
-	var gc0, gc1, gc2 runtime.MemStats
-	runtime.ReadMemStats(&gc0)
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
+}
 
-	// Cold start, as agent.Serve does it.
+// coldStart starts the source as serve.Run does, timing it until the
+// initial state is applied.
+func coldStart(ctx context.Context, src discovery.Source, a *agent.Agent, r *result) error {
 	start, cpu := time.Now(), cpuTime()
 	if err := src.Start(ctx, a.Enqueue); err != nil {
-		return r, err
+		return err
 	}
 	if err := a.Sync(ctx); err != nil {
-		return r, err
+		return err
 	}
 	r.Initial, r.CPUInitial = time.Since(start), cpuTime()-cpu
-	runtime.ReadMemStats(&gc1)
-	r.RSSSynced, r.AnonSynced = rss()
-	r.HeapSynced = sub(liveHeap(), base)
-	runtime.ReadMemStats(&gc2)
+	return nil
+}
 
-	// Every Service wanted, as if clients on this node used all of them.
-	start, cpu = time.Now(), cpuTime()
+// subscribeAll subscribes to every Service, as if clients on this node used
+// all of them, timing it until all are built: the first full snapshot.
+func subscribeAll(ctx context.Context, a *agent.Agent, cache *xds.Cache, pc names.Parser, services int, r *result) error {
+	start, cpu := time.Now(), cpuTime()
 	s := xds.NewTestSubscriber(cache)
-	for i := range cfg.services {
+	for i := range services {
 		k := serviceKey(i)
 		canonical := pc.Canonical(k, 8080)
 		s.Subscribe(xds.ListenerType, k.Name+"."+k.Namespace+":8080")
@@ -155,52 +209,44 @@ func runChild(cfg childConfig) (result, error) {
 		time.Sleep(100 * time.Microsecond)
 	}
 	if err := a.Sync(ctx); err != nil {
-		return r, err
+		return err
 	}
 	r.Full, r.CPUFull = r.Initial+time.Since(start), r.CPUInitial+cpuTime()-cpu
-	if cfg.cpuprofile != "" {
-		pprof.StopCPUProfile()
-	}
-	var gc3 runtime.MemStats
-	runtime.ReadMemStats(&gc3)
-	r.GCs = gc1.NumGC - gc0.NumGC + gc3.NumGC - gc2.NumGC
-	r.GCPause = time.Duration(gc1.PauseTotalNs - gc0.PauseTotalNs + gc3.PauseTotalNs - gc2.PauseTotalNs)
-	r.RSSFull, r.AnonFull = rss()
-	r.HeapFull = sub(liveHeap(), base)
+	return nil
+}
 
-	// Churn: EndpointSlice updates one at a time, each waited for.
-	if cfg.changes > 0 {
-		ch, err := churn(ctx, a, cfg)
-		if err != nil {
-			return r, err
-		}
-		slices.Sort(ch)
-		r.Changes = len(ch)
-		r.ChangeP50, r.ChangeP99, r.ChangeMax = ch[len(ch)/2], ch[len(ch)*99/100], ch[len(ch)-1]
-		r.RSSChurn, r.AnonChurn = rss()
-		r.HeapChurn = sub(liveHeap(), base)
+// measureChurn applies EndpointSlice updates one at a time, each waited
+// for, and records their latencies and the memory after them.
+func measureChurn(ctx context.Context, a *agent.Agent, cfg childConfig, base uint64, r *result) error {
+	ch, err := churn(ctx, a, cfg)
+	if err != nil {
+		return err
 	}
-	// The kernel updates VmHWM lazily: it can trail a VmRSS read earlier.
-	r.RSSPeak = max(procStatus("VmHWM")[0], r.RSSSynced, r.RSSFull, r.RSSChurn)
+	slices.Sort(ch)
+	r.Changes = len(ch)
+	r.ChangeP50, r.ChangeP99, r.ChangeMax = ch[len(ch)/2], ch[len(ch)*99/100], ch[len(ch)-1]
+	r.RSSChurn, r.AnonChurn = rss()
+	r.HeapChurn = sub(liveHeap(), base)
+	return nil
+}
 
-	// A check that the snapshot is what it claims: every Service served,
-	// with endpoints. Snapshot builds a view of all of them, a large
-	// transient: done after every figure is taken.
+// checkServed checks that the snapshot is what it claims: every Service
+// served, with endpoints. Snapshot builds a view of all of them, a large
+// transient: done after every figure is taken.
+func checkServed(ctx context.Context, a *agent.Agent, services int, r *result) error {
 	v, err := a.Snapshot(ctx, agent.ViewQuery{}) // every Service
 	if err != nil {
-		return r, err
+		return err
 	}
 	for _, sv := range v.Services {
 		if sv.Exists && len(sv.Priorities) > 0 {
 			r.Subscribed++
 		}
 	}
-	if r.Subscribed != cfg.services {
-		return r, fmt.Errorf("%d of %d Services served with endpoints", r.Subscribed, cfg.services)
+	if r.Subscribed != services {
+		return fmt.Errorf("%d of %d Services served with endpoints", r.Subscribed, services)
 	}
-
-	runtime.KeepAlive(src)
-	return r, nil
+	return nil
 }
 
 // churn updates Services' slices, spread over all of them, one at a time.

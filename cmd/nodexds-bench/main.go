@@ -39,94 +39,122 @@ func main() {
 	}
 }
 
+// options are the command's flags.
+type options struct {
+	sizes                     []int
+	sources, gogcs, memlimit  string
+	runs, perService, changes int
+	png, cpuprofile           string
+	saveTo, replot            string
+	child                     bool
+}
+
 func run(args []string, out io.Writer) error {
-	fs := flag.NewFlagSet("nodexds-bench", flag.ContinueOnError)
-	sizes := fs.String("sizes", "1000,10000,50000", "numbers of Services, comma-separated")
-	sources := fs.String("sources", "events,kube", `sources to measure: "events" (model values handed to the agent) and/or "kube" (KubeSource over a fake clientset)`)
-	gogcs := fs.String("gogc", "100", "GOGC values for the children, comma-separated")
-	memlimit := fs.String("gomemlimit", "460MiB", `GOMEMLIMIT for the children (what the agent sets under the chart's 512Mi limit); "" for none`)
-	runs := fs.Int("runs", 3, "runs per configuration (figures are reported as min–max)")
-	perService := fs.Int("endpoints", 10, "endpoints per Service")
-	changes := fs.Int("changes", 2000, "EndpointSlice updates applied one at a time after the full snapshot")
-	png := fs.String("png", "", "write a plot of memory and time against Services here (default GOGC, per source)")
-	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the build (start to full snapshot) to this file; one size, one run")
-	saveTo := fs.String("json", "", "also write every run's figures to this file, as JSON")
-	replot := fs.String("from", "", "measure nothing: print the tables and draw -png from a file written by -json")
-	child := fs.Bool("child", false, "internal: measure one configuration in this process")
-	if err := fs.Parse(args); err != nil {
+	o, err := parseFlags(args)
+	if err != nil {
 		return err
 	}
-	ns, err := ints(*sizes)
-	if err != nil {
-		return fmt.Errorf("-sizes: %w", err)
-	}
-	if *child {
-		if len(ns) != 1 {
+	if o.child {
+		if len(o.sizes) != 1 {
 			return fmt.Errorf("-child takes one size")
 		}
-		r, err := runChild(childConfig{source: *sources, services: ns[0], perService: *perService, changes: *changes, cpuprofile: *cpuprofile})
+		r, err := runChild(childConfig{source: o.sources, services: o.sizes[0], perService: o.perService, changes: o.changes, cpuprofile: o.cpuprofile})
 		if err != nil {
 			return err
 		}
 		return writeResult(out, r)
 	}
-	if *cpuprofile != "" && (len(ns) != 1 || *runs != 1 || strings.Contains(*sources, ",") || strings.Contains(*gogcs, ",")) {
+	if o.cpuprofile != "" && (len(o.sizes) != 1 || o.runs != 1 || strings.Contains(o.sources, ",") || strings.Contains(o.gogcs, ",")) {
 		return fmt.Errorf("-cpuprofile needs one size, one source, one GOGC and -runs 1")
 	}
-
 	self, err := os.Executable()
 	if err != nil {
 		return err
 	}
 	var all []result
-	if *replot != "" {
-		b, err := os.ReadFile(*replot)
+	if o.replot != "" {
+		b, err := os.ReadFile(o.replot)
 		if err != nil {
 			return err
 		}
 		if err := json.Unmarshal(b, &all); err != nil {
-			return fmt.Errorf("%s: %w", *replot, err)
+			return fmt.Errorf("%s: %w", o.replot, err)
 		}
-		return report(out, all, *perService, *memlimit, *png)
+		return report(out, all, o.perService, o.memlimit, o.png)
 	}
-	for _, src := range strings.Split(*sources, ",") {
-		for _, g := range strings.Split(*gogcs, ",") {
-			for _, n := range ns {
-				for range *runs {
-					cmd := exec.Command(self, "-child", "-sources", src, "-sizes", strconv.Itoa(n),
-						"-endpoints", strconv.Itoa(*perService), "-changes", strconv.Itoa(*changes), "-cpuprofile", *cpuprofile)
-					limit := *memlimit
-					if limit == "" {
-						limit = "off"
+	for _, src := range strings.Split(o.sources, ",") {
+		for _, g := range strings.Split(o.gogcs, ",") {
+			for _, n := range o.sizes {
+				for range o.runs {
+					r, err := measure(self, src, g, n, o)
+					if err != nil {
+						return err
 					}
-					cmd.Env = append(os.Environ(), "GOGC="+g, "GOMEMLIMIT="+limit)
-					var stdout bytes.Buffer
-					cmd.Stdout, cmd.Stderr = &stdout, os.Stderr
-					if err := cmd.Run(); err != nil {
-						return fmt.Errorf("%s, %d Services, GOGC=%s: %w", src, n, g, err)
-					}
-					var r result
-					if err := json.Unmarshal(stdout.Bytes(), &r); err != nil {
-						return fmt.Errorf("child's result: %w", err)
-					}
-					fmt.Fprintf(os.Stderr, "%s GOGC=%s %d: initial %v, full %v, heap %s, rss %s, peak %s\n",
-						src, g, n, r.Initial.Round(time.Millisecond), r.Full.Round(time.Millisecond),
-						mb(r.HeapFull), mb(r.RSSFull), mb(r.RSSPeak))
 					all = append(all, r)
 				}
 			}
 		}
 	}
-	if *saveTo != "" {
+	if o.saveTo != "" {
 		b, err := json.MarshalIndent(all, "", "  ")
 		if err != nil {
 			return err
 		}
-		if err := os.WriteFile(*saveTo, b, 0o644); err != nil {
+		if err := os.WriteFile(o.saveTo, b, 0o644); err != nil {
 			return err
 		}
 	}
-	return report(out, all, *perService, *memlimit, *png)
+	return report(out, all, o.perService, o.memlimit, o.png)
+}
+
+func parseFlags(args []string) (options, error) {
+	var o options
+	fs := flag.NewFlagSet("nodexds-bench", flag.ContinueOnError)
+	sizes := fs.String("sizes", "1000,10000,50000", "numbers of Services, comma-separated")
+	fs.StringVar(&o.sources, "sources", "events,kube", `sources to measure: "events" (model values handed to the agent) and/or "kube" (KubeSource over a fake clientset)`)
+	fs.StringVar(&o.gogcs, "gogc", "100", "GOGC values for the children, comma-separated")
+	fs.StringVar(&o.memlimit, "gomemlimit", "460MiB", `GOMEMLIMIT for the children (what the agent sets under the chart's 512Mi limit); "" for none`)
+	fs.IntVar(&o.runs, "runs", 3, "runs per configuration (figures are reported as min–max)")
+	fs.IntVar(&o.perService, "endpoints", 10, "endpoints per Service")
+	fs.IntVar(&o.changes, "changes", 2000, "EndpointSlice updates applied one at a time after the full snapshot")
+	fs.StringVar(&o.png, "png", "", "write a plot of memory and time against Services here (default GOGC, per source)")
+	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile of the build (start to full snapshot) to this file; one size, one run")
+	fs.StringVar(&o.saveTo, "json", "", "also write every run's figures to this file, as JSON")
+	fs.StringVar(&o.replot, "from", "", "measure nothing: print the tables and draw -png from a file written by -json")
+	fs.BoolVar(&o.child, "child", false, "internal: measure one configuration in this process")
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	var err error
+	if o.sizes, err = ints(*sizes); err != nil {
+		return o, fmt.Errorf("-sizes: %w", err)
+	}
+	return o, nil
+}
+
+// measure runs one child, this binary re-executed with -child, and returns
+// its result.
+func measure(self, src, gogc string, n int, o options) (result, error) {
+	cmd := exec.Command(self, "-child", "-sources", src, "-sizes", strconv.Itoa(n),
+		"-endpoints", strconv.Itoa(o.perService), "-changes", strconv.Itoa(o.changes), "-cpuprofile", o.cpuprofile)
+	limit := o.memlimit
+	if limit == "" {
+		limit = "off"
+	}
+	cmd.Env = append(os.Environ(), "GOGC="+gogc, "GOMEMLIMIT="+limit)
+	var stdout bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, os.Stderr
+	if err := cmd.Run(); err != nil {
+		return result{}, fmt.Errorf("%s, %d Services, GOGC=%s: %w", src, n, gogc, err)
+	}
+	var r result
+	if err := json.Unmarshal(stdout.Bytes(), &r); err != nil {
+		return result{}, fmt.Errorf("child's result: %w", err)
+	}
+	fmt.Fprintf(os.Stderr, "%s GOGC=%s %d: initial %v, full %v, heap %s, rss %s, peak %s\n",
+		src, gogc, n, r.Initial.Round(time.Millisecond), r.Full.Round(time.Millisecond),
+		mb(r.HeapFull), mb(r.RSSFull), mb(r.RSSPeak))
+	return r, nil
 }
 
 // report prints the tables and, if png is set, plots the default GOGC's runs.
