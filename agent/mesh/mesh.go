@@ -38,7 +38,16 @@ type Input struct {
 type Table struct {
 	Rules []Rule               // in precedence order: a request takes the first that matches
 	Used  []discovery.RouteKey // the routes the rules come from
+	// Dropped are routes left out whole because the port's rules would
+	// exceed MaxRules with them.
+	Dropped []discovery.RouteKey
 }
+
+// MaxRules bounds the rules (one per match) of one Service port, whatever
+// its routes say: each is a route in every client's configuration. Routes
+// are taken oldest first, each whole or not at all. The Gateway API's own
+// validation allows 16 rules of at most 128 matches per route.
+const MaxRules = 1000
 
 // Rule is one match of a route rule and where its requests go. A request
 // that matches no rule fails with UNAVAILABLE (GEP-1426: routes replace the
@@ -90,7 +99,10 @@ type Backend struct {
 // maxRegexInsts bounds a regular expression's compiled size: RE2 refuses
 // programs over its memory budget, and a client refusing one regex NACKs the
 // whole route configuration.
-const maxRegexInsts = 2000
+const (
+	maxRegexInsts = 2000
+	maxRegexBytes = 1024
+)
 
 // Translate routes one Service port for one client namespace. It returns
 // nil when no route applies: the port is then routed as if no routes
@@ -100,19 +112,24 @@ func Translate(in Input) *Table {
 	if len(routes) == 0 {
 		return nil
 	}
+	slices.SortStableFunc(routes, func(a, b *discovery.Route) int {
+		return cmp.Or(a.Created.Compare(b.Created), compareNames(a.Key, b.Key))
+	})
+	t := &Table{}
 	var entries []entry
 	for _, r := range routes {
-		entries = append(entries, flatten(r, in)...)
+		es := flatten(r, in)
+		if len(entries)+len(es) > MaxRules {
+			t.Dropped = append(t.Dropped, r.Key)
+			continue
+		}
+		entries = append(entries, es...)
+		t.Used = append(t.Used, r.Key)
 	}
 	slices.SortStableFunc(entries, func(a, b entry) int {
 		return cmp.Or(compareRank(a.rank, b.rank), a.route.Created.Compare(b.route.Created),
-			strings.Compare(a.route.Key.Namespace+"/"+a.route.Key.Name, b.route.Key.Namespace+"/"+b.route.Key.Name),
-			a.rule.Index-b.rule.Index, a.order-b.order)
+			compareNames(a.route.Key, b.route.Key), a.rule.Index-b.rule.Index, a.order-b.order)
 	})
-	t := &Table{}
-	for _, r := range routes {
-		t.Used = append(t.Used, r.Key)
-	}
 	for _, e := range entries {
 		t.Rules = append(t.Rules, e.rule)
 	}
@@ -178,6 +195,22 @@ type entry struct {
 	rule  Rule
 	rank  []int // compared in order, larger first
 	order int   // of the match in its rule
+}
+
+// compareNames orders routes as "{namespace}/{name}" strings do, without
+// building them.
+func compareNames(a, b discovery.RouteKey) int {
+	if a.Namespace == b.Namespace {
+		return strings.Compare(a.Name, b.Name)
+	}
+	n := min(len(a.Namespace), len(b.Namespace))
+	if c := strings.Compare(a.Namespace[:n], b.Namespace[:n]); c != 0 {
+		return c
+	}
+	if len(a.Namespace) < len(b.Namespace) { // a's "/" against b's next byte
+		return cmp.Compare('/', b.Namespace[n])
+	}
+	return cmp.Compare(a.Namespace[n], '/')
 }
 
 func compareRank(a, b []int) int {
@@ -419,6 +452,9 @@ func deref[T ~string](p *T) T {
 
 // checkRegex reports a regular expression a gRPC client would refuse.
 func checkRegex(what, re string) *Problem {
+	if len(re) > maxRegexBytes {
+		return problem(gwv1.RouteReasonUnsupportedValue, "%s: a regular expression of %d bytes is over the limit of %d", what, len(re), maxRegexBytes)
+	}
 	parsed, err := syntax.Parse(re, syntax.Perl)
 	if err != nil {
 		return problem(gwv1.RouteReasonUnsupportedValue, "%s %q is not a valid RE2 regular expression: %v", what, re, err)

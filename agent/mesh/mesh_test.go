@@ -21,7 +21,7 @@ type world struct {
 
 // load reads the conformance suite's Services, then the documents given
 // (fixture file names, or YAML text).
-func load(t *testing.T, docs ...string) *world {
+func load(t testing.TB, docs ...string) *world {
 	t.Helper()
 	w := &world{services: map[discovery.ServiceKey]*discovery.Service{}}
 	var all []string
@@ -255,4 +255,16 @@ func cond(name string, c Condition) string {
 		return name
 	}
 	return fmt.Sprintf("%s=%v/%s", name, map[bool]string{true: "True", false: "False"}[c.Status], c.Reason)
+}
+
+func TestCompareNamesOrdersAsJoinedStrings(t *testing.T) {
+	keys := []discovery.RouteKey{{Namespace: "a", Name: "z"}, {Namespace: "a-b", Name: "a"}, {Namespace: "ab", Name: "a"}, {Namespace: "a", Name: "a"}, {Namespace: "b", Name: ""}}
+	for _, x := range keys {
+		for _, y := range keys {
+			want := strings.Compare(x.Namespace+"/"+x.Name, y.Namespace+"/"+y.Name)
+			if got := compareNames(x, y); got != want {
+				t.Errorf("compareNames(%v, %v) = %d, want %d", x, y, got, want)
+			}
+		}
+	}
 }

@@ -170,6 +170,8 @@ func Status(r *discovery.Route, service func(discovery.ServiceKey) (*discovery.S
 			st.Accepted = Condition{Reason: string(gwv1.RouteReasonNoMatchingParent), Message: "the Service has no such port"}
 		case r.HTTP != nil && conflicts(r, p, k, svc, attached(k)):
 			st.Accepted = Condition{Reason: ReasonConflicted, Message: "a GRPCRoute of namespace " + r.Key.Namespace + " routes the same Service port, and GRPCRoutes take precedence"}
+		case overflows(r, p, k, svc, attached(k), service, grants):
+			st.Accepted = Condition{Reason: string(gwv1.RouteReasonUnsupportedValue), Message: fmt.Sprintf("with older routes, the Service port would have over %d rules (one per match): the route is not used", MaxRules)}
 		}
 		out = append(out, st)
 	}
@@ -198,6 +200,18 @@ func conflicts(r *discovery.Route, ref gwv1.ParentReference, k discovery.Service
 		}
 	}
 	return false
+}
+
+// overflows reports whether r is left out of every port its parentRef
+// attaches to, for being over MaxRules.
+func overflows(r *discovery.Route, ref gwv1.ParentReference, k discovery.ServiceKey, svc *discovery.Service, attached []*discovery.Route, service func(discovery.ServiceKey) (*discovery.Service, bool), grants func(string) []*discovery.Grant) bool {
+	for _, port := range ports(r, ref, k, svc) {
+		t := Translate(Input{Parent: k, Port: port, Client: r.Key.Namespace, Routes: attached, Service: service, Grants: grants})
+		if t == nil || !slices.Contains(t.Dropped, r.Key) {
+			return false
+		}
+	}
+	return true
 }
 
 // resolvedRefs is the ResolvedRefs condition: the first backendRef that
