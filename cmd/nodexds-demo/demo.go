@@ -94,69 +94,13 @@ func demo(ctx context.Context, args []string, out io.Writer) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	served := make(chan error, 1)
-	go func() {
-		served <- agent.Serve(ctx, agent.Options{
-			Config: agent.Config{
-				NodeName:     "node-a",
-				Names:        names.Parser{DefaultNamespace: "default", ClusterDomain: "cluster.local"},
-				DefaultTiers: topology.DefaultTiers,
-				Coalesce:     20 * time.Millisecond,
-			},
-			Source: &discovery.FileSource{Path: file, Poll: 200 * time.Millisecond, Log: log},
-			XDS:    xdsLis,
-			Log:    log,
-		})
-	}()
-
-	// The client runs as its own process, wired exactly as in a pod: a
-	// bootstrap in GRPC_XDS_BOOTSTRAP_CONFIG, and xds:///be1:8080.
-	bs, err := bootstrap.JSON(bootstrap.Options{Server: xdsLis.Addr().String(), NodeID: "demo/client-on-node-a", Zone: "zone-1", Region: "region-1"})
+	go func() { served <- serveAgent(ctx, file, xdsLis, log) }()
+	lines, wait, err := startClient(ctx, xdsLis.Addr().String(), logOut)
 	if err != nil {
 		return err
 	}
-	self, err := os.Executable()
-	if err != nil {
-		return err
-	}
-	client := exec.CommandContext(ctx, self, clientCommand, "xds:///be1:8080")
-	client.Env = append(os.Environ(), "GRPC_XDS_BOOTSTRAP_CONFIG="+string(bs))
-	client.Stderr = logOut
-	stdout, err := client.StdoutPipe()
-	if err != nil {
-		return err
-	}
-	if err := client.Start(); err != nil {
-		return err
-	}
-	defer client.Wait()
+	defer wait()
 	defer cancel()
-	lines := make(chan string)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-		close(lines)
-	}()
-	// next returns the backend that answered the client's next RPC.
-	next := func() (string, error) {
-		select {
-		case l, ok := <-lines:
-			if !ok {
-				return "", errors.New("the client exited")
-			}
-			f := strings.Fields(l)
-			if len(f) >= 2 && f[0] == "ok" {
-				return f[1], nil
-			}
-			if len(f) >= 2 {
-				return "error: " + f[1], nil
-			}
-			return "", fmt.Errorf("client said %q", l)
-		case <-time.After(10 * time.Second):
-			return "", errors.New("the client went silent")
-		}
-	}
 
 	fmt.Fprintf(out, `nodexds demo
   cluster (file %s):
@@ -166,87 +110,170 @@ func demo(ctx context.Context, args []string, out io.Writer) error {
   client on node-a dials xds:///be1:8080
 
 `, file, xdsLis.Addr())
-
-	nodeOf := map[string]string{}
+	d := &demoRun{out: out, rpcs: *rpcs, lines: lines, nodeOf: map[string]string{}}
 	for _, p := range pods {
-		nodeOf[p.name] = p.node
+		d.nodeOf[p.name] = p.node
 	}
-	round := func(title string) error {
-		if title != "" {
-			fmt.Fprintln(out, title)
-		}
-		counts := map[string]int{}
-		for i := range *rpcs {
-			name, err := next()
-			if err != nil {
-				return err
-			}
-			if i < 3 {
-				fmt.Fprintf(out, "  Hello from %s\n", name)
-			}
-			counts[name]++
-		}
-		fmt.Fprintf(out, "  %d RPCs: %s\n\n", *rpcs, summary(counts, nodeOf))
-		return nil
+	if err := d.scenario(pods[:2]); err != nil {
+		return err
 	}
-	// until reads RPC results until one is answered on node, and says how long
-	// the switch took and how many RPCs failed meanwhile.
-	until := func(node string) (time.Duration, int, error) {
-		start, failed := time.Now(), 0
-		for time.Since(start) < 30*time.Second {
-			name, err := next()
-			if err != nil {
-				return 0, 0, err
-			}
-			if nodeOf[name] == node {
-				return time.Since(start), failed, nil
-			}
-			if nodeOf[name] == "" {
-				failed++
-			}
-		}
-		return 0, 0, fmt.Errorf("traffic did not reach %s within 30s", node)
-	}
+	cancel()
+	return <-served
+}
 
+// serveAgent runs the agent for node-a on the cluster described in file,
+// serving ADS on lis, until ctx ends.
+func serveAgent(ctx context.Context, file string, lis net.Listener, log *slog.Logger) error {
+	return agent.Serve(ctx, agent.Options{
+		Config: agent.Config{
+			NodeName:     "node-a",
+			Names:        names.Parser{DefaultNamespace: "default", ClusterDomain: "cluster.local"},
+			DefaultTiers: topology.DefaultTiers,
+			Coalesce:     20 * time.Millisecond,
+		},
+		Source: &discovery.FileSource{Path: file, Poll: 200 * time.Millisecond, Log: log},
+		XDS:    lis,
+		Log:    log,
+	})
+}
+
+// startClient starts the client as its own process, wired exactly as in a
+// pod: a bootstrap in GRPC_XDS_BOOTSTRAP_CONFIG, and xds:///be1:8080. It
+// returns the client's lines, one per RPC, and a wait for its exit.
+func startClient(ctx context.Context, server string, logOut io.Writer) (<-chan string, func() error, error) {
+	bs, err := bootstrap.JSON(bootstrap.Options{Server: server, NodeID: "demo/client-on-node-a", Zone: "zone-1", Region: "region-1"})
+	if err != nil {
+		return nil, nil, err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return nil, nil, err
+	}
+	client := exec.CommandContext(ctx, self, clientCommand, "xds:///be1:8080")
+	client.Env = append(os.Environ(), "GRPC_XDS_BOOTSTRAP_CONFIG="+string(bs))
+	client.Stderr = logOut
+	stdout, err := client.StdoutPipe()
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := client.Start(); err != nil {
+		return nil, nil, err
+	}
+	lines := make(chan string)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	return lines, client.Wait, nil
+}
+
+// demoRun reads the client's RPCs and tells what happens to them.
+type demoRun struct {
+	out    io.Writer
+	rpcs   int // per round
+	lines  <-chan string
+	nodeOf map[string]string // pod name → node
+}
+
+// scenario runs the rounds: all pods up, node-a's pods (local) stopped,
+// then started again.
+func (d *demoRun) scenario(local []*demoPod) error {
 	// The client's first RPCs may fail while it is still connecting (a slow
 	// machine); the rounds start once it has reached its own node.
-	if _, _, err := until("node-a"); err != nil {
+	if _, _, err := d.until("node-a"); err != nil {
 		return err
 	}
-	if err := round("1. all pods up: the client stays on its own node"); err != nil {
+	if err := d.round("1. all pods up: the client stays on its own node"); err != nil {
 		return err
 	}
 
-	fmt.Fprintln(out, "2. node-a's pods stop (their processes die; nothing tells the agent)")
-	for _, p := range pods[:2] {
+	fmt.Fprintln(d.out, "2. node-a's pods stop (their processes die; nothing tells the agent)")
+	for _, p := range local {
 		p.srv.Stop()
 	}
-	took, failed, err := until("node-b")
+	took, failed, err := d.until("node-b")
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "  the client failed over to the zone tier by itself in %v (%d RPCs failed meanwhile)\n", took.Round(time.Millisecond), failed)
-	if err := round(""); err != nil {
+	fmt.Fprintf(d.out, "  the client failed over to the zone tier by itself in %v (%d RPCs failed meanwhile)\n", took.Round(time.Millisecond), failed)
+	if err := d.round(""); err != nil {
 		return err
 	}
 
-	fmt.Fprintln(out, "3. node-a's pods come back on the same addresses")
-	for _, p := range pods[:2] {
+	fmt.Fprintln(d.out, "3. node-a's pods come back on the same addresses")
+	for _, p := range local {
 		if err := p.start(); err != nil {
 			return err
 		}
 	}
-	took, failed, err = until("node-a")
+	took, failed, err = d.until("node-a")
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "  traffic returned to node-a in %v (gRPC's reconnect backoff; %d RPCs failed meanwhile)\n", took.Round(time.Millisecond), failed)
-	if err := round(""); err != nil {
-		return err
-	}
+	fmt.Fprintf(d.out, "  traffic returned to node-a in %v (gRPC's reconnect backoff; %d RPCs failed meanwhile)\n", took.Round(time.Millisecond), failed)
+	return d.round("")
+}
 
-	cancel()
-	return <-served
+// next returns the backend that answered the client's next RPC.
+func (d *demoRun) next() (string, error) {
+	select {
+	case l, ok := <-d.lines:
+		if !ok {
+			return "", errors.New("the client exited")
+		}
+		f := strings.Fields(l)
+		if len(f) >= 2 && f[0] == "ok" {
+			return f[1], nil
+		}
+		if len(f) >= 2 {
+			return "error: " + f[1], nil
+		}
+		return "", fmt.Errorf("client said %q", l)
+	case <-time.After(10 * time.Second):
+		return "", errors.New("the client went silent")
+	}
+}
+
+// round prints title, the first answers of rpcs RPCs and who answered them.
+func (d *demoRun) round(title string) error {
+	if title != "" {
+		fmt.Fprintln(d.out, title)
+	}
+	counts := map[string]int{}
+	for i := range d.rpcs {
+		name, err := d.next()
+		if err != nil {
+			return err
+		}
+		if i < 3 {
+			fmt.Fprintf(d.out, "  Hello from %s\n", name)
+		}
+		counts[name]++
+	}
+	fmt.Fprintf(d.out, "  %d RPCs: %s\n\n", d.rpcs, summary(counts, d.nodeOf))
+	return nil
+}
+
+// until reads RPC results until one is answered on node, and says how long
+// the switch took and how many RPCs failed meanwhile.
+func (d *demoRun) until(node string) (time.Duration, int, error) {
+	start, failed := time.Now(), 0
+	for time.Since(start) < 30*time.Second {
+		name, err := d.next()
+		if err != nil {
+			return 0, 0, err
+		}
+		if d.nodeOf[name] == node {
+			return time.Since(start), failed, nil
+		}
+		if d.nodeOf[name] == "" {
+			failed++
+		}
+	}
+	return 0, 0, fmt.Errorf("traffic did not reach %s within 30s", node)
 }
 
 // demoClient is the demo's client process: it probes target and prints one
