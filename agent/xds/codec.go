@@ -80,6 +80,17 @@ func wireFields(b []byte, f func(num protowire.Number, typ protowire.Type, v []b
 	return nil
 }
 
+// bytesFields calls f with each length-delimited field of the message in b
+// (strings, bytes and messages: all the decoder reads but varints).
+func bytesFields(b []byte, f func(num protowire.Number, v []byte) error) error {
+	return wireFields(b, func(num protowire.Number, typ protowire.Type, v []byte, _ uint64) error {
+		if typ != protowire.BytesType {
+			return nil
+		}
+		return f(num, v)
+	})
+}
+
 var errUTF8 = errors.New("string field contains invalid UTF-8")
 
 // text is a string field the server reads, whole: compact clips it, and a
@@ -94,11 +105,7 @@ func text(v []byte) (string, error) {
 
 // decodeRequest decodes what the server reads of a DiscoveryRequest.
 func decodeRequest(b []byte, req *discoveryv3.DiscoveryRequest) error {
-	return wireFields(b, func(num protowire.Number, typ protowire.Type, v []byte, _ uint64) error {
-		if typ != protowire.BytesType {
-			return nil
-		}
-		var err error
+	return bytesFields(b, func(num protowire.Number, v []byte) (err error) {
 		switch num {
 		case 1:
 			req.VersionInfo, err = text(v)
@@ -129,11 +136,7 @@ func decodeRequest(b []byte, req *discoveryv3.DiscoveryRequest) error {
 
 // decodeNode decodes the Node fields trimNode keeps.
 func decodeNode(b []byte, n *corev3.Node) error {
-	return wireFields(b, func(num protowire.Number, typ protowire.Type, v []byte, _ uint64) error {
-		if typ != protowire.BytesType {
-			return nil
-		}
-		var err error
+	return bytesFields(b, func(num protowire.Number, v []byte) (err error) {
 		switch num {
 		case 1:
 			n.Id, err = text(v)
@@ -149,15 +152,13 @@ func decodeNode(b []byte, n *corev3.Node) error {
 			if n.Locality == nil {
 				n.Locality = &corev3.Locality{}
 			}
-			err = wireFields(v, func(num protowire.Number, typ protowire.Type, v []byte, _ uint64) error {
-				var err error
-				switch {
-				case typ != protowire.BytesType:
-				case num == 1:
+			err = bytesFields(v, func(num protowire.Number, v []byte) (err error) {
+				switch num {
+				case 1:
 					n.Locality.Region, err = text(v)
-				case num == 2:
+				case 2:
 					n.Locality.Zone, err = text(v)
-				case num == 3:
+				case 3:
 					n.Locality.SubZone, err = text(v)
 				}
 				return err
@@ -181,12 +182,11 @@ func metadataNodeName(b []byte) (name string, found bool, err error) {
 			return nil
 		}
 		var key, value []byte
-		if err := wireFields(entry, func(num protowire.Number, typ protowire.Type, v []byte, _ uint64) error {
-			switch {
-			case typ != protowire.BytesType:
-			case num == 1:
+		if err := bytesFields(entry, func(num protowire.Number, v []byte) error {
+			switch num {
+			case 1:
 				key = v
-			case num == 2:
+			case 2:
 				value = v
 			}
 			return nil

@@ -148,3 +148,23 @@ func FuzzRequestCodec(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkDecodeRequest decodes the requests a client sends most: an ACK
+// repeating its names, and the first request with its Node.
+func BenchmarkDecodeRequest(b *testing.B) {
+	cases := codecCases(b)
+	for _, name := range []string{"an ACK", "a first request from grpc-go"} {
+		wire, err := proto.Marshal(cases[name])
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Run(strings.ReplaceAll(name, " ", "_"), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := decodeRequest(wire, &discoveryv3.DiscoveryRequest{}); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

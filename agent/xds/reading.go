@@ -333,12 +333,7 @@ func (t *requestTracker) reading() int64 {
 
 // held is the budget the connection's requests hold, unfinished or unread.
 func (t *requestTracker) held() int64 {
-	var n int64
-	for _, m := range t.msgs {
-		if m.granted {
-			n += m.large
-		}
-	}
+	n := t.reading()
 	for _, w := range t.whole {
 		n += w.n
 	}
