@@ -58,8 +58,9 @@ func (c Config) ConfirmInterval() time.Duration { return min(c.Interval, 500*tim
 var DefaultConfig = Config{
 	Interval: 5 * time.Second, LivenessInterval: 30 * time.Second, Timeout: time.Second,
 	UnhealthyThreshold: 2, HealthyThreshold: 1, Linger: 5 * time.Minute,
-	// About 15 KiB of RSS and one goroutine per checked endpoint
-	// (BenchmarkWatch, docs/health-cost.md): 4000 cost the agent ≈ 60 MiB.
+	// Each checked endpoint holds a goroutine and a connection
+	// (BenchmarkWatch, docs/health-cost.md): MaxEndpoints keeps what
+	// checking costs a small part of the agent's memory limit.
 	Jitter: 0.2, MaxDials: 32, MaxEndpoints: 4000,
 }
 

@@ -4,8 +4,8 @@
 //
 // It is a program of its own, not a command of the agent's binary, because
 // its client links gRPC's xDS client (google.golang.org/grpc/xds), which
-// the agent does not need: in the agent it cost 4 MB of binary and about
-// 3 MiB of resident memory on every node (docs/BENCHMARKS.md).
+// the agent does not need and which would add to its binary and to its
+// resident memory on every node (docs/BENCHMARKS.md).
 package main
 
 import (
