@@ -27,7 +27,9 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/nodexds/nodexds/agent"
+	"github.com/nodexds/nodexds/agent/admin"
 	"github.com/nodexds/nodexds/agent/resources"
+	"github.com/nodexds/nodexds/agent/serve"
 	"github.com/nodexds/nodexds/agent/topology"
 	"github.com/nodexds/nodexds/agent/xds"
 	"github.com/nodexds/nodexds/discovery"
@@ -37,9 +39,9 @@ import (
 const be1Cluster = "be1.default.svc.cluster.local:8080"
 
 // get fetches an admin URL path, with an optional Accept header.
-func get(t *testing.T, admin, path, accept string) (int, string) {
+func get(t *testing.T, adminAddr, path, accept string) (int, string) {
 	t.Helper()
-	req, err := http.NewRequest("GET", "http://"+admin+path, nil)
+	req, err := http.NewRequest("GET", "http://"+adminAddr+path, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,9 +60,9 @@ func get(t *testing.T, admin, path, accept string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
-func getJSON(t *testing.T, admin, path string, v any) {
+func getJSON(t *testing.T, adminAddr, path string, v any) {
 	t.Helper()
-	code, body := get(t, admin, path, "")
+	code, body := get(t, adminAddr, path, "")
 	if code != http.StatusOK {
 		t.Fatalf("GET %s: %d %s", path, code, body)
 	}
@@ -91,8 +93,8 @@ func within(t *testing.T, check func() string) {
 
 // withDebug serves the agent's debug port on a free loopback address, and
 // stores that address in *addr.
-func withDebug(t testing.TB, addr *string) func(*agent.Options) {
-	return func(o *agent.Options) {
+func withDebug(t testing.TB, addr *string) func(*serve.Options) {
+	return func(o *serve.Options) {
 		lis, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
@@ -103,9 +105,9 @@ func withDebug(t testing.TB, addr *string) func(*agent.Options) {
 }
 
 // csdsConn is a gRPC connection to the debug port.
-func csdsConn(t *testing.T, admin string) *grpc.ClientConn {
+func csdsConn(t *testing.T, adminAddr string) *grpc.ClientConn {
 	t.Helper()
-	cc, err := grpc.NewClient(admin, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	cc, err := grpc.NewClient(adminAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,9 +115,9 @@ func csdsConn(t *testing.T, admin string) *grpc.ClientConn {
 	return cc
 }
 
-func csds(t *testing.T, admin string) statusv3.ClientStatusDiscoveryServiceClient {
+func csds(t *testing.T, adminAddr string) statusv3.ClientStatusDiscoveryServiceClient {
 	t.Helper()
-	return statusv3.NewClientStatusDiscoveryServiceClient(csdsConn(t, admin))
+	return statusv3.NewClientStatusDiscoveryServiceClient(csdsConn(t, adminAddr))
 }
 
 // csdsConfig asks CSDS for one node's state of one resource.
@@ -142,7 +144,7 @@ func csdsConfig(t *testing.T, c statusv3.ClientStatusDiscoveryServiceClient, nod
 	return nil
 }
 
-func serviceOf(d agent.ServicesDebug, cluster string) *agent.ServiceDebug {
+func serviceOf(d admin.ServicesDebug, cluster string) *admin.ServiceDebug {
 	for i := range d.Services {
 		if d.Services[i].Cluster == cluster {
 			return &d.Services[i]
@@ -156,14 +158,14 @@ func TestAdminShowsWhatIsServedAndToWhom(t *testing.T) {
 	be1 := w.addService("default", "be1")
 	w.startBackend(be1, "be1-local", "a1")
 	w.startBackend(be1, "be1-zone", "a2")
-	var admin, debug string
-	a := startAgent(t, w, withAdmin(t, &admin), withDebug(t, &debug), withHealth(t, fastHealth), func(o *agent.Options) { o.Pprof = true })
+	var adminAddr, debug string
+	a := startAgent(t, w, withAdmin(t, &adminAddr), withDebug(t, &debug), withHealth(t, fastHealth), func(o *serve.Options) { o.Pprof = true })
 	cc := dial(t, a, "be1:8080")
 	eventually(t, cc, "be1-local")
 	node := "test/" + t.Name()
 
 	// Metrics moved.
-	code, body := get(t, admin, "/metrics", "")
+	code, body := get(t, adminAddr, "/metrics", "")
 	if code != http.StatusOK {
 		t.Fatalf("/metrics: %d", code)
 	}
@@ -180,7 +182,7 @@ func TestAdminShowsWhatIsServedAndToWhom(t *testing.T) {
 		}
 	}
 	for _, path := range []string{"/readyz", "/healthz"} {
-		if code, _ := get(t, admin, path, ""); code != http.StatusOK {
+		if code, _ := get(t, adminAddr, path, ""); code != http.StatusOK {
 			t.Errorf("%s: %d, want 200", path, code)
 		}
 	}
@@ -188,9 +190,9 @@ func TestAdminShowsWhatIsServedAndToWhom(t *testing.T) {
 	// /debug/services: the cluster, its policy, the local endpoint first, and
 	// the client that dialled it. EDS turns SYNCED once the client ACKs, the
 	// endpoints HEALTHY once checked.
-	var d agent.ServicesDebug
+	var d admin.ServicesDebug
 	within(t, func() string {
-		d = agent.ServicesDebug{}
+		d = admin.ServicesDebug{}
 		getJSON(t, debug, "/debug/services", &d)
 		s := serviceOf(d, be1Cluster)
 		if s == nil || len(s.Clients) != 1 || s.Clients[0].EDS != xds.Synced ||
@@ -237,7 +239,7 @@ func TestAdminShowsWhatIsServedAndToWhom(t *testing.T) {
 	}
 
 	// /debug/clients.
-	var page agent.ClientsDebug
+	var page admin.ClientsDebug
 	getJSON(t, debug, "/debug/clients", &page)
 	clients := page.Clients
 	if page.Total != 1 || len(clients) != 1 || clients[0].Node != node || clients[0].Locality == nil || clients[0].Locality.Zone != "a" ||
@@ -281,13 +283,13 @@ func TestAdminShowsWhatIsServedAndToWhom(t *testing.T) {
 
 	// None of it is on the admin port, which the pod network reaches.
 	for _, path := range []string{"/debug/services", "/debug/clients", "/debug/pprof/", "/debug/services?format=text"} {
-		if code, body := get(t, admin, path, ""); code != http.StatusNotFound {
+		if code, body := get(t, adminAddr, path, ""); code != http.StatusNotFound {
 			t.Errorf("admin port %s: %d %q, want 404", path, code, body)
 		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	_, err = csds(t, admin).FetchClientStatus(ctx, &statusv3.ClientStatusRequest{})
+	_, err = csds(t, adminAddr).FetchClientStatus(ctx, &statusv3.ClientStatusRequest{})
 	if c := status.Code(err); c != codes.Unimplemented && c != codes.Unavailable {
 		t.Errorf("CSDS on the admin port: %v, want Unimplemented or Unavailable", err)
 	}
@@ -295,10 +297,10 @@ func TestAdminShowsWhatIsServedAndToWhom(t *testing.T) {
 
 func TestAdminWithoutPprofHasNoProfiles(t *testing.T) {
 	w := newWorld(t)
-	var admin, debug string
-	startAgent(t, w, withAdmin(t, &admin), withDebug(t, &debug))
+	var adminAddr, debug string
+	startAgent(t, w, withAdmin(t, &adminAddr), withDebug(t, &debug))
 	within(t, func() string {
-		if code, _ := get(t, admin, "/readyz", ""); code != http.StatusOK {
+		if code, _ := get(t, adminAddr, "/readyz", ""); code != http.StatusOK {
 			return "never ready"
 		}
 		return ""
@@ -306,7 +308,7 @@ func TestAdminWithoutPprofHasNoProfiles(t *testing.T) {
 	if code, _ := get(t, debug, "/debug/pprof/", ""); code != http.StatusNotFound {
 		t.Errorf("/debug/pprof/ without Pprof: %d, want 404", code)
 	}
-	var page agent.ClientsDebug
+	var page admin.ClientsDebug
 	getJSON(t, debug, "/debug/clients", &page)
 	if page.Clients == nil || len(page.Clients) != 0 || page.Total != 0 {
 		t.Errorf("/debug/clients with no client = %s, want none", mustJSON(page))
@@ -317,8 +319,8 @@ func TestNACKShowsInCSDSAndDebugClients(t *testing.T) {
 	w := newWorld(t)
 	be1 := w.addService("default", "be1")
 	w.startBackend(be1, "be1-local", "a1")
-	var admin, debug string
-	a := startAgent(t, w, withAdmin(t, &admin), withDebug(t, &debug))
+	var adminAddr, debug string
+	a := startAgent(t, w, withAdmin(t, &adminAddr), withDebug(t, &debug))
 
 	// A raw ADS client subscribes to the cluster by name, and rejects it.
 	conn, err := grpc.NewClient(a.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -361,7 +363,7 @@ func TestNACKShowsInCSDSAndDebugClients(t *testing.T) {
 		return ""
 	})
 
-	var page agent.ClientsDebug
+	var page admin.ClientsDebug
 	getJSON(t, debug, "/debug/clients", &page)
 	clients := page.Clients
 	if len(clients) != 1 || clients[0].Node != "raw-nacker" || len(clients[0].Types) != 1 {
@@ -372,7 +374,7 @@ func TestNACKShowsInCSDSAndDebugClients(t *testing.T) {
 		len(cds.Resources) != 1 || cds.Resources[0].State != xds.Error {
 		t.Errorf("/debug/clients CDS = %s, want one NACK and the cluster in ERROR", mustJSON(cds))
 	}
-	code, body := get(t, admin, "/metrics", "")
+	code, body := get(t, adminAddr, "/metrics", "")
 	if got := metric(body, `nodexds_xds_nacks_total{stack="other",type="CDS"}`); code != http.StatusOK || got != 1 {
 		t.Errorf(`nodexds_xds_nacks_total{stack="other",type="CDS"} = %v, want 1`, got)
 	}
@@ -435,8 +437,8 @@ func TestHealthzFailsWhileTheEventLoopIsStuck(t *testing.T) {
 		close(stuck)
 		<-release
 	})
-	var admin string
-	a := startAgent(t, w, withAdmin(t, &admin), func(o *agent.Options) {
+	var adminAddr string
+	a := startAgent(t, w, withAdmin(t, &adminAddr), func(o *serve.Options) {
 		o.Reporter = blocking
 		o.StuckAfter = 3 * time.Second // the loop beats every second when idle
 	})
@@ -446,7 +448,7 @@ func TestHealthzFailsWhileTheEventLoopIsStuck(t *testing.T) {
 
 	healthz := func(want int) func() string {
 		return func() string {
-			if code, body := get(t, admin, "/healthz", ""); code != want {
+			if code, body := get(t, adminAddr, "/healthz", ""); code != want {
 				return fmt.Sprintf("/healthz: %d %q, want %d", code, body, want)
 			}
 			return ""
@@ -476,7 +478,7 @@ func TestHealthzFailsWhileTheEventLoopIsStuck(t *testing.T) {
 		t.Fatal("the agent never reported the annotation")
 	}
 	within(t, healthz(http.StatusServiceUnavailable))
-	if _, body := get(t, admin, "/healthz", ""); !strings.Contains(body, "event loop stuck") {
+	if _, body := get(t, adminAddr, "/healthz", ""); !strings.Contains(body, "event loop stuck") {
 		t.Errorf("/healthz says %q, want it to name the stuck event loop", body)
 	}
 
@@ -485,9 +487,9 @@ func TestHealthzFailsWhileTheEventLoopIsStuck(t *testing.T) {
 }
 
 // servicesPage reads /debug/services with query; it fails the test unless 200.
-func servicesPage(t *testing.T, debug, query string) agent.ServicesDebug {
+func servicesPage(t *testing.T, debug, query string) admin.ServicesDebug {
 	t.Helper()
-	var d agent.ServicesDebug
+	var d admin.ServicesDebug
 	getJSON(t, debug, "/debug/services?"+query, &d)
 	return d
 }
@@ -511,9 +513,9 @@ func TestDebugServicesFiltersAndPages(t *testing.T) {
 	if err := n2.Send(&discoveryv3.DiscoveryRequest{TypeUrl: xds.RouteType, ResourceNames: []string{c3}}); err != nil {
 		t.Fatal(err)
 	}
-	var page agent.ClientsDebug
+	var page admin.ClientsDebug
 	within(t, func() string {
-		page = agent.ClientsDebug{}
+		page = admin.ClientsDebug{}
 		getJSON(t, debug, "/debug/clients?client=n1", &page)
 		if servicesPage(t, debug, "").Total != 3 || len(page.Clients) != 1 {
 			return "the agent does not show both clients' subscriptions"
@@ -583,17 +585,17 @@ func TestDebugServicesPagesThroughThousandsOfServices(t *testing.T) {
 	rawADS(t, a.Addr, "many", xds.ClusterType, nil, names...)
 
 	_, body := get(t, debug, "/debug/services", "")
-	var d agent.ServicesDebug
+	var d admin.ServicesDebug
 	if err := json.Unmarshal([]byte(body), &d); err != nil {
 		t.Fatal(err)
 	}
-	if d.Total != 5000 || len(d.Services) != agent.DefaultPageLimit || d.Next == "" {
-		t.Fatalf("default page: %d of %d services, next %q; want %d of 5000 and a next page", len(d.Services), d.Total, d.Next, agent.DefaultPageLimit)
+	if d.Total != 5000 || len(d.Services) != admin.DefaultPageLimit || d.Next == "" {
+		t.Fatalf("default page: %d of %d services, next %q; want %d of 5000 and a next page", len(d.Services), d.Total, d.Next, admin.DefaultPageLimit)
 	}
 	// A nonexistent port is ~300 bytes of JSON with its client: the page is
 	// the size of its limit, not of the cluster.
-	if len(body) > agent.DefaultPageLimit*1000 {
-		t.Errorf("default page is %d bytes, want at most %d", len(body), agent.DefaultPageLimit*1000)
+	if len(body) > admin.DefaultPageLimit*1000 {
+		t.Errorf("default page is %d bytes, want at most %d", len(body), admin.DefaultPageLimit*1000)
 	}
 	t.Logf("default page of 5,000 subscribed ports: %d bytes", len(body))
 
@@ -601,7 +603,7 @@ func TestDebugServicesPagesThroughThousandsOfServices(t *testing.T) {
 	seen := []string{}
 	pages := 0
 	for path := "/debug/services?limit=500"; path != ""; pages++ {
-		var p agent.ServicesDebug
+		var p admin.ServicesDebug
 		getJSON(t, debug, path, &p)
 		if len(p.Services) > 500 || pages > 10 {
 			t.Fatalf("page %d holds %d services", pages, len(p.Services))
@@ -653,10 +655,10 @@ func TestCSDSAnswersAtMost100ClientsAndHonoursNodeMatchers(t *testing.T) {
 		for _, cc := range resp.GetConfig() {
 			ids = append(ids, cc.GetNode().GetId())
 		}
-		return ids, strings.Join(header.Get(agent.CSDSTotalHeader), ",")
+		return ids, strings.Join(header.Get(admin.CSDSTotalHeader), ",")
 	}
 	ids, total := fetch(nil)
-	if len(ids) != agent.MaxCSDSClients || total != "105" || ids[0] != "csds-000" || ids[99] != "csds-099" {
+	if len(ids) != admin.MaxCSDSClients || total != "105" || ids[0] != "csds-000" || ids[99] != "csds-099" {
 		t.Errorf("CSDS with no matcher: %d configs (%v…), header %q; want the first 100 by node id of 105", len(ids), ids[:min(3, len(ids))], total)
 	}
 	ids, total = fetch(&matcherv3.NodeMatcher{NodeId: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Prefix{Prefix: "csds-10"}}})
@@ -676,8 +678,8 @@ func TestCSDSAnswersAtMost100ClientsAndHonoursNodeMatchers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := len(resp.GetConfig()); n != agent.MaxCSDSClients {
-		t.Errorf("StreamClientStatus: %d configs, want %d", n, agent.MaxCSDSClients)
+	if n := len(resp.GetConfig()); n != admin.MaxCSDSClients {
+		t.Errorf("StreamClientStatus: %d configs, want %d", n, admin.MaxCSDSClients)
 	}
 	s.CloseSend()
 }

@@ -52,6 +52,7 @@ import (
 
 	"github.com/nodexds/nodexds/agent"
 	"github.com/nodexds/nodexds/agent/names"
+	"github.com/nodexds/nodexds/agent/serve"
 	"github.com/nodexds/nodexds/agent/topology"
 	"github.com/nodexds/nodexds/agent/xds"
 	"github.com/nodexds/nodexds/discovery"
@@ -500,7 +501,7 @@ type target interface {
 	drained(t *testing.T) // waits until no attacker stream is left
 }
 
-// inProcess is agent.Serve in this process; memory is its heap.
+// inProcess is serve.Run in this process; memory is its heap.
 type inProcess struct {
 	a *testAgent
 }
@@ -698,7 +699,7 @@ func procStatus(pid int, field string) uint64 {
 	return 0
 }
 
-// TestAttackAgent is the agent child of TestAttacks: agent.Serve as
+// TestAttackAgent is the agent child of TestAttacks: serve.Run as
 // cmd/nodexds runs it (GOGC 50 once synced, logs at info on stderr, no
 // memory limit), until its stdin closes. It does nothing in a normal run.
 func TestAttackAgent(t *testing.T) {
@@ -723,7 +724,7 @@ func TestAttackAgent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	o := agent.Options{
+	o := serve.Options{
 		Config: agent.Config{
 			NodeName:     "a1",
 			Names:        names.Parser{DefaultNamespace: "default", ClusterDomain: "cluster.local"},
@@ -740,7 +741,7 @@ func TestAttackAgent(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() {
-		if err := agent.Serve(ctx, o); err != nil {
+		if err := serve.Run(ctx, o); err != nil {
 			fmt.Fprintln(os.Stderr, "agent:", err)
 			os.Exit(1)
 		}
@@ -1352,8 +1353,8 @@ func writeStream(c net.Conn, authority string, msg []byte) error {
 
 // attackOptions configures the in-process agent for an attack: logs at info
 // into the counting writer, and admission when the case needs it.
-func attackOptions(log *slog.Logger, c attackCase) func(*agent.Options) {
-	return func(o *agent.Options) {
+func attackOptions(log *slog.Logger, c attackCase) func(*serve.Options) {
+	return func(o *serve.Options) {
 		o.Log = log
 		if fs, ok := o.Source.(*discovery.FileSource); ok {
 			fs.Log = log

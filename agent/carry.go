@@ -77,9 +77,9 @@ func (a *Agent) hereFor(view string) topology.Here {
 	return topology.Here{Node: view, Zone: n.Zone, Region: n.Region}
 }
 
-// absent is the builder's absent for the ADS server (names clients may not
-// see).
-func (a *Agent) absent(typ, name string) proto.Message { return absent(typ, name, a.cfg.Names) }
+// Absent is what the ADS server tells a client of a name it may not see: as
+// the builder would for a name with no Service port behind it.
+func (a *Agent) Absent(typ, name string) proto.Message { return absent(typ, name, a.cfg.Names) }
 
 func (a *Agent) set(typ, name string, res proto.Message, scope xds.Scope, observed time.Time) {
 	if err := a.cache.Set(typ, name, res, scope, observed); err != nil {

@@ -8,7 +8,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/nodexds/nodexds/agent"
+	"github.com/nodexds/nodexds/agent/serve"
 	"github.com/nodexds/nodexds/health"
 	"github.com/nodexds/nodexds/internal/poll"
 )
@@ -74,7 +74,7 @@ func TestFlappingEndpointPushesAtMostOncePerWindow(t *testing.T) {
 	)
 	w, _, _, _ := localAndZone(t)
 	f := newFlapper()
-	a := startAgent(t, w, func(o *agent.Options) { o.Checker, o.Coalesce = f, window })
+	a := startAgent(t, w, func(o *serve.Options) { o.Checker, o.Coalesce = f, window })
 	cc := dial(t, a, "be1:8080")
 	eventually(t, cc, "on-a1")
 	waitFor(t, "the checker tracks be1", f.tracking)

@@ -144,7 +144,7 @@ func (a *Agent) view(q ViewQuery) View {
 	}
 	slices.SortFunc(all, func(x, y port) int { return strings.Compare(x.sv.Cluster, y.sv.Cluster) })
 	v := View{Node: a.here.Node, Zone: a.here.Zone, Region: a.here.Region, Total: len(all), Services: []ServiceView{}}
-	for _, p := range page(all, q.Offset, q.Limit) {
+	for _, p := range Page(all, q.Offset, q.Limit) {
 		if p.svc != nil {
 			if sp, ok := p.svc.PortNumber(p.sv.Port); ok {
 				a.fillView(&p.sv, p.svc, sp)
@@ -155,8 +155,9 @@ func (a *Agent) view(q ViewQuery) View {
 	return v
 }
 
-// page returns s[offset:offset+limit], clamped; limit ≤ 0 means no limit.
-func page[T any](s []T, offset, limit int) []T {
+// Page returns s[offset:offset+limit], clamped; limit ≤ 0 means no limit: a
+// page of a list, as ViewQuery selects one.
+func Page[T any](s []T, offset, limit int) []T {
 	offset = min(max(offset, 0), len(s))
 	s = s[offset:]
 	if limit > 0 && limit < len(s) {
@@ -183,7 +184,7 @@ func (a *Agent) fillView(sv *ServiceView, svc *discovery.Service, p discovery.Po
 	}
 	for _, pr := range topology.Prioritize(a.store.Endpoints(svc.Key, p.Name), policy, a.here) {
 		pv := PriorityView{Tiers: pr.Tiers.String(), EndpointsTotal: len(pr.Endpoints)}
-		for _, e := range page(pr.Endpoints, 0, ListCap) {
+		for _, e := range Page(pr.Endpoints, 0, ListCap) {
 			st := health.Unknown
 			if status != nil {
 				st = status(e.Addr)

@@ -22,13 +22,14 @@ import (
 
 	"github.com/nodexds/nodexds/agent"
 	"github.com/nodexds/nodexds/agent/names"
+	"github.com/nodexds/nodexds/agent/serve"
 	"github.com/nodexds/nodexds/agent/topology"
 	"github.com/nodexds/nodexds/agent/xds"
 	"github.com/nodexds/nodexds/discovery"
 	"github.com/nodexds/nodexds/internal/poll"
 )
 
-// TestDrainOnShutdown: once Serve's ctx is done (SIGTERM), the agent at once
+// TestDrainOnShutdown: once serve.Run's ctx is done (SIGTERM), the agent at once
 // reports not ready and refuses new connections, keeps serving and updating
 // the ADS streams it has until the drain delay is over, then sends GOAWAY,
 // cuts the streams (ADS streams never end by themselves) and returns, within
@@ -72,7 +73,7 @@ func testDrain(t *testing.T, delay, timeout, goAwayAfter time.Duration) {
 	defer sigterm()
 	returned := make(chan error, 1)
 	go func() {
-		returned <- agent.Serve(ctx, agent.Options{
+		returned <- serve.Run(ctx, serve.Options{
 			Config: agent.Config{
 				NodeName:     "a1",
 				Names:        names.Parser{DefaultNamespace: "default", ClusterDomain: "cluster.local"},

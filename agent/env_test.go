@@ -26,6 +26,7 @@ import (
 	"github.com/nodexds/nodexds/agent/bootstrap"
 	"github.com/nodexds/nodexds/agent/metrics"
 	"github.com/nodexds/nodexds/agent/names"
+	"github.com/nodexds/nodexds/agent/serve"
 	"github.com/nodexds/nodexds/agent/topology"
 	"github.com/nodexds/nodexds/discovery"
 	"github.com/nodexds/nodexds/health"
@@ -156,7 +157,7 @@ type testAgent struct {
 }
 
 // startAgent runs an agent for node a1 on w's file, until the test ends.
-func startAgent(t testing.TB, w *world, mut ...func(*agent.Options)) *testAgent {
+func startAgent(t testing.TB, w *world, mut ...func(*serve.Options)) *testAgent {
 	t.Helper()
 	w.write()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
@@ -169,7 +170,7 @@ func startAgent(t testing.TB, w *world, mut ...func(*agent.Options)) *testAgent 
 	if os.Getenv("NODEXDS_TEST_LOG") != "" { // the agent's logs, when debugging a test
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	o := agent.Options{
+	o := serve.Options{
 		Config: agent.Config{
 			NodeName:     "a1",
 			Names:        names.Parser{DefaultNamespace: "default", ClusterDomain: "cluster.local"},
@@ -187,7 +188,7 @@ func startAgent(t testing.TB, w *world, mut ...func(*agent.Options)) *testAgent 
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- agent.Serve(ctx, o) }()
+	go func() { done <- serve.Run(ctx, o) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -207,8 +208,8 @@ var fastHealth = health.Config{
 }
 
 // withHealth runs the agent with a real prober.
-func withHealth(t testing.TB, cfg health.Config) func(*agent.Options) {
-	return func(o *agent.Options) {
+func withHealth(t testing.TB, cfg health.Config) func(*serve.Options) {
+	return func(o *serve.Options) {
 		p := health.NewProber(cfg, health.NewMetrics(o.Registry), o.Log)
 		t.Cleanup(p.Close) // registered before the agent's, so it runs after it
 		o.Checker = p
@@ -318,8 +319,8 @@ func keys(m map[string]int) []string {
 
 // withAdmin serves the agent's admin port on a free loopback address, and
 // stores that address in *addr.
-func withAdmin(t testing.TB, addr *string) func(*agent.Options) {
-	return func(o *agent.Options) {
+func withAdmin(t testing.TB, addr *string) func(*serve.Options) {
+	return func(o *serve.Options) {
 		lis, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)

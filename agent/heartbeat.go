@@ -15,8 +15,8 @@ const heartbeatEvery = time.Second
 // deadlock, a call that never returns — makes the kubelet restart the agent.
 const DefaultStuckAfter = 10 * time.Second
 
-// heartbeat is when the event loop last made progress. Run writes it; the
-// admin server reads it from another goroutine.
+// heartbeat is when the event loop last made progress. Run writes it;
+// LoopHealth reads it from another goroutine.
 type heartbeat struct{ last atomic.Int64 } // unix nanoseconds
 
 func newHeartbeat() *heartbeat {
@@ -36,4 +36,10 @@ func loopHealth(last, now time.Time, limit time.Duration) error {
 		return fmt.Errorf("event loop stuck: no progress for %s (limit %s)", age.Round(time.Millisecond), limit)
 	}
 	return nil
+}
+
+// LoopHealth says why the event loop counts as stuck: no progress for longer
+// than limit; nil while it makes progress. Any goroutine may call it.
+func (a *Agent) LoopHealth(limit time.Duration) error {
+	return loopHealth(a.beat.at(), time.Now(), limit)
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/nodexds/nodexds/agent"
 	"github.com/nodexds/nodexds/agent/bootstrap"
 	"github.com/nodexds/nodexds/agent/names"
+	"github.com/nodexds/nodexds/agent/serve"
 	"github.com/nodexds/nodexds/agent/topology"
 	"github.com/nodexds/nodexds/discovery"
 	"github.com/nodexds/nodexds/internal/echo"
@@ -80,7 +81,7 @@ func BenchmarkChangeToClient(b *testing.B) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go agent.Serve(ctx, agent.Options{
+	go serve.Run(ctx, serve.Options{
 		Config: agent.Config{
 			NodeName: "a1", Names: names.Parser{DefaultNamespace: "default", ClusterDomain: "cluster.local"},
 			DefaultTiers: topology.DefaultTiers, Coalesce: 10 * time.Millisecond,

@@ -13,8 +13,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/nodexds/nodexds/agent"
 	"github.com/nodexds/nodexds/agent/resources"
+	"github.com/nodexds/nodexds/agent/serve"
 	"github.com/nodexds/nodexds/agent/xds"
 	"github.com/nodexds/nodexds/internal/poll"
 )
@@ -111,7 +111,7 @@ func TestPickedEndpointFailingHealthChecksIsNotPicked(t *testing.T) {
 
 func TestEndpointPickerIsRefusedAboveTheLimit(t *testing.T) {
 	w, _, _ := pickerWorld(t, "")
-	a := startAgent(t, w, func(o *agent.Options) { o.MaxPickerEndpoints = 3 })
+	a := startAgent(t, w, func(o *serve.Options) { o.MaxPickerEndpoints = 3 })
 	cc := dial(t, a, "be1:8080")
 	eventuallyWith(t, cc, []string{"x-target-pod", "far"}, "l1", "l2")
 	if n := testutil.ToFloat64(a.Metrics.AnnotationErrors.WithLabelValues(resources.AnnotationEndpointHeader)); n != 1 {

@@ -15,6 +15,7 @@ import (
 	"github.com/nodexds/nodexds/agent/bootstrap"
 	"github.com/nodexds/nodexds/agent/metrics"
 	"github.com/nodexds/nodexds/agent/names"
+	"github.com/nodexds/nodexds/agent/serve"
 	"github.com/nodexds/nodexds/agent/topology"
 	"github.com/nodexds/nodexds/discovery"
 )
@@ -58,7 +59,7 @@ func (n *nodeAgent) start() {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- agent.Serve(ctx, agent.Options{
+		done <- serve.Run(ctx, serve.Options{
 			Config: agent.Config{
 				NodeName:     n.node,
 				Names:        names.Parser{DefaultNamespace: "default", ClusterDomain: "cluster.local"},

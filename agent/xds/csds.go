@@ -14,6 +14,7 @@ import (
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
@@ -22,20 +23,40 @@ import (
 // r: what each connected client subscribes to, and whether it accepted what
 // it was sent, as the server sees it (Clients).
 func (s *Server) RegisterCSDS(r grpc.ServiceRegistrar) {
-	statusv3.RegisterClientStatusDiscoveryServiceServer(r, csds{srv: s})
+	RegisterCSDSFunc(r, func(req *statusv3.ClientStatusRequest) (*statusv3.ClientStatusResponse, metadata.MD, error) {
+		resp, err := s.ClientStatus(req)
+		return resp, nil, err
+	})
+}
+
+// CSDSFunc answers one CSDS request, and gives the response's header
+// metadata (nil: none).
+type CSDSFunc func(*statusv3.ClientStatusRequest) (*statusv3.ClientStatusResponse, metadata.MD, error)
+
+// RegisterCSDSFunc adds CSDS to r, answered by answer: for a server that
+// bounds or annotates what ClientStatus answers, over the same RPCs.
+func RegisterCSDSFunc(r grpc.ServiceRegistrar, answer CSDSFunc) {
+	statusv3.RegisterClientStatusDiscoveryServiceServer(r, csds{answer: answer})
 }
 
 type csds struct {
 	statusv3.UnimplementedClientStatusDiscoveryServiceServer
-	srv *Server
+	answer CSDSFunc
 }
 
-func (c csds) FetchClientStatus(_ context.Context, req *statusv3.ClientStatusRequest) (*statusv3.ClientStatusResponse, error) {
-	return c.srv.ClientStatus(req)
+func (c csds) FetchClientStatus(ctx context.Context, req *statusv3.ClientStatusRequest) (*statusv3.ClientStatusResponse, error) {
+	resp, md, err := c.answer(req)
+	if err != nil {
+		return nil, err
+	}
+	if md != nil {
+		grpc.SetHeader(ctx, md)
+	}
+	return resp, nil
 }
 
 func (c csds) StreamClientStatus(stream statusv3.ClientStatusDiscoveryService_StreamClientStatusServer) error {
-	for {
+	for first := true; ; first = false {
 		req, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
 			return nil
@@ -43,9 +64,12 @@ func (c csds) StreamClientStatus(stream statusv3.ClientStatusDiscoveryService_St
 		if err != nil {
 			return err
 		}
-		resp, err := c.srv.ClientStatus(req)
+		resp, md, err := c.answer(req)
 		if err != nil {
 			return err
+		}
+		if first && md != nil {
+			stream.SetHeader(md) // headers go out once: the first answer's
 		}
 		if err := stream.Send(resp); err != nil {
 			return err

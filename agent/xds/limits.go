@@ -65,23 +65,34 @@ var DefaultLimits = Limits{
 // WithDefaults returns l with each zero field set to its default.
 func (l Limits) WithDefaults() Limits {
 	d := DefaultLimits
-	orDefault(&l.MaxNamesPerType, d.MaxNamesPerType)
-	orDefault(&l.MaxNamesPerPeer, d.MaxNamesPerPeer)
-	orDefault(&l.MaxNames, d.MaxNames)
-	orDefault(&l.MaxStreamsPerPeer, d.MaxStreamsPerPeer)
-	orDefault(&l.MaxStreams, d.MaxStreams)
-	orDefault(&l.MaxConnsPerPeer, d.MaxConnsPerPeer)
-	orDefault(&l.MaxConns, d.MaxConns)
-	orDefault(&l.MaxReadingBytes, d.MaxReadingBytes)
-	orDefault(&l.SendTimeout, d.SendTimeout)
-	return l
-}
-
-// orDefault sets a limit that is not positive to its default d.
-func orDefault[T int | time.Duration](v *T, d T) {
-	if *v <= 0 {
-		*v = d
+	if l.MaxNamesPerType <= 0 {
+		l.MaxNamesPerType = d.MaxNamesPerType
 	}
+	if l.MaxNamesPerPeer <= 0 {
+		l.MaxNamesPerPeer = d.MaxNamesPerPeer
+	}
+	if l.MaxNames <= 0 {
+		l.MaxNames = d.MaxNames
+	}
+	if l.MaxStreamsPerPeer <= 0 {
+		l.MaxStreamsPerPeer = d.MaxStreamsPerPeer
+	}
+	if l.MaxStreams <= 0 {
+		l.MaxStreams = d.MaxStreams
+	}
+	if l.MaxConnsPerPeer <= 0 {
+		l.MaxConnsPerPeer = d.MaxConnsPerPeer
+	}
+	if l.MaxConns <= 0 {
+		l.MaxConns = d.MaxConns
+	}
+	if l.MaxReadingBytes <= 0 {
+		l.MaxReadingBytes = d.MaxReadingBytes
+	}
+	if l.SendTimeout <= 0 {
+		l.SendTimeout = d.SendTimeout
+	}
+	return l
 }
 
 // MetadataNodeName is the Node metadata key under which a client's bootstrap
@@ -165,8 +176,9 @@ func localityAttr(l *corev3.Locality) slog.Attr {
 	return slog.Group("locality", parts...)
 }
 
-// clip shortens s to at most n bytes (on a rune boundary), saying how long it was.
-func clip(s string, n int) string {
+// Clip shortens s to at most n bytes (on a rune boundary), saying how long
+// it was.
+func Clip(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}
@@ -176,6 +188,9 @@ func clip(s string, n int) string {
 	}
 	return s[:cut] + "…(" + strconv.Itoa(len(s)) + " bytes)"
 }
+
+// clip is Clip, under the name this package's callers use.
+func clip(s string, n int) string { return Clip(s, n) }
 
 // limiter allows bursts of up to burst events, refilled at one per every.
 type limiter struct {

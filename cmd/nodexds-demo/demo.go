@@ -23,6 +23,7 @@ import (
 	"github.com/nodexds/nodexds/agent"
 	"github.com/nodexds/nodexds/agent/bootstrap"
 	"github.com/nodexds/nodexds/agent/names"
+	"github.com/nodexds/nodexds/agent/serve"
 	"github.com/nodexds/nodexds/agent/topology"
 	"github.com/nodexds/nodexds/discovery"
 	"github.com/nodexds/nodexds/internal/echo"
@@ -124,7 +125,7 @@ func demo(ctx context.Context, args []string, out io.Writer) error {
 // serveAgent runs the agent for node-a on the cluster described in file,
 // serving ADS on lis, until ctx ends.
 func serveAgent(ctx context.Context, file string, lis net.Listener, log *slog.Logger) error {
-	return agent.Serve(ctx, agent.Options{
+	return serve.Run(ctx, serve.Options{
 		Config: agent.Config{
 			NodeName:     "node-a",
 			Names:        names.Parser{DefaultNamespace: "default", ClusterDomain: "cluster.local"},

@@ -24,14 +24,14 @@ func TestBadFlagsAreReportedBeforeAnyNetworkWork(t *testing.T) {
 		{"an unknown admission", "-admit=everyone", "-admit"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			err := serve(context.Background(), append(base, tc.flag))
+			err := runServe(context.Background(), append(base, tc.flag))
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("serve %s: %v, want an error about %s", tc.flag, err, tc.want)
 			}
 		})
 	}
 	t.Run("an unknown source", func(t *testing.T) {
-		err := serve(context.Background(), []string{"-node-name=n1", "-source=etcd", "-xds-listen=256.0.0.1:1"})
+		err := runServe(context.Background(), []string{"-node-name=n1", "-source=etcd", "-xds-listen=256.0.0.1:1"})
 		if err == nil || !strings.Contains(err.Error(), "-source") {
 			t.Errorf("serve -source=etcd: %v, want an error about -source", err)
 		}

@@ -29,6 +29,7 @@ import (
 	"github.com/nodexds/nodexds/agent/bootstrap"
 	"github.com/nodexds/nodexds/agent/metrics"
 	"github.com/nodexds/nodexds/agent/names"
+	"github.com/nodexds/nodexds/agent/serve"
 	"github.com/nodexds/nodexds/agent/topology"
 	"github.com/nodexds/nodexds/agent/xds"
 	"github.com/nodexds/nodexds/discovery"
@@ -59,7 +60,7 @@ func main() {
 	var err error
 	switch cmd, args := os.Args[1], os.Args[2:]; cmd {
 	case "serve":
-		err = serve(ctx, args)
+		err = runServe(ctx, args)
 	case "bootstrap":
 		err = printBootstrap(args)
 	case "probe":
@@ -169,7 +170,8 @@ func durationWithUnit(_ []string, a slog.Attr) slog.Attr {
 	return a
 }
 
-func serve(ctx context.Context, args []string) error {
+// runServe is `nodexds serve`.
+func runServe(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	var f serveFlags
 	f.register(fs)
@@ -203,7 +205,7 @@ func serve(ctx context.Context, args []string) error {
 	if err != nil {
 		return fmt.Errorf("-default-topology: %w", err)
 	}
-	o := agent.Options{
+	o := serve.Options{
 		Config: agent.Config{
 			NodeName:           f.nodeName,
 			Names:              names.Parser{DefaultNamespace: f.defaultNamespace, ClusterDomain: f.clusterDomain},
@@ -215,7 +217,7 @@ func serve(ctx context.Context, args []string) error {
 		Pprof:           f.pprof,
 		SteadyGCPercent: steadyGOGC(),
 	}
-	o.Registry = agent.NewRegistry()
+	o.Registry = serve.NewRegistry()
 	o.Metrics = metrics.New(o.Registry)
 	o.Metrics.BuildInfo.WithLabelValues(version, runtime.Version()).Set(1)
 	if f.healthChecks {
@@ -311,7 +313,7 @@ func serve(ctx context.Context, args []string) error {
 		return err
 	}
 	log.Info("starting nodexds", "version", version, "node", f.nodeName, "source", f.source, "admit", admit, "visibility", o.Visibility)
-	return agent.Serve(ctx, o)
+	return serve.Run(ctx, o)
 }
 
 func validHealth(c health.Config) error {

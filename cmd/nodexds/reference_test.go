@@ -12,6 +12,7 @@ import (
 
 	"github.com/nodexds/nodexds/agent"
 	"github.com/nodexds/nodexds/agent/metrics"
+	"github.com/nodexds/nodexds/agent/serve"
 	"github.com/nodexds/nodexds/health"
 )
 
@@ -138,7 +139,7 @@ func TestReferenceDocumentsEveryMetric(t *testing.T) {
 	if sec == "" {
 		t.Fatalf("%s has no section \"Metrics\"", referenceDoc)
 	}
-	reg := agent.NewRegistry()
+	reg := serve.NewRegistry()
 	metrics.New(reg)
 	health.NewMetrics(reg)
 	descs := make(chan *prometheus.Desc)

@@ -1,4 +1,4 @@
-package agent
+package admin
 
 import (
 	"encoding/json"
@@ -7,35 +7,11 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
+	"github.com/nodexds/nodexds/agent"
 	"github.com/nodexds/nodexds/agent/names"
 	"github.com/nodexds/nodexds/agent/xds"
 )
-
-func TestLoopHealth(t *testing.T) {
-	now := time.Date(2025, 1, 1, 12, 0, 0, 0, time.UTC)
-	for _, tc := range []struct {
-		name    string
-		last    time.Time
-		healthy bool
-	}{
-		{"a loop that beat just now is healthy", now, true},
-		{"a loop that beat at the limit is healthy", now.Add(-10 * time.Second), true},
-		{"a loop silent for longer than the limit is stuck", now.Add(-10*time.Second - time.Millisecond), false},
-		{"a loop silent for minutes is stuck", now.Add(-5 * time.Minute), false},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			err := loopHealth(tc.last, now, 10*time.Second)
-			if (err == nil) != tc.healthy {
-				t.Fatalf("loopHealth = %v, want healthy %t", err, tc.healthy)
-			}
-			if err != nil && !strings.Contains(err.Error(), "event loop stuck") {
-				t.Errorf("message %q does not say the loop is stuck", err)
-			}
-		})
-	}
-}
 
 // client is a synthetic stream subscribing to names by type URL.
 func client(stream uint64, node string, byType map[string][]string) xds.ClientStatus {
@@ -156,11 +132,11 @@ func TestDebugPagesStayBoundedWhateverClientsDo(t *testing.T) {
 			xds.ListenerType: {"be1:8080"}, xds.EndpointType: {be1},
 		}))
 	}
-	// What one page can hold at most: limit clients of four types of ListCap
-	// names of MaxNameShown bytes (plus the clip note), with room for the
-	// fields around them.
+	// What one page can hold at most: limit clients of four types of
+	// agent.ListCap names of MaxNameShown bytes (plus the clip note), with
+	// room for the fields around them.
 	perResource := MaxNameShown + 200
-	perClient := 4*(ListCap*perResource+1000) + 2000
+	perClient := 4*(agent.ListCap*perResource+1000) + 2000
 
 	t.Run("a default page of /debug/clients", func(t *testing.T) {
 		q, _ := readQuery(url.Values{})
@@ -173,10 +149,10 @@ func TestDebugPagesStayBoundedWhateverClientsDo(t *testing.T) {
 			t.Errorf("page is %d bytes, want at most %d", len(b), max)
 		}
 		c := out.Clients[0]
-		if len(c.Types) != 4 || c.Types[0].ResourcesTotal != 1000 || len(c.Types[0].Resources) != ListCap ||
+		if len(c.Types) != 4 || c.Types[0].ResourcesTotal != 1000 || len(c.Types[0].Resources) != agent.ListCap ||
 			len(c.Types[0].Resources[0].Name) > MaxNameShown+20 || !strings.Contains(c.Types[0].Resources[0].Name, "bytes)") {
 			t.Errorf("heavy client shown with %d types, %d of %d names, name of %d bytes; want %d of 1000 names, clipped",
-				len(c.Types), len(c.Types[0].Resources), c.Types[0].ResourcesTotal, len(c.Types[0].Resources[0].Name), ListCap)
+				len(c.Types), len(c.Types[0].Resources), c.Types[0].ResourcesTotal, len(c.Types[0].Resources[0].Name), agent.ListCap)
 		}
 		t.Logf("default page of 5,000 streams (100 at the limits): %d bytes", len(b))
 		// The page was cut from copies: the snapshot handed in is untouched.
@@ -186,15 +162,15 @@ func TestDebugPagesStayBoundedWhateverClientsDo(t *testing.T) {
 	})
 
 	t.Run("a Service with 5,000 subscribers on /debug/services", func(t *testing.T) {
-		v := View{Total: 1, Services: []ServiceView{{Cluster: be1, Service: "default/be1", Port: 8080, Listeners: []string{"be1:8080"}}}}
+		v := agent.View{Total: 1, Services: []agent.ServiceView{{Cluster: be1, Service: "default/be1", Port: 8080, Listeners: []string{"be1:8080"}}}}
 		out := joinClients(v, all)
 		b, _ := json.Marshal(out)
 		s := out.Services[0]
-		if s.ClientsTotal != 4900 || len(s.Clients) != ListCap {
-			t.Fatalf("be1 shows %d of %d clients, want %d of 4900", len(s.Clients), s.ClientsTotal, ListCap)
+		if s.ClientsTotal != 4900 || len(s.Clients) != agent.ListCap {
+			t.Fatalf("be1 shows %d of %d clients, want %d of 4900", len(s.Clients), s.ClientsTotal, agent.ListCap)
 		}
-		if len(b) > ListCap*500 {
-			t.Errorf("page is %d bytes, want at most %d", len(b), ListCap*500)
+		if len(b) > agent.ListCap*500 {
+			t.Errorf("page is %d bytes, want at most %d", len(b), agent.ListCap*500)
 		}
 		if c := s.Clients[0]; c.Node != "light/0100" || !slices.Equal(c.Via, []string{"be1:8080"}) ||
 			!slices.Equal(c.Types, []string{"LDS", "EDS"}) || c.EDS != xds.Synced {
@@ -204,7 +180,7 @@ func TestDebugPagesStayBoundedWhateverClientsDo(t *testing.T) {
 }
 
 func TestJoinClientsMatchesThePagesPortsOnly(t *testing.T) {
-	v := View{Total: 3, Services: []ServiceView{
+	v := agent.View{Total: 3, Services: []agent.ServiceView{
 		{Cluster: be1, Listeners: []string{"be1:8080", "be1.default:8080"}},
 		{Cluster: be2, Listeners: []string{}},
 	}}

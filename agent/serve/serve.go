@@ -1,4 +1,7 @@
-package agent
+// Package serve runs a whole agent process: the pipeline (package agent),
+// the ADS server (xds), and the admin, probe and debug ports (admin); and
+// drains ADS on the way out.
+package serve
 
 import (
 	"cmp"
@@ -9,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"runtime/debug"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -16,6 +20,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"google.golang.org/grpc"
 
+	"github.com/nodexds/nodexds/agent"
+	"github.com/nodexds/nodexds/agent/admin"
 	"github.com/nodexds/nodexds/agent/metrics"
 	"github.com/nodexds/nodexds/agent/xds"
 	"github.com/nodexds/nodexds/discovery"
@@ -25,7 +31,7 @@ import (
 
 // Options configure a whole agent process.
 type Options struct {
-	Config
+	agent.Config
 	Source discovery.Source
 	// XDS is where ADS is served. Admin (optional) serves /metrics, /healthz
 	// and /readyz: what probes and Prometheus need, nothing about Services or
@@ -51,10 +57,10 @@ type Options struct {
 	// is applied (the start keeps the process's, for speed).
 	SteadyGCPercent int
 	// StuckAfter is how long the event loop may make no progress before
-	// /healthz fails; 0 means DefaultStuckAfter.
+	// /healthz fails; 0 means agent.DefaultStuckAfter.
 	StuckAfter time.Duration
 
-	Reporter Reporter
+	Reporter agent.Reporter
 	Checker  health.Checker
 	// Admit decides which clients are served (nil: all); Limits bound what
 	// each may cost.
@@ -80,10 +86,10 @@ func NewRegistry() *prometheus.Registry {
 	return reg
 }
 
-// Serve runs an agent until ctx is done. ADS is served only after the source's
+// Run runs an agent until ctx is done. ADS is served only after the source's
 // initial state has been applied: a client reconnecting to a restarted agent
 // must never be told about a half-read cluster.
-func Serve(ctx context.Context, o Options) error {
+func Run(ctx context.Context, o Options) error {
 	reg, m := o.Registry, o.Metrics
 	if reg == nil {
 		reg = NewRegistry()
@@ -92,7 +98,7 @@ func Serve(ctx context.Context, o Options) error {
 		m = metrics.New(reg)
 	}
 	cache := xds.NewCache()
-	a := New(o.Config, cache, o.Checker, o.Reporter, m, o.Log)
+	a := agent.New(o.Config, cache, o.Checker, o.Reporter, m, o.Log)
 
 	// The agent and its source outlive ctx while ADS drains, so the streams
 	// still open keep getting updates. Until ADS is served, ctx stops all.
@@ -103,38 +109,10 @@ func Serve(ctx context.Context, o Options) error {
 	errc := make(chan error, 5) // one per goroutine that sends: Run, admin, debug, probe, ADS
 	go func() { errc <- a.Run(runCtx) }()
 
-	limits := o.Limits.WithDefaults()
-	stuckAfter := cmp.Or(o.StuckAfter, DefaultStuckAfter)
-	ads := xds.NewServer(cache, m, o.Log, xds.Options{Limits: limits, Admit: o.Admit, Absent: a.absent, Key: a.CacheKey})
-	if o.Admin != nil {
-		srv := newAdmin(reg, ready.Load, a.beat, stuckAfter).server()
-		go func() {
-			if err := srv.Serve(o.Admin); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				errc <- fmt.Errorf("admin server: %w", err)
-			}
-		}()
-		defer srv.Close()
-	}
-	if o.Debug != nil {
-		d := newDebugPort(a, ads, o.Pprof)
-		srv := d.server()
-		go func() {
-			if err := srv.Serve(o.Debug); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				errc <- fmt.Errorf("debug server: %w", err)
-			}
-		}()
-		defer d.grpc.Stop()
-		defer srv.Close()
-	}
-	if o.Probe != nil {
-		srv := probeServer(ready.Load, a.beat, stuckAfter)
-		go func() {
-			if err := srv.Serve(o.Probe); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				errc <- fmt.Errorf("probe server: %w", err)
-			}
-		}()
-		defer srv.Close()
-	}
+	ads := xds.NewServer(cache, m, o.Log, xds.Options{Limits: o.Limits.WithDefaults(), Admit: o.Admit, Absent: a.Absent, Key: a.CacheKey})
+	stuckAfter := cmp.Or(o.StuckAfter, agent.DefaultStuckAfter)
+	probes := admin.Probes{Ready: ready.Load, Live: func() error { return a.LoopHealth(stuckAfter) }}
+	defer servePorts(o, reg, probes, a, ads, errc)()
 
 	start := time.Now()
 	if err := o.Source.Start(runCtx, a.Enqueue); err != nil {
@@ -148,17 +126,51 @@ func Serve(ctx context.Context, o Options) error {
 	}
 	m.SourceSyncDuration.Set(time.Since(start).Seconds())
 	o.Log.Info("initial state applied", "took", time.Since(start).Round(time.Millisecond))
-	// The initial lists left garbage several times the model's size (at
-	// 11,000 Services: ≈ 170 MB allocated while decoding, against ≈ 25 MB
-	// kept). Collect it and hand its pages back now, once, rather than
-	// keep them resident until the runtime's background scavenger gets to
-	// them minutes later.
+	// The initial lists leave garbage several times the model's size:
+	// collect it and hand its pages back now, once, rather than keep them
+	// resident until the runtime's background scavenger gets to them.
 	if o.SteadyGCPercent > 0 {
 		debug.SetGCPercent(o.SteadyGCPercent)
 	}
 	go debug.FreeOSMemory()
 	go releaseAfterBursts(runCtx)
+	return serveADS(ctx, o, ads, &ready, errc)
+}
 
+// servePorts serves the admin, debug and probe ports that o has listeners
+// for; an error other than their closing goes to errc. It returns what
+// closes them.
+func servePorts(o Options, reg prometheus.Gatherer, p admin.Probes, v admin.Views, ads *xds.Server, errc chan<- error) (closeAll func()) {
+	var closers []func()
+	serve := func(name string, srv *http.Server, lis net.Listener) {
+		go func() {
+			if err := srv.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("%s server: %w", name, err)
+			}
+		}()
+		closers = append(closers, func() { srv.Close() })
+	}
+	if o.Admin != nil {
+		serve("admin", admin.Server(reg, p), o.Admin)
+	}
+	if o.Debug != nil {
+		d := admin.NewDebug(v, ads, o.Names, o.Pprof)
+		closers = append(closers, d.Stop) // after its server is closed
+		serve("debug", d.Server(), o.Debug)
+	}
+	if o.Probe != nil {
+		serve("probe", admin.ProbeServer(p), o.Probe)
+	}
+	return func() {
+		for _, c := range slices.Backward(closers) {
+			c()
+		}
+	}
+}
+
+// serveADS serves ADS and reports ready until ctx is done, then drains; or
+// until one of the process's servers fails, which it returns.
+func serveADS(ctx context.Context, o Options, ads *xds.Server, ready *atomic.Bool, errc chan error) error {
 	g := grpc.NewServer(xds.GRPCOptions(MaxRequestBytes)...)
 	ads.Register(g)
 	raw := o.XDS

@@ -1,4 +1,4 @@
-package agent
+package serve
 
 import (
 	"log/slog"
