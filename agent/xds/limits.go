@@ -65,34 +65,23 @@ var DefaultLimits = Limits{
 // WithDefaults returns l with each zero field set to its default.
 func (l Limits) WithDefaults() Limits {
 	d := DefaultLimits
-	if l.MaxNamesPerType <= 0 {
-		l.MaxNamesPerType = d.MaxNamesPerType
-	}
-	if l.MaxNamesPerPeer <= 0 {
-		l.MaxNamesPerPeer = d.MaxNamesPerPeer
-	}
-	if l.MaxNames <= 0 {
-		l.MaxNames = d.MaxNames
-	}
-	if l.MaxStreamsPerPeer <= 0 {
-		l.MaxStreamsPerPeer = d.MaxStreamsPerPeer
-	}
-	if l.MaxStreams <= 0 {
-		l.MaxStreams = d.MaxStreams
-	}
-	if l.MaxConnsPerPeer <= 0 {
-		l.MaxConnsPerPeer = d.MaxConnsPerPeer
-	}
-	if l.MaxConns <= 0 {
-		l.MaxConns = d.MaxConns
-	}
-	if l.MaxReadingBytes <= 0 {
-		l.MaxReadingBytes = d.MaxReadingBytes
-	}
-	if l.SendTimeout <= 0 {
-		l.SendTimeout = d.SendTimeout
-	}
+	orDefault(&l.MaxNamesPerType, d.MaxNamesPerType)
+	orDefault(&l.MaxNamesPerPeer, d.MaxNamesPerPeer)
+	orDefault(&l.MaxNames, d.MaxNames)
+	orDefault(&l.MaxStreamsPerPeer, d.MaxStreamsPerPeer)
+	orDefault(&l.MaxStreams, d.MaxStreams)
+	orDefault(&l.MaxConnsPerPeer, d.MaxConnsPerPeer)
+	orDefault(&l.MaxConns, d.MaxConns)
+	orDefault(&l.MaxReadingBytes, d.MaxReadingBytes)
+	orDefault(&l.SendTimeout, d.SendTimeout)
 	return l
+}
+
+// orDefault sets a limit that is not positive to its default d.
+func orDefault[T int | time.Duration](v *T, d T) {
+	if *v <= 0 {
+		*v = d
+	}
 }
 
 // MetadataNodeName is the Node metadata key under which a client's bootstrap
