@@ -34,12 +34,39 @@ type pkiFiles struct {
 // bundle to hand to clients, and so that it carries the bridge address that
 // processes inside node namespaces dial.
 func generatePKI(dir string, ips []net.IP, dnsNames []string) (*pkiFiles, error) {
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, fmt.Errorf("generate CA key: %w", err)
-	}
 	now := time.Now()
-	caTmpl := &x509.Certificate{
+	caKey, caCert, err := newCA(now)
+	if err != nil {
+		return nil, err
+	}
+	srvKey, srvDER, err := newServingCert(caKey, caCert, now, ips, dnsNames)
+	if err != nil {
+		return nil, err
+	}
+	saKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("generate service-account key: %w", err)
+	}
+	files := &pkiFiles{
+		caPEM:       pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caCert.Raw}),
+		servingCert: filepath.Join(dir, "apiserver.crt"),
+		servingKey:  filepath.Join(dir, "apiserver.key"),
+		saPublic:    filepath.Join(dir, "sa.pub"),
+		saPrivate:   filepath.Join(dir, "sa.key"),
+	}
+	if err := files.write(dir, srvKey, srvDER, saKey); err != nil {
+		return nil, err
+	}
+	return files, nil
+}
+
+// newCA makes the self-signed CA, valid from an hour before now for a day.
+func newCA(now time.Time) (*ecdsa.PrivateKey, *x509.Certificate, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, fmt.Errorf("generate CA key: %w", err)
+	}
+	tmpl := &x509.Certificate{
 		SerialNumber:          big.NewInt(1),
 		Subject:               pkix.Name{CommonName: "nodexds-e2e-ca"},
 		NotBefore:             now.Add(-time.Hour),
@@ -48,20 +75,25 @@ func generatePKI(dir string, ips []net.IP, dnsNames []string) (*pkiFiles, error)
 		BasicConstraintsValid: true,
 		IsCA:                  true,
 	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
-		return nil, fmt.Errorf("create CA certificate: %w", err)
+		return nil, nil, fmt.Errorf("create CA certificate: %w", err)
 	}
-	caCert, err := x509.ParseCertificate(caDER)
+	cert, err := x509.ParseCertificate(der)
 	if err != nil {
-		return nil, fmt.Errorf("parse CA certificate: %w", err)
+		return nil, nil, fmt.Errorf("parse CA certificate: %w", err)
 	}
+	return key, cert, nil
+}
 
-	srvKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+// newServingCert makes the API server's serving key and certificate, signed
+// by the CA, for ips and dnsNames.
+func newServingCert(caKey *ecdsa.PrivateKey, ca *x509.Certificate, now time.Time, ips []net.IP, dnsNames []string) (*ecdsa.PrivateKey, []byte, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return nil, fmt.Errorf("generate serving key: %w", err)
+		return nil, nil, fmt.Errorf("generate serving key: %w", err)
 	}
-	srvTmpl := &x509.Certificate{
+	tmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(2),
 		Subject:      pkix.Name{CommonName: "kube-apiserver"},
 		NotBefore:    now.Add(-time.Hour),
@@ -71,52 +103,45 @@ func generatePKI(dir string, ips []net.IP, dnsNames []string) (*pkiFiles, error)
 		IPAddresses:  ips,
 		DNSNames:     dnsNames,
 	}
-	srvDER, err := x509.CreateCertificate(rand.Reader, srvTmpl, caCert, &srvKey.PublicKey, caKey)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
 	if err != nil {
-		return nil, fmt.Errorf("create serving certificate: %w", err)
+		return nil, nil, fmt.Errorf("create serving certificate: %w", err)
 	}
+	return key, der, nil
+}
 
-	saKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, fmt.Errorf("generate service-account key: %w", err)
-	}
-
-	files := &pkiFiles{
-		caPEM:       pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}),
-		servingCert: filepath.Join(dir, "apiserver.crt"),
-		servingKey:  filepath.Join(dir, "apiserver.key"),
-		saPublic:    filepath.Join(dir, "sa.pub"),
-		saPrivate:   filepath.Join(dir, "sa.key"),
-	}
+// write writes the CA bundle into dir and the serving and service-account
+// keys and certificates to f's paths.
+func (f *pkiFiles) write(dir string, srvKey *ecdsa.PrivateKey, srvDER []byte, saKey *ecdsa.PrivateKey) error {
 	srvKeyPEM, err := ecKeyPEM(srvKey)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	saKeyPEM, err := ecKeyPEM(saKey)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	saPubDER, err := x509.MarshalPKIXPublicKey(&saKey.PublicKey)
 	if err != nil {
-		return nil, fmt.Errorf("marshal service-account public key: %w", err)
+		return fmt.Errorf("marshal service-account public key: %w", err)
 	}
 	writes := []struct {
 		path string
 		data []byte
 	}{
-		{filepath.Join(dir, "ca.crt"), files.caPEM},
+		{filepath.Join(dir, "ca.crt"), f.caPEM},
 		// The chain: serving certificate, then its CA.
-		{files.servingCert, append(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srvDER}), files.caPEM...)},
-		{files.servingKey, srvKeyPEM},
-		{files.saPublic, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: saPubDER})},
-		{files.saPrivate, saKeyPEM},
+		{f.servingCert, append(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srvDER}), f.caPEM...)},
+		{f.servingKey, srvKeyPEM},
+		{f.saPublic, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: saPubDER})},
+		{f.saPrivate, saKeyPEM},
 	}
 	for _, w := range writes {
 		if err := os.WriteFile(w.path, w.data, 0o600); err != nil {
-			return nil, fmt.Errorf("write %s: %w", w.path, err)
+			return fmt.Errorf("write %s: %w", w.path, err)
 		}
 	}
-	return files, nil
+	return nil
 }
 
 func ecKeyPEM(key *ecdsa.PrivateKey) ([]byte, error) {

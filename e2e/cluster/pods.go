@@ -89,11 +89,31 @@ func (c *Cluster) StartPod(t testing.TB, spec PodSpec) *Pod {
 	}
 	ctx := t.Context()
 	p := &Pod{Namespace: spec.Namespace, Name: spec.Name, Node: spec.Node}
+	c.podIP(t, p, nn, spec.HostNetwork)
+	c.createPod(t, p, spec)
+	if len(spec.Argv) > 0 {
+		c.runWorkload(t, p, nn, spec)
+	}
+	if err := c.updatePodStatus(ctx, p, func(pod *corev1.Pod) {
+		c.setRunning(pod, p, !spec.NotReady)
+	}); err != nil {
+		t.Fatalf("e2e: %v", err)
+	}
+	return p
+}
 
-	if spec.HostNetwork {
+// podIP gives p the node's IP with the host network, else one allocated on
+// the node and released in t.Cleanup unless FinishPodDeletion did.
+func (c *Cluster) podIP(t testing.TB, p *Pod, nn *nodeNet, hostNetwork bool) {
+	t.Helper()
+	if hostNetwork {
 		p.IP, p.ipReleased = nn.ip, true // the node's, never released
-	} else if p.IP, err = c.net.allocPodIP(ctx, spec.Node); err != nil {
-		t.Fatalf("e2e: pod %s/%s: %v", spec.Namespace, spec.Name, err)
+	} else {
+		ip, err := c.net.allocPodIP(t.Context(), p.Node)
+		if err != nil {
+			t.Fatalf("e2e: pod %s: %v", p.key(), err)
+		}
+		p.IP = ip
 	}
 	t.Cleanup(func() {
 		ctx, cancel := cleanupCtx()
@@ -105,7 +125,12 @@ func (c *Cluster) StartPod(t testing.TB, spec PodSpec) *Pod {
 			t.Errorf("e2e: teardown pod %s: %v", p.key(), err)
 		}
 	})
+}
 
+// createPod creates the Pod object, bound to its node, and force-deletes it
+// in t.Cleanup.
+func (c *Cluster) createPod(t testing.TB, p *Pod, spec PodSpec) {
+	t.Helper()
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Namespace: spec.Namespace, Name: spec.Name, Labels: spec.Labels},
 		Spec: corev1.PodSpec{
@@ -119,7 +144,7 @@ func (c *Cluster) StartPod(t testing.TB, spec PodSpec) *Pod {
 			}},
 		},
 	}
-	if _, err := c.client.CoreV1().Pods(spec.Namespace).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+	if _, err := c.client.CoreV1().Pods(spec.Namespace).Create(t.Context(), pod, metav1.CreateOptions{}); err != nil {
 		t.Fatalf("e2e: create pod %s: %v", p.key(), err)
 	}
 	t.Cleanup(func() {
@@ -129,53 +154,49 @@ func (c *Cluster) StartPod(t testing.TB, spec PodSpec) *Pod {
 			t.Errorf("e2e: teardown pod %s: %v", p.key(), err)
 		}
 	})
+}
 
-	if len(spec.Argv) > 0 {
-		argv := make([]string, len(spec.Argv))
-		r := strings.NewReplacer("{{IP}}", p.IP.String(), "{{NAME}}", spec.Name,
-			"{{NAMESPACE}}", spec.Namespace, "{{NODE}}", spec.Node)
-		for i, a := range spec.Argv {
-			argv[i] = r.Replace(a)
+// runWorkload starts the pod's process inside the node's network namespace
+// and waits until its TCP ports accept connections.
+func (c *Cluster) runWorkload(t testing.TB, p *Pod, nn *nodeNet, spec PodSpec) {
+	t.Helper()
+	argv := make([]string, len(spec.Argv))
+	r := strings.NewReplacer("{{IP}}", p.IP.String(), "{{NAME}}", spec.Name,
+		"{{NAMESPACE}}", spec.Namespace, "{{NODE}}", spec.Node)
+	for i, a := range spec.Argv {
+		argv[i] = r.Replace(a)
+	}
+	// Hostname = pod name, as in a real pod's UTS namespace.
+	cmd := netnsCmd(nn.netns, spec.Name, argv)
+	cmd.Env = append(os.Environ(),
+		"POD_NAME="+spec.Name, "POD_NAMESPACE="+spec.Namespace, "POD_IP="+p.IP.String(),
+		"NODE_NAME="+spec.Node, "NODE_IP="+nn.ip.String())
+	cmd.Env = append(cmd.Env, spec.Env...)
+	logName := "pod-" + spec.Namespace + "-" + spec.Name + ".log"
+	p.Process = startForTest(t, "pod "+p.key(), filepath.Join(c.logDir, logName), cmd, 5*time.Second)
+	timeout := spec.ReadyTimeout
+	if timeout == 0 {
+		timeout = 30 * time.Second
+	}
+	for _, port := range spec.Ports {
+		if port.Protocol != "" && port.Protocol != corev1.ProtocolTCP {
+			continue
 		}
-		// Hostname = pod name, as in a real pod's UTS namespace.
-		cmd := netnsCmd(nn.netns, spec.Name, argv)
-		cmd.Env = append(os.Environ(),
-			"POD_NAME="+spec.Name, "POD_NAMESPACE="+spec.Namespace, "POD_IP="+p.IP.String(),
-			"NODE_NAME="+spec.Node, "NODE_IP="+nn.ip.String())
-		cmd.Env = append(cmd.Env, spec.Env...)
-		logName := "pod-" + spec.Namespace + "-" + spec.Name + ".log"
-		p.Process = startForTest(t, "pod "+p.key(), filepath.Join(c.logDir, logName), cmd, 5*time.Second)
-		timeout := spec.ReadyTimeout
-		if timeout == 0 {
-			timeout = 30 * time.Second
-		}
-		for _, port := range spec.Ports {
-			if port.Protocol != "" && port.Protocol != corev1.ProtocolTCP {
-				continue
-			}
-			addr := net.JoinHostPort(p.IP.String(), strconv.Itoa(int(port.ContainerPort)))
-			// Dialled from the root namespace, across the bridge: this
-			// also proves the pod is reachable from other nodes.
-			err := waitFor(ctx, timeout, 100*time.Millisecond, p.Process, func(ctx context.Context) error {
-				var d net.Dialer
-				conn, err := d.DialContext(ctx, "tcp", addr)
-				if err != nil {
-					return err
-				}
-				return conn.Close()
-			})
+		addr := net.JoinHostPort(p.IP.String(), strconv.Itoa(int(port.ContainerPort)))
+		// Dialled from the root namespace, across the bridge: this
+		// also proves the pod is reachable from other nodes.
+		err := waitFor(t.Context(), timeout, 100*time.Millisecond, p.Process, func(ctx context.Context) error {
+			var d net.Dialer
+			conn, err := d.DialContext(ctx, "tcp", addr)
 			if err != nil {
-				t.Fatalf("e2e: pod %s: port %s: %v\n%s", p.key(), addr, err, p.Process.LogTail(20))
+				return err
 			}
+			return conn.Close()
+		})
+		if err != nil {
+			t.Fatalf("e2e: pod %s: port %s: %v\n%s", p.key(), addr, err, p.Process.LogTail(20))
 		}
 	}
-
-	if err := c.updatePodStatus(ctx, p, func(pod *corev1.Pod) {
-		c.setRunning(pod, p, !spec.NotReady)
-	}); err != nil {
-		t.Fatalf("e2e: %v", err)
-	}
-	return p
 }
 
 func (p *Pod) key() string { return p.Namespace + "/" + p.Name }
