@@ -124,6 +124,14 @@ func (r *annotations) bad(key string, err error) {
 	r.errs = append(r.errs, &discovery.AnnotationError{Key: key, Value: r.a[key], Err: err})
 }
 
+// ok records err, if any, against key, and says whether there was none.
+func (r *annotations) ok(key string, err error) bool {
+	if err != nil {
+		r.bad(key, err)
+	}
+	return err == nil
+}
+
 // uint parses key as a bits-bit number within [lo, hi], refusing any other
 // number with the error outside.
 func (r *annotations) uint(key string, bits int, lo, hi uint64, outside string) (uint64, bool) {
@@ -131,22 +139,14 @@ func (r *annotations) uint(key string, bits int, lo, hi uint64, outside string) 
 	if err == nil && (n < lo || n > hi) {
 		err = errors.New(outside)
 	}
-	if err != nil {
-		r.bad(key, err)
-		return 0, false
-	}
-	return n, true
+	return n, r.ok(key, err)
 }
 
 // policy reads the hash header and the policy. A hash header implies ring
 // hash, so a policy other than ring hash next to one is refused.
 func (r *annotations) policy(c *LBConfig) {
-	if r.has(AnnotationHashHeader) {
-		if err := checkHeader(r.a[AnnotationHashHeader]); err != nil {
-			r.bad(AnnotationHashHeader, err)
-		} else {
-			c.HashHeader, c.Policy = r.a[AnnotationHashHeader], RingHash
-		}
+	if h, set := r.a[AnnotationHashHeader]; set && r.ok(AnnotationHashHeader, checkHeader(h)) {
+		c.HashHeader, c.Policy = h, RingHash
 	}
 	if !r.has(AnnotationLBPolicy) {
 		return
@@ -189,10 +189,7 @@ func (r *annotations) outlier(c *LBConfig) {
 	if !r.has(AnnotationOutlier) {
 		return
 	}
-	o, err := parseOutlier(r.a[AnnotationOutlier])
-	if err != nil {
-		r.bad(AnnotationOutlier, err)
-	} else {
+	if o, err := parseOutlier(r.a[AnnotationOutlier]); r.ok(AnnotationOutlier, err) {
 		c.Outlier = o
 	}
 }
@@ -209,9 +206,7 @@ func (r *annotations) limits(c *LBConfig) {
 		if err == nil && (d <= 0 || d > 24*time.Hour) {
 			err = errors.New("must be positive and at most 24h")
 		}
-		if err != nil {
-			r.bad(AnnotationTimeout, err)
-		} else {
+		if r.ok(AnnotationTimeout, err) {
 			c.Timeout = d
 		}
 	}
@@ -220,12 +215,8 @@ func (r *annotations) limits(c *LBConfig) {
 // endpointPicker reads the header that picks one endpoint and what to do
 // when it names none.
 func (r *annotations) endpointPicker(c *LBConfig) {
-	if r.has(AnnotationEndpointHeader) {
-		if err := checkHeader(r.a[AnnotationEndpointHeader]); err != nil {
-			r.bad(AnnotationEndpointHeader, err)
-		} else {
-			c.EndpointHeader = r.a[AnnotationEndpointHeader]
-		}
+	if h, set := r.a[AnnotationEndpointHeader]; set && r.ok(AnnotationEndpointHeader, checkHeader(h)) {
+		c.EndpointHeader = h
 	}
 	if r.has(AnnotationPickerFallback) {
 		switch r.a[AnnotationPickerFallback] {
