@@ -60,24 +60,13 @@ func generatePKI(dir string, ips []net.IP, dnsNames []string) (*pkiFiles, error)
 	return files, nil
 }
 
-// newCA makes the self-signed CA, valid from an hour before now for a day.
+// newCA makes the self-signed CA.
 func newCA(now time.Time) (*ecdsa.PrivateKey, *x509.Certificate, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := certTemplate(1, "nodexds-e2e-ca", now, x509.KeyUsageCertSign|x509.KeyUsageDigitalSignature)
+	tmpl.BasicConstraintsValid, tmpl.IsCA = true, true
+	key, der, err := newKeyAndCert("CA", tmpl, nil, nil)
 	if err != nil {
-		return nil, nil, fmt.Errorf("generate CA key: %w", err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "nodexds-e2e-ca"},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(24 * time.Hour),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return nil, nil, fmt.Errorf("create CA certificate: %w", err)
+		return nil, nil, err
 	}
 	cert, err := x509.ParseCertificate(der)
 	if err != nil {
@@ -89,23 +78,38 @@ func newCA(now time.Time) (*ecdsa.PrivateKey, *x509.Certificate, error) {
 // newServingCert makes the API server's serving key and certificate, signed
 // by the CA, for ips and dnsNames.
 func newServingCert(caKey *ecdsa.PrivateKey, ca *x509.Certificate, now time.Time, ips []net.IP, dnsNames []string) (*ecdsa.PrivateKey, []byte, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, nil, fmt.Errorf("generate serving key: %w", err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2),
-		Subject:      pkix.Name{CommonName: "kube-apiserver"},
+	tmpl := certTemplate(2, "kube-apiserver", now, x509.KeyUsageDigitalSignature)
+	tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
+	tmpl.IPAddresses, tmpl.DNSNames = ips, dnsNames
+	return newKeyAndCert("serving", tmpl, ca, caKey)
+}
+
+// certTemplate is a certificate valid from an hour before now to a day
+// after: it outlives any run, and a clock a little behind accepts it.
+func certTemplate(serial int64, name string, now time.Time, usage x509.KeyUsage) *x509.Certificate {
+	return &x509.Certificate{
+		SerialNumber: big.NewInt(serial),
+		Subject:      pkix.Name{CommonName: name},
 		NotBefore:    now.Add(-time.Hour),
 		NotAfter:     now.Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IPAddresses:  ips,
-		DNSNames:     dnsNames,
+		KeyUsage:     usage,
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+}
+
+// newKeyAndCert generates a P-256 key and the DER certificate of tmpl for
+// it, signed by parent's key, or self-signed when parent is nil; what names
+// it in errors.
+func newKeyAndCert(what string, tmpl, parent *x509.Certificate, parentKey *ecdsa.PrivateKey) (*ecdsa.PrivateKey, []byte, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return nil, nil, fmt.Errorf("create serving certificate: %w", err)
+		return nil, nil, fmt.Errorf("generate %s key: %w", what, err)
+	}
+	if parent == nil {
+		parent, parentKey = tmpl, key
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, parentKey)
+	if err != nil {
+		return nil, nil, fmt.Errorf("create %s certificate: %w", what, err)
 	}
 	return key, der, nil
 }
