@@ -117,6 +117,8 @@ func New(cfg Config, cache *xds.Cache, checker health.Checker, reporter Reporter
 	for _, k := range Annotations {
 		m.AnnotationErrors.WithLabelValues(k)
 	}
+	m.Routes.WithLabelValues("usable")
+	m.Routes.WithLabelValues("refused")
 	for _, kind := range eventKinds {
 		m.DiscoveryEvents.WithLabelValues(kind, "upsert")
 		m.DiscoveryEvents.WithLabelValues(kind, "delete")

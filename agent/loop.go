@@ -119,6 +119,9 @@ func (a *Agent) apply(e discovery.Event, at time.Time) {
 	for _, k := range ch.Routed {
 		a.markDirty(k, at, routesChanged)
 	}
+	if e.Route != nil && (len(ch.Routed) > 0 || e.Deleted) {
+		a.checkRoute(e.Route, e.Deleted)
+	}
 	switch {
 	case ch.Service != nil && e.Service != nil:
 		if e.Deleted {
@@ -296,7 +299,7 @@ func (a *Agent) picksEndpoints(k discovery.ServiceKey) bool {
 
 // eventKinds are the kinds eventLabels names (besides "unknown", which no
 // source sends).
-var eventKinds = []string{"service", "endpointslice", "node"}
+var eventKinds = []string{"service", "endpointslice", "node", "grpcroute", "httproute", "referencegrant"}
 
 func eventLabels(e discovery.Event) (kind, op string) {
 	op = "upsert"

@@ -5,21 +5,29 @@ import (
 	"math"
 	"os"
 	"testing"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/nodexds/nodexds/internal/poll"
 )
 
-// writeWithRoutes writes the world with Gateway API documents after it.
+// writeWithRoutes writes the world with Gateway API documents after it, in
+// one write: the agent never sees the world without them.
 func writeWithRoutes(t *testing.T, w *world, docs string) {
 	t.Helper()
+	final := w.path
+	w.path += ".render"
 	w.write()
-	b, err := os.ReadFile(w.path)
+	w.path = final
+	b, err := os.ReadFile(final + ".render")
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmp := w.path + ".tmp"
+	tmp := final + ".tmp"
 	if err := os.WriteFile(tmp, append(b, "\n---\n"+docs...), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Rename(tmp, w.path); err != nil {
+	if err := os.Rename(tmp, final); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -133,4 +141,11 @@ spec:
     backendRefs: [{name: echo-v1, port: 8080}]
 `)
 	eventually(t, cc, "own")
+	poll.Check(t, func() string {
+		refused, usable := testutil.ToFloat64(a.Metrics.Routes.WithLabelValues("refused")), testutil.ToFloat64(a.Metrics.Routes.WithLabelValues("usable"))
+		if refused != 1 || usable != 0 {
+			return fmt.Sprintf("routes counted refused %v, usable %v; want 1 and 0", refused, usable)
+		}
+		return ""
+	})
 }

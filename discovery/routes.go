@@ -36,10 +36,13 @@ type Route struct {
 
 // ParentRefs returns the route's parentRefs.
 func (r *Route) ParentRefs() []gwv1.ParentReference {
-	if r.GRPC != nil {
+	switch {
+	case r.GRPC != nil:
 		return r.GRPC.ParentRefs
+	case r.HTTP != nil:
+		return r.HTTP.ParentRefs
 	}
-	return r.HTTP.ParentRefs
+	return nil // a deletion names the route only
 }
 
 // ParentServices returns the Services the route names as parents (the
@@ -76,9 +79,11 @@ func (r *Route) BackendRefs() []gwv1.BackendRef {
 		}
 		return out
 	}
-	for _, rule := range r.HTTP.Rules {
-		for _, b := range rule.BackendRefs {
-			out = append(out, b.BackendRef)
+	if r.HTTP != nil {
+		for _, rule := range r.HTTP.Rules {
+			for _, b := range rule.BackendRefs {
+				out = append(out, b.BackendRef)
+			}
 		}
 	}
 	return out
@@ -168,11 +173,11 @@ func (x *routeIndex) applyRoute(r *Route, deleted bool) []ServiceKey {
 		unindex(x.byBackend, old.BackendServices(), r.Key)
 		delete(x.routes, r.Key)
 	}
-	if deleted {
+	parents := r.ParentServices()
+	if deleted || len(parents) == 0 { // a route of Gateways only is not ours
 		return touched
 	}
 	x.routes[r.Key] = r
-	parents := r.ParentServices()
 	index(x.byParent, parents, r.Key)
 	index(x.byBackend, r.BackendServices(), r.Key)
 	for _, p := range parents {
@@ -269,6 +274,9 @@ func (s *Store) Grants(ns string) []*Grant {
 	slices.SortFunc(out, func(a, b *Grant) int { return strings.Compare(a.Name, b.Name) })
 	return out
 }
+
+// RouteCount returns how many routes there are.
+func (s *Store) RouteCount() int { return len(s.routes.routes) }
 
 // AllRoutes returns every route, sorted by key.
 func (s *Store) AllRoutes() []*Route {

@@ -32,6 +32,10 @@ type Metrics struct {
 	// in health.Metrics).
 	HealthFailOpen prometheus.Gauge
 
+	// Routes counts Gateway API routes by state: usable, or refused (asking
+	// for what proxyless clients cannot carry out).
+	Routes *prometheus.GaugeVec
+
 	BuildInfo          *prometheus.GaugeVec // version, goversion; cmd/nodexds sets it
 	SourceSyncDuration prometheus.Gauge
 }
@@ -57,6 +61,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		LimitHits:          counterVec("nodexds_limit_hits_total", "Client requests refused or streams ended for reaching one of the agent's limits, by limit.", "limit"),
 		ClientWorkarounds:  counterVec("nodexds_client_workarounds_total", "Resources built in a variant for clients with a known bug (e.g. ring_hash_as_round_robin for gRPC C-core 1.51, which crashes on ring_hash), by workaround.", "workaround"),
 		Refused:            counterVec("nodexds_admission_refused_total", "ADS streams refused by admission (a peer that is not a pod on this node), by gRPC status code.", "code"),
+		Routes:             gaugeVec("nodexds_gateway_routes", "Gateway API routes (GRPCRoute, HTTPRoute) the agent knows, by state: usable, or refused for asking what proxyless gRPC clients cannot carry out (filters, query parameter matches, retries, regular expressions they would refuse).", "state"),
 		HealthFailOpen:     gauge("nodexds_health_fail_open_clusters", "Clusters whose endpoints all fail checks, served as UNKNOWN rather than ejected."),
 		BuildInfo:          gaugeVec("nodexds_build_info", "Always 1; the labels say which build is running.", "version", "goversion"),
 		SourceSyncDuration: gauge("nodexds_source_sync_duration_seconds", "Time from start until the source's initial state was applied (ADS is served from then on); 0 while it has not been."),
@@ -80,7 +85,7 @@ func New(reg prometheus.Registerer) *Metrics {
 	}
 	reg.MustRegister(m.BuildInfo, m.SourceSyncDuration)
 	reg.MustRegister(m.ConnectedClients, m.Subscriptions, m.Pushes, m.PushLatency, m.NACKs,
-		m.DiscoveryEvents, m.Rebuilds, m.Builds, m.AnnotationErrors, m.SourceErrors, m.UnresolvedNames, m.LimitHits, m.Refused, m.ClientWorkarounds,
+		m.DiscoveryEvents, m.Routes, m.Rebuilds, m.Builds, m.AnnotationErrors, m.SourceErrors, m.UnresolvedNames, m.LimitHits, m.Refused, m.ClientWorkarounds,
 		m.HealthFailOpen)
 	return m
 }
