@@ -225,7 +225,7 @@ func (ci *clientInfo) requested(typ string, add, remove []string, v verdict, non
 		return
 	}
 	ti.nacks++
-	errMsg = clip(errMsg, maxNACKLen)
+	errMsg = Clip(errMsg, maxNACKLen)
 	ti.lastNACK = &NACK{Version: ti.lastSent.Version, Nonce: nonceText, Error: errMsg, At: now}
 	// gRPC clients name the resources they reject in the error ("resource
 	// "x": ..."): mark those; an error naming none rejects the whole response.

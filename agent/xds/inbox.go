@@ -28,8 +28,8 @@ func (st *stream) receive() error {
 			}
 		}
 		if !Served(req.GetTypeUrl()) {
-			st.log.at(slog.LevelWarn, "request for a type nodexds does not serve: ending the stream", "type", clip(req.GetTypeUrl(), maxLogLen))
-			return status.Errorf(codes.InvalidArgument, "type URL %q is not served (nodexds serves LDS, RDS, CDS and EDS)", clip(req.GetTypeUrl(), maxLogLen))
+			st.log.at(slog.LevelWarn, "request for a type nodexds does not serve: ending the stream", "type", Clip(req.GetTypeUrl(), maxLogLen))
+			return status.Errorf(codes.InvalidArgument, "type URL %q is not served (nodexds serves LDS, RDS, CDS and EDS)", Clip(req.GetTypeUrl(), maxLogLen))
 		}
 		req, long := compact(req)
 		if long > 0 {

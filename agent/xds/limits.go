@@ -57,7 +57,7 @@ var DefaultLimits = Limits{
 	MaxConnsPerPeer:   100,
 	MaxConns:          1000,
 	SendTimeout:       30 * time.Second,
-	// Sixteen requests of the largest size (agent.MaxRequestBytes) at once;
+	// Sixteen requests of the largest size (serve.MaxRequestBytes) at once;
 	// a well-behaved client's requests are smaller than the window.
 	MaxReadingBytes: 16 << 20,
 }
@@ -103,16 +103,16 @@ const (
 // names that do not exist would be, by nothing).
 func compact(req *discoveryv3.DiscoveryRequest) (*discoveryv3.DiscoveryRequest, int) {
 	out := &discoveryv3.DiscoveryRequest{
-		VersionInfo:   clip(req.GetVersionInfo(), maxIDLen),
+		VersionInfo:   Clip(req.GetVersionInfo(), maxIDLen),
 		TypeUrl:       req.GetTypeUrl(),
-		ResponseNonce: clip(req.GetResponseNonce(), maxIDLen),
+		ResponseNonce: Clip(req.GetResponseNonce(), maxIDLen),
 		ResourceNames: req.GetResourceNames(),
 	}
 	if n := req.GetNode(); n != nil {
 		out.Node = trimNode(n)
 	}
 	if e := req.GetErrorDetail(); e != nil {
-		out.ErrorDetail = &status.Status{Code: e.GetCode(), Message: clip(e.GetMessage(), maxNACKLen)}
+		out.ErrorDetail = &status.Status{Code: e.GetCode(), Message: Clip(e.GetMessage(), maxNACKLen)}
 	}
 	long := 0
 	for _, n := range out.ResourceNames {
@@ -131,22 +131,22 @@ func compact(req *discoveryv3.DiscoveryRequest) (*discoveryv3.DiscoveryRequest, 
 // hold a large metadata Struct for the life of its stream.
 func trimNode(n *corev3.Node) *corev3.Node {
 	out := &corev3.Node{
-		Id:            clip(n.GetId(), maxIDLen),
-		Cluster:       clip(n.GetCluster(), maxIDLen),
-		UserAgentName: clip(n.GetUserAgentName(), maxIDLen),
+		Id:            Clip(n.GetId(), maxIDLen),
+		Cluster:       Clip(n.GetCluster(), maxIDLen),
+		UserAgentName: Clip(n.GetUserAgentName(), maxIDLen),
 	}
 	if v := n.GetUserAgentVersion(); v != "" {
-		out.UserAgentVersionType = &corev3.Node_UserAgentVersion{UserAgentVersion: clip(v, maxIDLen)}
+		out.UserAgentVersionType = &corev3.Node_UserAgentVersion{UserAgentVersion: Clip(v, maxIDLen)}
 	}
 	if l := n.GetLocality(); l != nil {
 		out.Locality = &corev3.Locality{
-			Region: clip(l.GetRegion(), maxIDLen), Zone: clip(l.GetZone(), maxIDLen), SubZone: clip(l.GetSubZone(), maxIDLen),
+			Region: Clip(l.GetRegion(), maxIDLen), Zone: Clip(l.GetZone(), maxIDLen), SubZone: Clip(l.GetSubZone(), maxIDLen),
 		}
 	}
 	if v, ok := n.GetMetadata().GetFields()[MetadataNodeName]; ok {
 		if s, ok := v.GetKind().(*structpb.Value_StringValue); ok {
 			out.Metadata = &structpb.Struct{Fields: map[string]*structpb.Value{
-				MetadataNodeName: structpb.NewStringValue(clip(s.StringValue, maxIDLen)),
+				MetadataNodeName: structpb.NewStringValue(Clip(s.StringValue, maxIDLen)),
 			}}
 		}
 	}
@@ -177,9 +177,6 @@ func Clip(s string, n int) string {
 	}
 	return s[:cut] + "…(" + strconv.Itoa(len(s)) + " bytes)"
 }
-
-// clip is Clip, under the name this package's callers use.
-func clip(s string, n int) string { return Clip(s, n) }
 
 // limiter allows bursts of up to burst events, refilled at one per every.
 type limiter struct {

@@ -147,7 +147,7 @@ func (st *stream) admitOnce(ctx context.Context) error {
 	if err != nil {
 		code := strings.ToLower(strings.ReplaceAll(status.Code(err).String(), "Denied", "_denied"))
 		st.srv.metrics.Refused.WithLabelValues(code).Inc()
-		st.log.at(slog.LevelWarn, "client refused", "node", st.node.GetId(), "error", clip(err.Error(), maxLogLen))
+		st.log.at(slog.LevelWarn, "client refused", "node", st.node.GetId(), "error", Clip(err.Error(), maxLogLen))
 		return err
 	}
 	st.state.Lock()
@@ -186,7 +186,7 @@ func (st *stream) answer(typ string, ts *typeState, req *discoveryv3.DiscoveryRe
 		st.srv.metrics.NACKs.WithLabelValues(ShortType(typ), clientStack(st.node)).Inc()
 		st.log.at(slog.LevelError, "client rejected a response (NACK)", "node", st.node.GetId(),
 			"type", ShortType(typ), "nonce", ts.answered, "version", ts.sent,
-			"error", clip(req.GetErrorDetail().GetMessage(), maxLogLen))
+			"error", Clip(req.GetErrorDetail().GetMessage(), maxLogLen))
 	}
 }
 
