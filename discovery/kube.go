@@ -31,9 +31,9 @@ import (
 // synced before its handlers have seen the last one. Here the reflector
 // writes the store itself: the initial list has reached the sink when
 // synced closes, by construction, and API objects are dropped as they are
-// read. At 11,000 Services (BenchmarkScale, 3 interleaved runs each) the
-// peak RSS went 154–157 → 135–149 MiB and RSS under churn 104–108 → 102–103
-// MiB; the latency of a change did not move measurably.
+// read, so a large list costs the agent its compact values rather than the
+// objects (figures in docs/BENCHMARKS.md, "Reflectors write the source's own
+// store").
 type KubeSource struct {
 	// API is where it reads. Nodes are watched as metadata only: their labels
 	// are all nodexds reads, while their status is large and changes at

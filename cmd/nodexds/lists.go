@@ -8,13 +8,13 @@ import (
 
 // plainInitialLists makes the informers start with a LIST rather than
 // client-go's default streaming watch-list (WatchListClient), unless
-// KUBE_FEATURE_WatchListClient is set. Measured on a real API server at
-// 11,000 Services and slices (BenchmarkScaleColdStart, docs/BENCHMARKS.md),
-// the agent's initial state is applied in 0.53–0.74 s after a LIST and in
-// 1.06–1.51 s after a watch-list. The watch-list spares the API server from
-// building one large response; an agent lists once per start, and
-// DaemonSet rollouts start agents a few at a time. Operators who prefer the
-// API server's side of that trade set KUBE_FEATURE_WatchListClient=true.
+// KUBE_FEATURE_WatchListClient is set. After a LIST the agent's initial
+// state is applied sooner, and the pods of a node wait for it at every agent
+// start (figures in docs/BENCHMARKS.md, "LIST, not watch-list"). The
+// watch-list spares the API server from building one large response; an
+// agent lists once per start, and DaemonSet rollouts start agents a few at a
+// time. Operators who prefer the API server's side of that trade set
+// KUBE_FEATURE_WatchListClient=true.
 func plainInitialLists() {
 	if _, set := os.LookupEnv("KUBE_FEATURE_WatchListClient"); set {
 		return

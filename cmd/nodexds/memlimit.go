@@ -68,11 +68,11 @@ func setMemoryLimit(log *slog.Logger) {
 
 // steadyGOGC is the agent's GOGC once its initial state is applied, unless
 // GOGC is set: 50, so the heap may grow to 1.5× what is live rather than 2×.
-// At 11,000 Services (BenchmarkScale, docs/BENCHMARKS.md) it keeps the
-// agent's RSS under 100 MB with a hundred Services subscribed and under churn;
-// the cost is a GC cycle twice as often, each as long: under 1 % of a core
-// at 20 changes a second. The start keeps the default: the initial lists are
-// mostly garbage, and collecting it twice as often would slow them.
+// That keeps the agent of a large cluster within its memory target under
+// churn, for a GC cycle twice as often, each as long: little CPU at the rate
+// of change a cluster sees (figures in docs/BENCHMARKS.md, "GOGC 50 once
+// synced"). The start keeps the default: the initial lists are mostly
+// garbage, and collecting it twice as often would slow them.
 func steadyGOGC() int {
 	if os.Getenv("GOGC") != "" {
 		return 0
