@@ -524,12 +524,18 @@ func (p *inProcess) settled() uint64 {
 	return p.now()
 }
 
-// drained waits until only the good client's stream is open.
 func (p *inProcess) drained(t *testing.T) {
+	t.Helper()
+	waitDrained(t, func() float64 { return testutil.ToFloat64(p.a.Metrics.ConnectedClients) })
+}
+
+// waitDrained waits until only the good client's stream is open, as connected
+// (nodexds_connected_clients) tells.
+func waitDrained(t *testing.T, connected func() float64) {
 	t.Helper()
 	var n float64
 	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if n = testutil.ToFloat64(p.a.Metrics.ConnectedClients); n <= 2 { // the good client, and maybe one fetch
+		if n = connected(); n <= 2 { // the good client, and maybe one fetch
 			return
 		}
 	}
@@ -539,49 +545,62 @@ func (p *inProcess) drained(t *testing.T) {
 // binary is the nodexds binary; memory is its RSS.
 type binary struct {
 	address string
+	admin   adminPort
 	pid     int
 }
 
 func startBinary(t *testing.T, w *world, logs io.Writer) *binary {
 	t.Helper()
 	w.write()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := lis.Addr().String()
-	lis.Close()
-	cmd := exec.Command(*attackBinary, "serve", "--source=file:"+w.path, "--node-name=a1", "--xds-listen="+addr, "--admin-listen=", "--log-level=info")
+	addr := freeAddr(t)
+	admin := freeAddr(t) // its /metrics say when the attacker's streams have ended
+	cmd := exec.Command(*attackBinary, "serve", "--source=file:"+w.path, "--node-name=a1", "--xds-listen="+addr, "--admin-listen="+admin, "--log-level=info")
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if c, err := net.Dial("tcp", addr); err == nil {
-			c.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s does not listen on %s", *attackBinary, addr)
+	for _, a := range []string{addr, admin} {
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			if c, err := net.Dial("tcp", a); err == nil {
+				c.Close()
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s does not listen on %s", *attackBinary, a)
+			}
 		}
 	}
-	return &binary{address: addr, pid: cmd.Process.Pid}
+	return &binary{address: addr, admin: adminPort(admin), pid: cmd.Process.Pid}
 }
 
-func (b *binary) addr() string    { return b.address }
-func (b *binary) now() uint64     { return procStatus(b.pid, "VmRSS") }
-func (b *binary) peak() uint64    { return procStatus(b.pid, "VmHWM") }
-func (b *binary) settled() uint64 { time.Sleep(2 * time.Second); return b.now() }
-func (b *binary) drained(t *testing.T) {
-	time.Sleep(5 * time.Second) // the binary's streams are not visible from here; its /metrics are off
+// freeAddr is a loopback address with a port nothing listens on, for a child
+// process to listen on.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lis.Close()
+	return lis.Addr().String()
 }
+
+func (b *binary) addr() string { return b.address }
+func (b *binary) now() uint64  { return procStatus(b.pid, "VmRSS") }
+func (b *binary) peak() uint64 { return procStatus(b.pid, "VmHWM") }
+
+// settled gives the binary time to return freed pages: it cannot be told to
+// collect, and its figures are reported, not asserted.
+func (b *binary) settled() uint64      { time.Sleep(2 * time.Second); return b.now() }
+func (b *binary) drained(t *testing.T) { t.Helper(); b.admin.drained(t) }
 
 // childAgent is an agent in a child process (this test binary, as
 // TestAttackAgent): memory is its resident set, as the kubelet counts it.
 type childAgent struct {
-	address, admin, debug string
-	pid                   int
+	address, debug string
+	admin          adminPort
+	pid            int
 }
 
 // agentSpec is what the agent child is told.
@@ -613,7 +632,7 @@ func startChildAgent(t *testing.T, w *world, logs io.Writer) *childAgent {
 		if v, ok := strings.CutPrefix(sc.Text(), "AGENT "); ok {
 			go io.Copy(io.Discard, stdout)
 			addrs := strings.Fields(v)
-			return &childAgent{address: addrs[0], admin: addrs[1], debug: addrs[2], pid: cmd.Process.Pid}
+			return &childAgent{address: addrs[0], admin: adminPort(addrs[1]), debug: addrs[2], pid: cmd.Process.Pid}
 		}
 	}
 	t.Fatal("the agent child ended without serving")
@@ -625,26 +644,16 @@ func (c *childAgent) now() uint64     { return procStatus(c.pid, "VmRSS") }
 func (c *childAgent) peak() uint64    { return procStatus(c.pid, "VmHWM") }
 func (c *childAgent) settled() uint64 { return c.now() }
 
-// drained waits until only the good client's stream is open.
-func (c *childAgent) drained(t *testing.T) {
-	t.Helper()
-	var n float64
-	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if n = c.metric(t, "nodexds_connected_clients"); n <= 2 { // the good client, and maybe one fetch
-			return
-		}
-	}
-	t.Errorf("%v streams still open 20 s after the attacker left", n)
-}
+func (c *childAgent) drained(t *testing.T) { t.Helper(); c.admin.drained(t) }
 
-func (c *childAgent) goroutines(t *testing.T) int { return int(c.metric(t, "go_goroutines")) }
+func (c *childAgent) goroutines(t *testing.T) int { return int(c.admin.metric(t, "go_goroutines")) }
 
 // memstats says where the agent's memory is, from its Go collector.
 func (c *childAgent) memstats(t *testing.T) string {
 	var b strings.Builder
 	for _, m := range []string{"go_memstats_heap_inuse_bytes", "go_memstats_heap_idle_bytes", "go_memstats_heap_released_bytes",
 		"go_memstats_stack_inuse_bytes", "go_memstats_sys_bytes", "go_memstats_next_gc_bytes"} {
-		fmt.Fprintf(&b, "%s %s, ", strings.TrimPrefix(m, "go_memstats_"), mib(uint64(c.metric(t, m))))
+		fmt.Fprintf(&b, "%s %s, ", strings.TrimPrefix(m, "go_memstats_"), mib(uint64(c.admin.metric(t, m))))
 	}
 	return b.String()
 }
@@ -662,10 +671,18 @@ func (c *childAgent) waitGoroutines(t *testing.T, before int) {
 	t.Errorf("%d goroutines in the agent 20 s after the attack, %d before: leaked", n, before)
 }
 
-// metric reads one unlabelled gauge from the agent's /metrics.
-func (c *childAgent) metric(t *testing.T, name string) float64 {
+// adminPort is the address of an agent's admin port, in another process.
+type adminPort string
+
+func (a adminPort) drained(t *testing.T) {
 	t.Helper()
-	resp, err := http.Get("http://" + c.admin + "/metrics")
+	waitDrained(t, func() float64 { return a.metric(t, "nodexds_connected_clients") })
+}
+
+// metric reads one unlabelled gauge from the agent's /metrics.
+func (a adminPort) metric(t *testing.T, name string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + string(a) + "/metrics")
 	if err != nil {
 		t.Fatalf("agent metrics: %v", err)
 	}
