@@ -71,6 +71,10 @@ type Options struct {
 	Registry *prometheus.Registry
 	Metrics  *metrics.Metrics
 	Log      *slog.Logger
+	// Synced, if set, runs in a goroutine of its own once the initial state
+	// is applied, with the agent, until ctx is done (e.g. the route status
+	// writer, which reads the agent's model).
+	Synced func(ctx context.Context, a *agent.Agent)
 }
 
 // MaxRequestBytes is the largest ADS request accepted (RESOURCE_EXHAUSTED
@@ -125,6 +129,9 @@ func Run(ctx context.Context, o Options) error {
 		return ctx.Err()
 	}
 	m.SourceSyncDuration.Set(time.Since(start).Seconds())
+	if o.Synced != nil {
+		go o.Synced(ctx, a)
+	}
 	o.Log.Info("initial state applied", "took", time.Since(start).Round(time.Millisecond))
 	// The initial lists leave garbage several times the model's size:
 	// collect it and hand its pages back now, once, rather than keep them

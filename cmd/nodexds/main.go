@@ -23,12 +23,14 @@ import (
 
 	"github.com/nodexds/nodexds/discovery/kubeapi"
 
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/nodexds/nodexds/agent"
 	"github.com/nodexds/nodexds/agent/bootstrap"
 	"github.com/nodexds/nodexds/agent/metrics"
 	"github.com/nodexds/nodexds/agent/names"
+	"github.com/nodexds/nodexds/agent/routestatus"
 	"github.com/nodexds/nodexds/agent/serve"
 	"github.com/nodexds/nodexds/agent/topology"
 	"github.com/nodexds/nodexds/agent/xds"
@@ -104,6 +106,8 @@ type serveFlags struct {
 	reusePort                bool
 	probeSocket              string
 	drainDelay, drainTimeout time.Duration
+	// Route status (agent/routestatus).
+	statusLease, statusNamespace string
 }
 
 func (f *serveFlags) register(fs *flag.FlagSet) {
@@ -125,6 +129,8 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.probeSocket, "probe-socket", "", `also serve /healthz and /readyz on this unix socket, for "nodexds probe" (exec probes that must reach this pod); "" disables`)
 	fs.DurationVar(&f.drainDelay, "drain-delay", 2*time.Second, "with -reuse-port: on SIGTERM, how long open ADS streams are still served after the listener closes, before GOAWAY (without -reuse-port nothing can replace this agent before it exits, so streams are cut at once, after a GOAWAY)")
 	fs.DurationVar(&f.drainTimeout, "drain-timeout", 10*time.Second, "on SIGTERM, the agent exits within this long")
+	fs.StringVar(&f.statusLease, "status-lease", "nodexds-route-status", `with -source=kube: the coordination.k8s.io Lease whose holder, one agent of all, writes the status of GRPCRoutes and HTTPRoutes attached to Services; "" disables status writing`)
+	fs.StringVar(&f.statusNamespace, "status-lease-namespace", os.Getenv("POD_NAMESPACE"), "namespace of the -status-lease Lease (default $POD_NAMESPACE, the agent's own); empty disables status writing")
 
 	fs.StringVar(&f.admit, "admit", "", `who may open ADS streams: "node-pods" (only Pods on this node, by peer IP; the default with -source=kube) or "any" (the default with -source=file:PATH)`)
 	fs.StringVar(&f.visibility, "visibility", string(agent.VisibilityCluster), `which Services a client sees: "cluster" (all, as cluster DNS tells any pod) or "namespace" (its own namespace's, and those exporting themselves with the nodexds.io/export-to annotation; needs -admit=node-pods)`)
@@ -220,6 +226,7 @@ func runServe(ctx context.Context, args []string) error {
 	o.Registry = serve.NewRegistry()
 	o.Metrics = metrics.New(o.Registry)
 	o.Metrics.BuildInfo.WithLabelValues(version, runtime.Version()).Set(1)
+	statusMetrics := routestatus.NewMetrics(o.Registry)
 	if f.healthChecks {
 		prober := health.NewProber(f.health, health.NewMetrics(o.Registry), log)
 		defer prober.Close()
@@ -273,6 +280,9 @@ func runServe(ctx context.Context, args []string) error {
 			foreign := &discovery.PodsOnNode{API: api}
 			o.Admit = agent.NodePods{Pods: pods, Foreign: foreign.Lookup, Node: f.nodeName, Grace: agent.DefaultAdmissionGrace}.Admit
 		}
+		if err := routeStatus(&o, cfg, f, statusMetrics); err != nil {
+			return err
+		}
 		rec := discovery.NewEventRecorder(api, f.nodeName)
 		defer rec.Stop()
 		o.Reporter = agent.ReporterFunc(func(svc *discovery.Service, e *discovery.AnnotationError) {
@@ -314,6 +324,34 @@ func runServe(ctx context.Context, args []string) error {
 	}
 	log.Info("starting nodexds", "version", version, "node", f.nodeName, "source", f.source, "admit", admit, "visibility", o.Visibility)
 	return serve.Run(ctx, o)
+}
+
+// routeStatus makes the agent write route status while it holds the
+// -status-lease Lease; nothing when that is disabled.
+func routeStatus(o *serve.Options, cfg *rest.Config, f serveFlags, m *routestatus.Metrics) error {
+	if f.statusLease == "" || f.statusNamespace == "" {
+		o.Log.Info("route status: not written", "why", "-status-lease or -status-lease-namespace ($POD_NAMESPACE) is empty")
+		return nil
+	}
+	dyn, err := kubeapi.Dynamic(cfg)
+	if err != nil {
+		return err
+	}
+	id := f.nodeName
+	if pod := os.Getenv("POD_NAME"); pod != "" {
+		id += "/" + pod
+	}
+	w := &routestatus.Writer{
+		Client:  dyn,
+		Elector: &routestatus.Elector{Client: dyn, Namespace: f.statusNamespace, Name: f.statusLease, Identity: id, Log: o.Log},
+		Metrics: m,
+		Log:     o.Log,
+	}
+	o.Synced = func(ctx context.Context, a *agent.Agent) {
+		w.Statuses = a.RouteStatuses
+		w.Run(ctx)
+	}
+	return nil
 }
 
 func validHealth(c health.Config) error {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/nodexds/nodexds/agent"
 	"github.com/nodexds/nodexds/agent/metrics"
+	"github.com/nodexds/nodexds/agent/routestatus"
 	"github.com/nodexds/nodexds/agent/serve"
 	"github.com/nodexds/nodexds/health"
 )
@@ -142,6 +143,7 @@ func TestReferenceDocumentsEveryMetric(t *testing.T) {
 	reg := serve.NewRegistry()
 	metrics.New(reg)
 	health.NewMetrics(reg)
+	routestatus.NewMetrics(reg)
 	descs := make(chan *prometheus.Desc)
 	go func() {
 		reg.Describe(descs)

@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
@@ -165,4 +166,24 @@ func (s eventSink) Patch(e *corev1.Event, data []byte) (*corev1.Event, error) {
 	out := &corev1.Event{}
 	return out, s.c.Patch(types.StrategicMergePatchType).Namespace(e.Namespace).Resource("events").Name(e.Name).
 		Body(data).Do(context.Background()).Into(out)
+}
+
+// Dynamic is a dynamic client (JSON, no typed clients linked) for what
+// nodexds writes as a whole object: the route status writer's
+// coordination.k8s.io Lease, and the status subresource of GRPCRoutes and
+// HTTPRoutes (package agent/routestatus).
+//
+// Its client-side limit (unless cfg sets one) is 25 requests a second after
+// a burst of 50: above a status write (a read and an update) at the writer's
+// own bound, 10 a second, plus the Lease's renewals.
+func Dynamic(cfg *rest.Config) (dynamic.Interface, error) {
+	cfg = rest.CopyConfig(cfg)
+	if cfg.QPS == 0 && cfg.RateLimiter == nil {
+		cfg.QPS, cfg.Burst = 25, 50
+	}
+	c, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes dynamic client: %w", err)
+	}
+	return c, nil
 }

@@ -45,6 +45,11 @@ set (not null), so the default render passes none of them.
 {{- if ne $v.visibility "cluster" }}
 - --visibility={{ $v.visibility }}
 {{- end }}
+{{- if not $v.routeStatus.enabled }}
+- --status-lease=
+{{- else if ne $v.routeStatus.lease "nodexds-route-status" }}
+- --status-lease={{ $v.routeStatus.lease }}
+{{- end }}
 {{- range $v.extraArgs }}
 - {{ . | quote }}
 {{- end }}
