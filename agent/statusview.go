@@ -34,6 +34,9 @@ func (a *Agent) RouteStatuses(ctx context.Context) ([]routestatus.Route, error) 
 
 // whileParked runs f while the event loop waits, as RouteStatuses explains.
 func (a *Agent) whileParked(ctx context.Context, f func()) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	req := viewRequest{q: ViewQuery{Service: "\x00"}, reply: make(chan View)} // unbuffered: the loop waits for us
 	select {
 	case a.debug <- req:
