@@ -76,11 +76,15 @@ func (b *builder) build(k discovery.ServiceKey, typ, name string, ref portRef) b
 	if typ == xds.ListenerType {
 		// name may be another node's view of the listener the client named.
 		l := names.ParseListener(name)
-		canonical, err := b.resolve(l.Base, svc)
+		canonical, port, err := b.resolve(l.Base, svc)
 		if err != nil {
 			return built{} // does not resolve (yet)
 		}
-		out.resource = resources.Listener(l.Base, names.Resource{Base: canonical, View: l.View}.String())
+		rc := names.Resource{Base: canonical, View: l.View}
+		if b.consumes(svc, port, l.Client) {
+			rc.Client = l.Client
+		}
+		out.resource = resources.Listener(l.Base, rc.String())
 		return out
 	}
 	var p discovery.Port
@@ -99,7 +103,7 @@ func (b *builder) build(k discovery.ServiceKey, typ, name string, ref portRef) b
 	unmarked.NoRingHash = false
 	switch {
 	case typ == xds.RouteType:
-		out.resource, out.picker = b.route(name, svc, p, ref.Port(), cfg)
+		out.resource, out.picker = b.route(name, svc, p, ref, cfg)
 	case typ == xds.ClusterType && ref.Subset == names.AllEndpoints:
 		lb := cfg.lb
 		if ref.NoRingHash && lb.Policy == resources.RingHash {
@@ -135,20 +139,30 @@ func absent(typ, name string, p names.Parser) proto.Message {
 }
 
 // resolve returns the canonical name of the Service port a listener name
-// asks for.
-func (b *builder) resolve(name string, svc *discovery.Service) (string, error) {
+// asks for, and the port.
+func (b *builder) resolve(name string, svc *discovery.Service) (string, discovery.Port, error) {
 	t, err := b.names.Parse(name)
 	if err != nil {
-		return "", err
+		return "", discovery.Port{}, err
 	}
 	if svc == nil {
-		return "", errors.New("no such service " + t.Service.String())
+		return "", discovery.Port{}, errors.New("no such service " + t.Service.String())
 	}
 	p, err := names.Resolve(t, svc)
 	if err != nil {
-		return "", err
+		return "", discovery.Port{}, err
 	}
-	return b.names.Canonical(svc.Key, p.Port), nil
+	return b.names.Canonical(svc.Key, p.Port), p, nil
+}
+
+// consumes reports whether the clients of namespace client have routes of
+// their own for the Service port (GEP-1294 consumer routes), and so a route
+// configuration of their own.
+func (b *builder) consumes(svc *discovery.Service, p discovery.Port, client string) bool {
+	if client == "" || b.routes == nil {
+		return false
+	}
+	return mesh.Consumes(mesh.Input{Parent: svc.Key, Port: p, Client: client, Routes: b.routes(svc.Key)})
 }
 
 // status is what clients are told of an endpoint's health in cluster: nil
@@ -185,18 +199,18 @@ func (b *builder) loadAssignment(svc *discovery.Service, p discovery.Port, name,
 
 // route is a Service port's route configuration: by its Gateway API routes
 // if any apply, else to its own cluster, after the endpoint picker's routes.
-func (b *builder) route(name string, svc *discovery.Service, p discovery.Port, port names.Resource, cfg *serviceConfig) (proto.Message, *pickerReport) {
-	if t := b.routed(svc, p); t != nil {
+func (b *builder) route(name string, svc *discovery.Service, p discovery.Port, ref portRef, cfg *serviceConfig) (proto.Message, *pickerReport) {
+	port := ref.Port()
+	if t := b.routed(svc, p, ref.Client); t != nil {
 		return b.routedConfig(name, port, t, cfg), nil
 	}
 	picks, fail, report := b.picks(svc, p, port, cfg)
 	return resources.RouteConfig(name, name, cfg.lb, picks, fail), report
 }
 
-// routed is how Gateway API routes route a Service port, nil when none do.
-// Only the producer's routes apply for now: a client's namespace is not yet
-// part of the names it is handed.
-func (b *builder) routed(svc *discovery.Service, p discovery.Port) *mesh.Table {
+// routed is how Gateway API routes route a Service port for the clients of
+// namespace client ("": the producer's routes), nil when none do.
+func (b *builder) routed(svc *discovery.Service, p discovery.Port, client string) *mesh.Table {
 	if b.routes == nil {
 		return nil
 	}
@@ -204,7 +218,7 @@ func (b *builder) routed(svc *discovery.Service, p discovery.Port) *mesh.Table {
 	if len(attached) == 0 {
 		return nil
 	}
-	return mesh.Translate(mesh.Input{Parent: svc.Key, Port: p, Routes: attached, Service: b.service, Grants: b.grants})
+	return mesh.Translate(mesh.Input{Parent: svc.Key, Port: p, Client: client, Routes: attached, Service: b.service, Grants: b.grants})
 }
 
 // routedConfig is a routed Service port's route configuration. Each backend

@@ -168,6 +168,8 @@ func (w affects) covers(typ string, picker func() bool) bool {
 		return true
 	case typ == xds.RouteType:
 		return w&routesChanged != 0 || picker()
+	case typ == xds.ListenerType:
+		return w&routesChanged != 0 // a namespace's consumer routes come or go
 	}
 	return false
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/nodexds/nodexds/agent/bootstrap"
 	"github.com/nodexds/nodexds/internal/poll"
 )
 
@@ -148,4 +149,62 @@ spec:
 		}
 		return ""
 	})
+}
+
+// TestConsumerRoutesMoveOnlyTheirNamespacesClients (GEP-1294): a route in
+// another namespace than its parent Service applies to that namespace's
+// clients only, ahead of the producer's routes; its backend in the
+// producer's namespace is refused (UNAVAILABLE) until a ReferenceGrant
+// there allows it.
+func TestConsumerRoutesMoveOnlyTheirNamespacesClients(t *testing.T) {
+	w := newWorld(t)
+	echoSvc := w.addService("prod", "echo")
+	v2 := w.addService("prod", "echo-v2")
+	v3 := w.addService("prod", "echo-v3")
+	w.startBackend(echoSvc, "own", "a1")
+	w.startBackend(v2, "v2", "a1")
+	w.startBackend(v3, "v3", "a1")
+	a := startAgent(t, w)
+	teamA := dialWith(t, bootstrap.Options{Server: a.Addr, Namespace: "team-a"}, "echo.prod:8080")
+	teamB := dialWith(t, bootstrap.Options{Server: a.Addr, Namespace: "team-b"}, "echo.prod:8080")
+	anyone := dialWith(t, bootstrap.Options{Server: a.Addr}, "echo.prod:8080")
+	eventually(t, teamA, "own")
+
+	consumer := `apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: to-v2, namespace: team-a}
+spec:
+  parentRefs: [{group: "", kind: Service, name: echo, namespace: prod}]
+  rules: [{backendRefs: [{name: echo-v2, namespace: prod, port: 8080}]}]
+`
+	grant := `apiVersion: gateway.networking.k8s.io/v1
+kind: ReferenceGrant
+metadata: {name: team-a, namespace: prod}
+spec:
+  from: [{group: gateway.networking.k8s.io, kind: GRPCRoute, namespace: team-a}]
+  to: [{group: "", kind: Service, name: echo-v2}]
+`
+	producer := `apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: to-v3, namespace: prod}
+spec:
+  parentRefs: [{group: "", kind: Service, name: echo}]
+  rules: [{backendRefs: [{name: echo-v3, port: 8080}]}]
+`
+	writeWithRoutes(t, w, consumer)
+	eventually(t, teamA, "ERR Unavailable") // no grant yet: the backend is refused
+	eventually(t, teamB, "own")
+
+	writeWithRoutes(t, w, consumer+"---\n"+grant)
+	eventually(t, teamA, "v2")
+	eventually(t, teamB, "own")
+	eventually(t, anyone, "own")
+
+	writeWithRoutes(t, w, consumer+"---\n"+grant+"---\n"+producer)
+	eventually(t, teamB, "v3")
+	eventually(t, anyone, "v3")
+	eventually(t, teamA, "v2") // its own routes first
+
+	writeWithRoutes(t, w, producer)
+	eventually(t, teamA, "v3") // without its routes, the producer's
 }

@@ -56,6 +56,9 @@ func (s *subscriptions) addCanonical(typ, name string, p names.Parser) (discover
 	if err != nil {
 		return k, err
 	}
+	if ref.Client != "" && typ != xds.RouteType {
+		return k, fmt.Errorf("%q: only route configurations are handed out per client namespace", name)
+	}
 	s.ports[typedName{typ, name}] = ref
 	s.add(k, typ, name)
 	return k, nil

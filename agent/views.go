@@ -3,6 +3,8 @@ package agent
 import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 
+	"k8s.io/apimachinery/pkg/util/validation"
+
 	"github.com/nodexds/nodexds/agent/names"
 	"github.com/nodexds/nodexds/agent/xds"
 )
@@ -32,16 +34,18 @@ func (a *Agent) viewOf(n *corev3.Node) string {
 
 // CacheKey maps a name a client subscribes to onto the name it is built
 // under: a listener's name is the client's choice, so another node's client
-// gets its listener under a name of its own view; every other name the
-// agent handed out already carries its view.
+// gets its listener under a name of its own view, and a client of a known
+// namespace under a name of its namespace (whose consumer routes, if any,
+// its listener names); every other name the agent handed out already
+// carries its view and namespace.
 //
 // A client with a known bug is also served its own variant of what it
 // cannot take (see compat.go).
-func (a *Agent) CacheKey(client *corev3.Node, typ, name string) string {
+func (a *Agent) CacheKey(client *corev3.Node, namespaces []string, typ, name string) string {
 	switch {
 	case typ == xds.ListenerType:
-		if view := a.viewOf(client); view != "" {
-			return names.Resource{Base: name, View: view}.String()
+		if r := (names.Resource{Base: name, View: a.viewOf(client), Client: clientNamespace(client, namespaces)}); r.View != "" || r.Client != "" {
+			return r.String()
 		}
 	case typ == xds.ClusterType && crashesOnRingHash(client):
 		if r, err := names.ParseResource(name); err == nil {
@@ -50,4 +54,22 @@ func (a *Agent) CacheKey(client *corev3.Node, typ, name string) string {
 		}
 	}
 	return name
+}
+
+// clientNamespace is the namespace of a client, for its consumer routes:
+// what admission found; with no admission, what its bootstrap says. A peer
+// shared by pods of several namespaces (hostNetwork) gets the producers'
+// routes only, as does a client whose namespace is not a valid name.
+func clientNamespace(client *corev3.Node, admitted []string) string {
+	ns := ""
+	switch len(admitted) {
+	case 0:
+		ns = client.GetMetadata().GetFields()[xds.MetadataNamespace].GetStringValue()
+	case 1:
+		ns = admitted[0]
+	}
+	if len(validation.IsDNS1123Label(ns)) > 0 {
+		return ""
+	}
+	return ns
 }

@@ -22,6 +22,10 @@ type Options struct {
 	// node metadata (nodexds.io/node-name): an agent of another node that
 	// serves the client as its fallback answers with this node's view.
 	NodeName string
+	// Namespace is the client's namespace, written into the node metadata
+	// (nodexds.io/namespace): its Gateway API consumer routes apply to it
+	// when the agent does not admit clients by their pod (--admit=any).
+	Namespace string
 	// Fallback is a second xDS server (gRFC A71), used only while Server is
 	// unreachable: normally the nodexds-fallback Service, in front of every
 	// node's agent.
@@ -64,8 +68,14 @@ func JSON(o Options) ([]byte, error) {
 		Servers: []server{{URI: o.Server, Creds: []creds{{Type: "insecure"}}, Features: []string{"ignore_resource_deletion"}}},
 		Node:    node{ID: o.NodeID, Locality: locality{Region: o.Region, Zone: o.Zone, SubZone: o.SubZone}},
 	}
-	if o.NodeName != "" {
-		doc.Node.Metadata = map[string]string{xds.MetadataNodeName: o.NodeName}
+	for k, v := range map[string]string{xds.MetadataNodeName: o.NodeName, xds.MetadataNamespace: o.Namespace} {
+		if v == "" {
+			continue
+		}
+		if doc.Node.Metadata == nil {
+			doc.Node.Metadata = map[string]string{}
+		}
+		doc.Node.Metadata[k] = v
 	}
 	if o.Fallback != "" {
 		doc.Servers = append(doc.Servers, server{URI: o.Fallback, Creds: []creds{{Type: "insecure"}}, Features: []string{"ignore_resource_deletion"}})

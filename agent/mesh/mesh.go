@@ -160,6 +160,18 @@ func applying(in Input) []*discovery.Route {
 	return oneKind(routes)
 }
 
+// Consumes reports whether in.Client has routes of its own (consumer
+// routes) for the port: its clients then need a route configuration of
+// their own.
+func Consumes(in Input) bool {
+	if in.Client == "" || in.Client == in.Parent.Namespace {
+		return false
+	}
+	return slices.ContainsFunc(in.Routes, func(r *discovery.Route) bool {
+		return r.Key.Namespace == in.Client && attaches(r, in.Parent, in.Port) && Refused(r) == nil
+	})
+}
+
 // oneKind keeps the GRPCRoutes of routes if there are any.
 func oneKind(routes []*discovery.Route) []*discovery.Route {
 	if slices.ContainsFunc(routes, func(r *discovery.Route) bool { return r.GRPC != nil }) {

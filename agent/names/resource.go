@@ -10,16 +10,20 @@ import (
 // Resource is the name of a resource the agent hands out, in its parts. The
 // one format, written by String and read by ParseResource and ParseListener:
 //
-//	base[@view][|endpoint|IP:PORT or |none][#no-ring-hash]
+//	base[@view][~client][|endpoint|IP:PORT or |none][#no-ring-hash]
 //
 // For a route configuration, cluster or load assignment, base is a Service
 // port's canonical name (Parser.Canonical); for a listener it is the name the
-// client dialled, and only a view may follow it.
+// client dialled, and only a view and a client namespace may follow it.
 type Resource struct {
 	Base string
 	// View is the node whose view the name is of (gRFC A71 fallback: this
 	// agent answering another node's client); "" for the agent's own.
 	View string
+	// Client is the namespace of the clients a listener or route
+	// configuration is for, when the Gateway API routes of that namespace
+	// (consumer routes) route the Service; "" for everyone else.
+	Client string
 	// Subset is which of the endpoint picker's clusters the name is, if any.
 	Subset Subset
 	// Endpoint is the picked endpoint when Subset is OneEndpoint.
@@ -47,6 +51,7 @@ const (
 // never contain them.
 const (
 	viewSep        = "@"
+	clientSep      = "~"
 	subsetSep      = "|"
 	subsetEndpoint = "endpoint|"
 	subsetNone     = "none"
@@ -60,6 +65,10 @@ func (r Resource) String() string {
 	if r.View != "" {
 		b.WriteString(viewSep)
 		b.WriteString(r.View)
+	}
+	if r.Client != "" {
+		b.WriteString(clientSep)
+		b.WriteString(r.Client)
 	}
 	switch r.Subset {
 	case NoEndpoint:
@@ -75,7 +84,7 @@ func (r Resource) String() string {
 }
 
 // Port is the Service port's own resource of the same view: what a picker's
-// cluster belongs to, without the cache-only mark.
+// cluster belongs to, without the cache-only mark or a client namespace.
 func (r Resource) Port() Resource { return Resource{Base: r.Base, View: r.View} }
 
 var errNotHandedOut = errors.New("not a name this agent hands out")
@@ -92,7 +101,8 @@ func ParseResource(name string) (Resource, error) {
 	rest, compat := strings.CutSuffix(name, noRingHash)
 	r.NoRingHash = compat
 	rest, subset, hasSubset := strings.Cut(rest, subsetSep)
-	var hasView bool
+	var hasClient, hasView bool
+	rest, r.Client, hasClient = strings.Cut(rest, clientSep)
 	r.Base, r.View, hasView = strings.Cut(rest, viewSep)
 	switch a, one := strings.CutPrefix(subset, subsetEndpoint); {
 	case !hasSubset:
@@ -107,7 +117,7 @@ func ParseResource(name string) (Resource, error) {
 	default:
 		return Resource{}, fmt.Errorf("%q: %w", name, errNotHandedOut)
 	}
-	if r.Base == "" || hasView && r.View == "" || strings.ContainsAny(r.View, viewSep+"#") {
+	if r.Base == "" || hasView && r.View == "" || hasClient && r.Client == "" || strings.ContainsAny(r.View, viewSep+"#") || strings.ContainsAny(r.Client, clientSep+"#") {
 		return Resource{}, fmt.Errorf("%q: %w", name, errNotHandedOut)
 	}
 	return r, nil
@@ -122,6 +132,7 @@ const maxResourceLen = 1024
 // view it is cached under. It never fails; whether the dialled name resolves
 // is the Parser's to say.
 func ParseListener(name string) Resource {
-	base, view, _ := strings.Cut(name, viewSep)
-	return Resource{Base: base, View: view}
+	rest, client, _ := strings.Cut(name, clientSep)
+	base, view, _ := strings.Cut(rest, viewSep)
+	return Resource{Base: base, View: view, Client: client}
 }

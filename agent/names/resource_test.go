@@ -87,6 +87,7 @@ func TestParseListener(t *testing.T) {
 func FuzzResource(f *testing.F) {
 	f.Add("be1.ns.svc.cluster.local:8080@node-b|endpoint|10.0.0.1:80#no-ring-hash", "b", "v", uint8(2), []byte{10, 0, 0, 1}, uint16(80), true)
 	f.Add("x|none", "b", "", uint8(1), []byte{}, uint16(0), false)
+	f.Add("be1.ns.svc.cluster.local:8080@node-b~consumer", "b", "v", uint8(0), []byte{}, uint16(0), false)
 	f.Fuzz(func(t *testing.T, name, base, view string, subset uint8, ip []byte, port uint16, compat bool) {
 		if r, err := ParseResource(name); err == nil {
 			if s := r.String(); s != name {
@@ -96,6 +97,9 @@ func FuzzResource(f *testing.F) {
 		_ = ParseListener(name)
 
 		r := Resource{Base: base, View: view, Subset: Subset(subset % 3), NoRingHash: compat}
+		if subset&4 != 0 {
+			r.Client = view + "-ns" // a namespace, from the fuzzer's bytes
+		}
 		if r.Subset == OneEndpoint {
 			addr, ok := netip.AddrFromSlice(ip)
 			if !ok {
@@ -103,7 +107,7 @@ func FuzzResource(f *testing.F) {
 			}
 			r.Endpoint = netip.AddrPortFrom(addr, port)
 		}
-		if base == "" || strings.ContainsAny(base, "@|#") || strings.ContainsAny(view, "@|#") || len(r.String()) > maxResourceLen {
+		if base == "" || strings.ContainsAny(base, "@|#~") || strings.ContainsAny(view, "@|#~") || len(r.String()) > maxResourceLen {
 			return // parts the agent never writes
 		}
 		got, err := ParseResource(r.String())

@@ -143,11 +143,7 @@ func decodeNode(b []byte, n *corev3.Node) error {
 		case 2:
 			n.Cluster, err = text(v)
 		case 3:
-			var name string
-			var ok bool
-			if name, ok, err = metadataNodeName(v); ok {
-				n.Metadata = &structpb.Struct{Fields: map[string]*structpb.Value{MetadataNodeName: structpb.NewStringValue(name)}}
-			}
+			n.Metadata, err = keptMetadata(v, n.Metadata)
 		case 4:
 			if n.Locality == nil {
 				n.Locality = &corev3.Locality{}
@@ -174,10 +170,11 @@ func decodeNode(b []byte, n *corev3.Node) error {
 	})
 }
 
-// metadataNodeName finds MetadataNodeName's string value in a Struct (the
-// last one, as the proto codec would keep), skipping every other entry.
-func metadataNodeName(b []byte) (name string, found bool, err error) {
-	err = wireFields(b, func(num protowire.Number, typ protowire.Type, entry []byte, _ uint64) error {
+// keptMetadata adds the string values of the kept keys (keptMetadataKeys)
+// in a Struct to kept, the last of each winning as the proto codec would
+// keep it, and skips every other entry.
+func keptMetadata(b []byte, kept *structpb.Struct) (*structpb.Struct, error) {
+	err := wireFields(b, func(num protowire.Number, typ protowire.Type, entry []byte, _ uint64) error {
 		if num != 1 || typ != protowire.BytesType {
 			return nil
 		}
@@ -193,25 +190,48 @@ func metadataNodeName(b []byte) (name string, found bool, err error) {
 		}); err != nil {
 			return err
 		}
-		if string(key) != MetadataNodeName {
+		k := keptMetadataKey(key)
+		if k == "" {
 			return nil
 		}
-		found, name = false, ""
+		if kept != nil {
+			delete(kept.Fields, k)
+		}
 		return wireFields(value, func(num protowire.Number, typ protowire.Type, v []byte, _ uint64) error {
 			if num < 1 || num > 6 { // not one of Value's kinds
 				return nil
 			}
 			if num != 3 || typ != protowire.BytesType { // another kind than string_value
-				found, name = false, ""
+				if kept != nil {
+					delete(kept.Fields, k)
+				}
 				return nil
 			}
-			var err error
-			name, err = text(v)
-			found = err == nil
-			return err
+			s, err := text(v)
+			if err != nil {
+				return err
+			}
+			if kept == nil {
+				kept = &structpb.Struct{Fields: map[string]*structpb.Value{}}
+			}
+			kept.Fields[k] = structpb.NewStringValue(s)
+			return nil
 		})
 	})
-	return name, found, err
+	if kept != nil && len(kept.Fields) == 0 {
+		kept = nil
+	}
+	return kept, err
+}
+
+// keptMetadataKey returns key as one of keptMetadataKeys, "" if it is none.
+func keptMetadataKey(key []byte) string {
+	for _, k := range keptMetadataKeys {
+		if string(key) == k {
+			return k
+		}
+	}
+	return ""
 }
 
 // decodeStatus decodes a NACK's error detail: its code and message.

@@ -84,9 +84,16 @@ func orDefault[T int | time.Duration](v *T, d T) {
 	}
 }
 
-// MetadataNodeName is the Node metadata key under which a client's bootstrap
-// names the Kubernetes node it runs on. It is the only metadata kept.
-const MetadataNodeName = "nodexds.io/node-name"
+// Node metadata a client's bootstrap may carry; the only metadata kept.
+const (
+	// MetadataNodeName names the Kubernetes node the client runs on.
+	MetadataNodeName = "nodexds.io/node-name"
+	// MetadataNamespace names the client's namespace, for the Gateway API
+	// routes of that namespace (consumer routes) when admission cannot tell.
+	MetadataNamespace = "nodexds.io/namespace"
+)
+
+var keptMetadataKeys = [...]string{MetadataNodeName, MetadataNamespace}
 
 // Bounds of the client-supplied strings the agent keeps and logs.
 const (
@@ -143,11 +150,12 @@ func trimNode(n *corev3.Node) *corev3.Node {
 			Region: Clip(l.GetRegion(), maxIDLen), Zone: Clip(l.GetZone(), maxIDLen), SubZone: Clip(l.GetSubZone(), maxIDLen),
 		}
 	}
-	if v, ok := n.GetMetadata().GetFields()[MetadataNodeName]; ok {
-		if s, ok := v.GetKind().(*structpb.Value_StringValue); ok {
-			out.Metadata = &structpb.Struct{Fields: map[string]*structpb.Value{
-				MetadataNodeName: structpb.NewStringValue(Clip(s.StringValue, maxIDLen)),
-			}}
+	for _, k := range keptMetadataKeys {
+		if s, ok := n.GetMetadata().GetFields()[k].GetKind().(*structpb.Value_StringValue); ok {
+			if out.Metadata == nil {
+				out.Metadata = &structpb.Struct{Fields: map[string]*structpb.Value{}}
+			}
+			out.Metadata.Fields[k] = structpb.NewStringValue(Clip(s.StringValue, maxIDLen))
 		}
 	}
 	return out
