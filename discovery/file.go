@@ -295,28 +295,30 @@ func parseObject(js []byte) ([]Event, error) {
 	}
 	switch h.Kind {
 	case KindGRPCRoute:
-		var r gwv1.GRPCRoute
-		if err := strict(js, &r); err != nil {
-			return nil, fmt.Errorf("%s: %w", name, err)
-		}
-		defaultNamespace(&r.Namespace)
-		return []Event{{Route: FromGRPCRoute(&r)}}, nil
+		return namespaced(js, name, func(r *gwv1.GRPCRoute) Event { return Event{Route: FromGRPCRoute(r)} })
 	case KindHTTPRoute:
-		var r gwv1.HTTPRoute
-		if err := strict(js, &r); err != nil {
-			return nil, fmt.Errorf("%s: %w", name, err)
-		}
-		defaultNamespace(&r.Namespace)
-		return []Event{{Route: FromHTTPRoute(&r)}}, nil
+		return namespaced(js, name, func(r *gwv1.HTTPRoute) Event { return Event{Route: FromHTTPRoute(r)} })
 	case "ReferenceGrant":
-		var g gwv1.ReferenceGrant
-		if err := strict(js, &g); err != nil {
-			return nil, fmt.Errorf("%s: %w", name, err)
-		}
-		defaultNamespace(&g.Namespace)
-		return []Event{{Grant: FromReferenceGrant(&g)}}, nil
+		return namespaced(js, name, func(g *gwv1.ReferenceGrant) Event { return Event{Grant: FromReferenceGrant(g)} })
 	}
 	return nil, fmt.Errorf("%s: unsupported kind %q (want Node, Service, EndpointSlice, GRPCRoute, HTTPRoute, ReferenceGrant, Namespace or List)", name, h.Kind)
+}
+
+// namespaced decodes one namespaced object strictly, in namespace default
+// unless it names one, and converts it.
+func namespaced[T any, PT interface {
+	*T
+	GetNamespace() string
+	SetNamespace(string)
+}](js []byte, name string, convert func(PT) Event) ([]Event, error) {
+	obj := PT(new(T))
+	if err := strict(js, obj); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	if obj.GetNamespace() == "" {
+		obj.SetNamespace("default")
+	}
+	return []Event{convert(obj)}, nil
 }
 
 // strict decodes rejecting unknown fields: a misspelt field is an error, not

@@ -272,14 +272,22 @@ func objectKey(m metav1.Object) string {
 	return m.GetNamespace() + "/" + m.GetName()
 }
 
-// compactService reads a Service.
-func compactService(obj any) (string, *cached, bool) {
-	s, ok := obj.(*corev1.Service)
-	if !ok {
-		return "", nil, false
+// compactAs reads objects of one type that always convert.
+func compactAs[T metav1.Object](convert func(T) Event) compactFunc {
+	return func(obj any) (string, *cached, bool) {
+		o, ok := obj.(T)
+		if !ok {
+			return "", nil, false
+		}
+		return objectKey(o), &cached{ev: convert(o)}, true
 	}
-	return objectKey(s), &cached{ev: Event{Service: FromService(s)}}, true
 }
+
+var (
+	compactService = compactAs(func(s *corev1.Service) Event { return Event{Service: FromService(s)} })
+	// Nodes are read as metadata: their labels are all nodexds reads.
+	compactNode = compactAs(func(m *metav1.PartialObjectMetadata) Event { return Event{Node: nodeFromLabels(m.Name, m.Labels)} })
+)
 
 // compactSlice reads an EndpointSlice. One that cannot be converted is kept
 // as an error: it serves nothing.
@@ -295,15 +303,6 @@ func compactSlice(obj any) (string, *cached, bool) {
 		return objectKey(es), &cached{ev: Event{Slice: &Slice{Service: ServiceKey{Namespace: es.Namespace}, Name: es.Name}, Deleted: true}, err: err}, true
 	}
 	return objectKey(es), &cached{ev: Event{Slice: sl}}, true
-}
-
-// compactNode reads a Node's metadata.
-func compactNode(obj any) (string, *cached, bool) {
-	m, ok := obj.(*metav1.PartialObjectMetadata)
-	if !ok {
-		return "", nil, false
-	}
-	return objectKey(m), &cached{ev: Event{Node: nodeFromLabels(m.Name, m.Labels)}}, true
 }
 
 // EventRecorder posts Kubernetes Events about Services.

@@ -129,26 +129,8 @@ func gatewayKinds(grpc, http, grants cache.ListerWatcher) []*gatedKind {
 	}
 }
 
-func compactGRPCRoute(obj any) (string, *cached, bool) {
-	r, ok := obj.(*gwv1.GRPCRoute)
-	if !ok {
-		return "", nil, false
-	}
-	return objectKey(r), &cached{ev: Event{Route: FromGRPCRoute(r)}}, true
-}
-
-func compactHTTPRoute(obj any) (string, *cached, bool) {
-	r, ok := obj.(*gwv1.HTTPRoute)
-	if !ok {
-		return "", nil, false
-	}
-	return objectKey(r), &cached{ev: Event{Route: FromHTTPRoute(r)}}, true
-}
-
-func compactGrant(obj any) (string, *cached, bool) {
-	g, ok := obj.(*gwv1.ReferenceGrant)
-	if !ok {
-		return "", nil, false
-	}
-	return objectKey(g), &cached{ev: Event{Grant: FromReferenceGrant(g)}}, true
-}
+var (
+	compactGRPCRoute = compactAs(func(r *gwv1.GRPCRoute) Event { return Event{Route: FromGRPCRoute(r)} })
+	compactHTTPRoute = compactAs(func(r *gwv1.HTTPRoute) Event { return Event{Route: FromHTTPRoute(r)} })
+	compactGrant     = compactAs(func(g *gwv1.ReferenceGrant) Event { return Event{Grant: FromReferenceGrant(g)} })
+)

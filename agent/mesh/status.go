@@ -46,16 +46,13 @@ func unsupported(format string, args ...any) *Problem {
 }
 
 func refusedGRPCRule(rule gwv1.GRPCRouteRule) *Problem {
-	if len(rule.Filters) > 0 {
-		return unsupported("filter %s", rule.Filters[0].Type)
-	}
-	if rule.SessionPersistence != nil {
-		return unsupported("sessionPersistence")
-	}
+	typ := func(f gwv1.GRPCRouteFilter) gwv1.GRPCRouteFilterType { return f.Type }
+	var backendFilters []string
 	for _, b := range rule.BackendRefs {
-		if len(b.Filters) > 0 {
-			return unsupported("backendRefs filter %s", b.Filters[0].Type)
-		}
+		backendFilters = append(backendFilters, filterTypes(b.Filters, typ)...)
+	}
+	if p := refusedActions(filterTypes(rule.Filters, typ), backendFilters, rule.SessionPersistence != nil, false); p != nil {
+		return p
 	}
 	for _, m := range rule.Matches {
 		if mm := m.Method; mm != nil && mm.Type != nil && *mm.Type == gwv1.GRPCMethodMatchRegularExpression {
@@ -65,30 +62,21 @@ func refusedGRPCRule(rule gwv1.GRPCRouteRule) *Problem {
 				}
 			}
 		}
-		for _, h := range m.Headers {
-			regex := h.Type != nil && *h.Type == gwv1.GRPCHeaderMatchRegularExpression
-			if p := checkHeader(string(h.Name), h.Value, regex); p != nil {
-				return p
-			}
+		if p := checkHeaders(grpcHeaders(m.Headers)); p != nil {
+			return p
 		}
 	}
 	return nil
 }
 
 func refusedHTTPRule(rule gwv1.HTTPRouteRule) *Problem {
-	if len(rule.Filters) > 0 {
-		return unsupported("filter %s", rule.Filters[0].Type)
-	}
-	if rule.SessionPersistence != nil {
-		return unsupported("sessionPersistence")
-	}
-	if rule.Retry != nil {
-		return unsupported("retry")
-	}
+	typ := func(f gwv1.HTTPRouteFilter) gwv1.HTTPRouteFilterType { return f.Type }
+	var backendFilters []string
 	for _, b := range rule.BackendRefs {
-		if len(b.Filters) > 0 {
-			return unsupported("backendRefs filter %s", b.Filters[0].Type)
-		}
+		backendFilters = append(backendFilters, filterTypes(b.Filters, typ)...)
+	}
+	if p := refusedActions(filterTypes(rule.Filters, typ), backendFilters, rule.SessionPersistence != nil, rule.Retry != nil); p != nil {
+		return p
 	}
 	if t := rule.Timeouts; t != nil {
 		for _, v := range []*gwv1.Duration{t.Request, t.BackendRequest} {
@@ -109,11 +97,41 @@ func refusedHTTPRule(rule gwv1.HTTPRouteRule) *Problem {
 				return pr
 			}
 		}
-		for _, h := range m.Headers {
-			regex := h.Type != nil && *h.Type == gwv1.HeaderMatchRegularExpression
-			if p := checkHeader(string(h.Name), h.Value, regex); p != nil {
-				return p
-			}
+		if p := checkHeaders(httpHeaders(m.Headers)); p != nil {
+			return p
+		}
+	}
+	return nil
+}
+
+func filterTypes[F any, T ~string](fs []F, typ func(F) T) []string {
+	out := make([]string, len(fs))
+	for i, f := range fs {
+		out[i] = string(typ(f))
+	}
+	return out
+}
+
+// refusedActions refuses what a rule asks beyond choosing backends: a
+// filter (of the rule or of a backend), session persistence, retries.
+func refusedActions(filters, backendFilters []string, session, retry bool) *Problem {
+	switch {
+	case len(filters) > 0:
+		return unsupported("filter %s", filters[0])
+	case len(backendFilters) > 0:
+		return unsupported("backendRefs filter %s", backendFilters[0])
+	case session:
+		return unsupported("sessionPersistence")
+	case retry:
+		return unsupported("retry")
+	}
+	return nil
+}
+
+func checkHeaders(hs []Header) *Problem {
+	for _, h := range hs {
+		if p := checkHeader(h.Name, h.Value, h.Regex); p != nil {
+			return p
 		}
 	}
 	return nil
