@@ -372,6 +372,7 @@ func validHealth(c health.Config) error {
 type bootstrapFlags struct {
 	server, nodeID, zone, region string
 	nodeName, fallback, out      string
+	namespace                    string
 }
 
 func (f *bootstrapFlags) register(fs *flag.FlagSet) {
@@ -380,6 +381,7 @@ func (f *bootstrapFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.zone, "zone", os.Getenv("NODE_ZONE"), "client zone, informational (default $NODE_ZONE)")
 	fs.StringVar(&f.region, "region", os.Getenv("NODE_REGION"), "client region, informational (default $NODE_REGION)")
 	fs.StringVar(&f.nodeName, "node-name", os.Getenv("NODE_NAME"), "the node the client runs on (default $NODE_NAME), so an agent of another node serving as its fallback answers with this node's view")
+	fs.StringVar(&f.namespace, "namespace", os.Getenv("POD_NAMESPACE"), "the client's namespace (default $POD_NAMESPACE), so that its namespace's Gateway API routes (consumer routes) apply to it when the agent runs with --admit=any")
 	fs.StringVar(&f.fallback, "fallback-server", "", "a second xDS server (gRFC A71), used only while -server is unreachable, e.g. nodexds-fallback.nodexds.svc:18000")
 	fs.StringVar(&f.out, "o", "-", "file to write, - for standard output")
 }
@@ -405,7 +407,7 @@ func printBootstrap(args []string) error {
 			f.nodeID = h
 		}
 	}
-	doc, err := bootstrap.JSON(bootstrap.Options{Server: f.server, NodeID: f.nodeID, Zone: f.zone, Region: f.region, NodeName: f.nodeName, Fallback: f.fallback})
+	doc, err := bootstrap.JSON(bootstrap.Options{Server: f.server, NodeID: f.nodeID, Zone: f.zone, Region: f.region, NodeName: f.nodeName, Namespace: f.namespace, Fallback: f.fallback})
 	if err != nil {
 		return err
 	}
