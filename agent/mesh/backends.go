@@ -19,6 +19,14 @@ const (
 	maxRegexBytes = 1024
 )
 
+// The Gateway API's own bounds, which the API server enforces and a file
+// source does not: with them a rule's weights sum to at most 16,000,000,
+// well within gRPC's uint32 total.
+const (
+	maxBackendRefs = 16
+	maxWeight      = 1_000_000
+)
+
 // backends resolves a rule's backendRefs. Weights 0 are left out; the
 // unresolved share one entry; the same Service port twice is one backend.
 func backends(r *discovery.Route, refs []gwv1.BackendRef, in Input) []Backend {
@@ -26,7 +34,7 @@ func backends(r *discovery.Route, refs []gwv1.BackendRef, in Input) []Backend {
 	for _, ref := range refs {
 		w := uint32(1)
 		if ref.Weight != nil {
-			w = uint32(max(*ref.Weight, 0))
+			w = uint32(min(max(*ref.Weight, 0), maxWeight))
 		}
 		if w == 0 {
 			continue

@@ -118,3 +118,34 @@ func BenchmarkTranslate(b *testing.B) {
 		})
 	}
 }
+
+// TestWeightsStayWithinWhatGRPCTakes: a file source has no API server to
+// enforce the Gateway API's bounds; weights over 1,000,000 are capped and a
+// rule of more than 16 backends is refused, so a rule's total stays far
+// below gRPC's uint32 limit.
+func TestWeightsStayWithinWhatGRPCTakes(t *testing.T) {
+	w := load(t, fmt.Sprintf(`apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: heavy, namespace: %s}
+spec:
+  parentRefs: [{group: "", kind: Service, name: echo}]
+  rules: [{backendRefs: [{name: echo-v1, port: 7070, weight: 2147483647}, {name: echo-v2, port: 7070, weight: 1}]}]
+`, ns))
+	if got := send(w.table(t, "echo", 7070, ns), "/a/b", nil); got != "echo-v1:7070*1000000 echo-v2:7070*1" {
+		t.Errorf("went to %s", got)
+	}
+	var refs strings.Builder
+	for i := range 17 {
+		fmt.Fprintf(&refs, "{name: echo-v1, port: 7070, weight: %d},", i+1)
+	}
+	w = load(t, fmt.Sprintf(`apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: wide, namespace: %s}
+spec:
+  parentRefs: [{group: "", kind: Service, name: echo}]
+  rules: [{backendRefs: [%s]}]
+`, ns, refs.String()))
+	if p := Refused(w.routes[0]); p == nil || !strings.Contains(p.Message, "17 backendRefs") {
+		t.Errorf("17 backendRefs: %v", p)
+	}
+}

@@ -51,7 +51,7 @@ func refusedGRPCRule(rule gwv1.GRPCRouteRule) *Problem {
 	for _, b := range rule.BackendRefs {
 		backendFilters = append(backendFilters, filterTypes(b.Filters, typ)...)
 	}
-	if p := refusedActions(filterTypes(rule.Filters, typ), backendFilters, rule.SessionPersistence != nil, false); p != nil {
+	if p := refusedActions(filterTypes(rule.Filters, typ), backendFilters, rule.SessionPersistence != nil, false, len(rule.BackendRefs)); p != nil {
 		return p
 	}
 	for _, m := range rule.Matches {
@@ -75,7 +75,7 @@ func refusedHTTPRule(rule gwv1.HTTPRouteRule) *Problem {
 	for _, b := range rule.BackendRefs {
 		backendFilters = append(backendFilters, filterTypes(b.Filters, typ)...)
 	}
-	if p := refusedActions(filterTypes(rule.Filters, typ), backendFilters, rule.SessionPersistence != nil, rule.Retry != nil); p != nil {
+	if p := refusedActions(filterTypes(rule.Filters, typ), backendFilters, rule.SessionPersistence != nil, rule.Retry != nil, len(rule.BackendRefs)); p != nil {
 		return p
 	}
 	if t := rule.Timeouts; t != nil {
@@ -113,9 +113,13 @@ func filterTypes[F any, T ~string](fs []F, typ func(F) T) []string {
 }
 
 // refusedActions refuses what a rule asks beyond choosing backends: a
-// filter (of the rule or of a backend), session persistence, retries.
-func refusedActions(filters, backendFilters []string, session, retry bool) *Problem {
+// filter (of the rule or of a backend), session persistence, retries; and
+// more backends than the Gateway API allows (a file source has no API
+// server to say so), which keeps the weights' sum within what gRPC takes.
+func refusedActions(filters, backendFilters []string, session, retry bool, backends int) *Problem {
 	switch {
+	case backends > maxBackendRefs:
+		return problem(gwv1.RouteReasonUnsupportedValue, "%d backendRefs: the Gateway API allows at most %d", backends, maxBackendRefs)
 	case len(filters) > 0:
 		return unsupported("filter %s", filters[0])
 	case len(backendFilters) > 0:
