@@ -268,3 +268,32 @@ func TestCompareNamesOrdersAsJoinedStrings(t *testing.T) {
 		}
 	}
 }
+
+// TestOneRouteTypePerPortAndPortScopedParents: a GRPCRoute and an HTTPRoute
+// on one port: the GRPCRoute routes it and the HTTPRoute says Conflicted
+// (GEP-1426); a parentRef with a port leaves the Service's other ports alone.
+func TestOneRouteTypePerPortAndPortScopedParents(t *testing.T) {
+	w := load(t, "grpcroute-weight.yaml", `apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: also-7070, namespace: gateway-conformance-mesh}
+spec:
+  parentRefs: [{group: "", kind: Service, name: echo, port: 7070}]
+  rules: [{backendRefs: [{name: echo-v2, port: 7070}]}]
+`)
+	if got := send(w.table(t, "echo", 7070, ns), "/a/b", nil); got != "echo-v1:7070*70 echo-v2:7070*30" {
+		t.Errorf("7070 went to %s, want the GRPCRoute's split", got)
+	}
+	if got := send(w.table(t, "echo", 80, ns), "/a/b", nil); got != "today" {
+		t.Errorf("80 went to %s: routes with port 7070 must leave it alone", got)
+	}
+	var http *discovery.Route
+	for _, r := range w.routes {
+		if r.HTTP != nil {
+			http = r
+		}
+	}
+	st := Status(http, w.service, w.grantsOf, w.attached)
+	if len(st) != 1 || st[0].Accepted.Status || st[0].Accepted.Reason != ReasonConflicted {
+		t.Errorf("the HTTPRoute's status: %+v, want Accepted=False/Conflicted", st)
+	}
+}
