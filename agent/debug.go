@@ -28,6 +28,21 @@ type ServiceView struct {
 	Listeners []string `json:"listeners"` // names clients dialled
 	// Priorities in EDS order; nil when no endpoint may be used.
 	Priorities []PriorityView `json:"priorities"`
+	// Routes, when Gateway API routes name the Service as a parent.
+	Routes *RoutesView `json:"routes,omitempty"`
+}
+
+// RoutesView is how Gateway API routes route a port for clients that get
+// the producer's routes; namespaces with routes of their own are listed.
+type RoutesView struct {
+	Used    []string `json:"used"`              // "GRPCRoute ns/name"
+	Refused []string `json:"refused,omitempty"` // with why
+	// Rules in precedence order, at most ListCap of RulesTotal, e.g.
+	// "path prefix /pkg.Svc, header env=canary → checkout.shop:8080 90, checkout-v2.shop:8080 10".
+	Rules      []string `json:"rules"`
+	RulesTotal int      `json:"rulesTotal"`
+	// Consumers are the namespaces whose clients get routes of their own.
+	Consumers []string `json:"consumerNamespaces,omitempty"`
 }
 
 // PriorityView is one EDS priority.
@@ -182,6 +197,7 @@ func (a *Agent) fillView(sv *ServiceView, svc *discovery.Service, p discovery.Po
 			unchecked[t.Addr] = true
 		}
 	}
+	sv.Routes = a.routesView(svc, p)
 	for _, pr := range topology.Prioritize(a.store.Endpoints(svc.Key, p.Name), policy, a.here) {
 		pv := PriorityView{Tiers: pr.Tiers.String(), EndpointsTotal: len(pr.Endpoints)}
 		for _, e := range Page(pr.Endpoints, 0, ListCap) {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"strings"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -63,12 +64,23 @@ func TestGRPCRouteSplitsTrafficAndEachBackendStaysNodeFirst(t *testing.T) {
 	w.startBackend(v1, "v1-other-region", "c1")
 	w.startBackend(v2, "v2-here", "a1")
 	w.startBackend(v2, "v2-same-zone", "a2")
-	a := startAgent(t, w)
+	var debug string
+	a := startAgent(t, w, withDebug(t, &debug))
 	cc := dial(t, a, "echo:8080")
 	eventually(t, cc, "own")
 
 	writeWithRoutes(t, w, splitRoute(70, 30))
 	eventually(t, cc, "v1-here", "v2-here")
+	// What the routes mean for this node, on the debug page people read.
+	_, text := get(t, debug, "/debug/services?format=text", "")
+	for _, want := range []string{
+		"routes: GRPCRoute default/split (a request matching no rule fails UNAVAILABLE)",
+		"any request → echo-v1.default:8080 70, echo-v2.default:8080 30  [GRPCRoute default/split]",
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("/debug/services does not say %q:\n%s", want, text)
+		}
+	}
 	got := hits(cc, 1000)
 	if len(got) != 2 {
 		t.Fatalf("1,000 RPCs reached %v, want only v1-here and v2-here", got)

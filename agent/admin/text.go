@@ -6,6 +6,7 @@ import (
 	"io"
 	"strings"
 
+	"github.com/nodexds/nodexds/agent"
 	"github.com/nodexds/nodexds/agent/xds"
 )
 
@@ -48,6 +49,9 @@ func writeServicesText(w io.Writer, d ServicesDebug) {
 			fmt.Fprintf(w, ", and %d more streams", more)
 		}
 		fmt.Fprintln(w)
+		if r := s.Routes; r != nil {
+			writeRoutesText(w, r)
+		}
 		if s.Exists && len(s.Priorities) == 0 {
 			fmt.Fprintln(w, "  no endpoint may be used (none ready, or none in the policy's tiers)")
 		}
@@ -71,6 +75,27 @@ func writeServicesText(w io.Writer, d ServicesDebug) {
 				fmt.Fprintf(w, "%sand %d more\n", strings.Repeat(" ", len(head)), more)
 			}
 		}
+	}
+}
+
+// writeRoutesText lists a port's Gateway API routes and their rules.
+func writeRoutesText(w io.Writer, r *agent.RoutesView) {
+	if len(r.Used) == 0 {
+		fmt.Fprintln(w, "  routes: none used: the Service routes as without them")
+	} else {
+		fmt.Fprintf(w, "  routes: %s (a request matching no rule fails UNAVAILABLE)\n", strings.Join(r.Used, ", "))
+	}
+	for _, rule := range r.Rules {
+		fmt.Fprintf(w, "    %s\n", rule)
+	}
+	if more := r.RulesTotal - len(r.Rules); more > 0 {
+		fmt.Fprintf(w, "    and %d more rules\n", more)
+	}
+	for _, x := range r.Refused {
+		fmt.Fprintf(w, "  route refused: %s\n", x)
+	}
+	if len(r.Consumers) > 0 {
+		fmt.Fprintf(w, "  namespaces with routes of their own: %s\n", strings.Join(r.Consumers, ", "))
 	}
 }
 
