@@ -44,6 +44,13 @@
 // data. Kubectl runs the kubectl built with the control plane (same
 // version) as the harness's admin.
 //
+// Apply and Delete take YAML manifests of any kind the API server serves
+// (server-side apply, through discovery), custom resources included.
+// InstallGatewayAPI applies the Gateway API's standard-channel CRDs that
+// nodexds reads (GRPCRoute, HTTPRoute, ReferenceGrant) from the module
+// version e2e/go.mod requires, and waits until they are Established; it can
+// run at any time, e.g. after the agents started.
+//
 // Every Start*, *Pod and *InNode call registers its teardown with t.Cleanup:
 // processes are stopped by process group (and carry PR_SET_PDEATHSIG, so
 // they die with a test binary killed before its cleanups run), pods are
