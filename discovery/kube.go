@@ -18,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 )
 
 // KubeSource watches Services, EndpointSlices and Nodes. Each kind has a
@@ -326,6 +327,15 @@ func (r *EventRecorder) Warn(svc ServiceKey, uid, reason, message string) {
 	ref := &corev1.ObjectReference{
 		APIVersion: "v1", Kind: "Service",
 		Namespace: svc.Namespace, Name: svc.Name, UID: types.UID(uid),
+	}
+	r.rec.Event(ref, corev1.EventTypeWarning, reason, message)
+}
+
+// WarnRoute posts a Warning Event on a GRPCRoute or HTTPRoute.
+func (r *EventRecorder) WarnRoute(route *Route, reason, message string) {
+	ref := &corev1.ObjectReference{
+		APIVersion: gwv1.GroupVersion.String(), Kind: route.Key.Kind,
+		Namespace: route.Key.Namespace, Name: route.Key.Name, UID: types.UID(route.UID),
 	}
 	r.rec.Event(ref, corev1.EventTypeWarning, reason, message)
 }

@@ -28,6 +28,7 @@ import (
 
 	"github.com/nodexds/nodexds/agent"
 	"github.com/nodexds/nodexds/agent/bootstrap"
+	"github.com/nodexds/nodexds/agent/mesh"
 	"github.com/nodexds/nodexds/agent/metrics"
 	"github.com/nodexds/nodexds/agent/names"
 	"github.com/nodexds/nodexds/agent/routestatus"
@@ -285,9 +286,7 @@ func runServe(ctx context.Context, args []string) error {
 		}
 		rec := discovery.NewEventRecorder(api, f.nodeName)
 		defer rec.Stop()
-		o.Reporter = agent.ReporterFunc(func(svc *discovery.Service, e *discovery.AnnotationError) {
-			rec.Warn(svc.Key, svc.UID, "InvalidAnnotation", e.Error()+"; using the next rule")
-		})
+		o.Reporter = eventReporter{rec}
 	case strings.HasPrefix(f.source, "file:"):
 		o.Source = &discovery.FileSource{Path: strings.TrimPrefix(f.source, "file:"), Poll: f.filePoll, Log: log, OnError: sourceError("file")}
 	default:
@@ -367,6 +366,20 @@ func validHealth(c health.Config) error {
 	}
 	return nil
 }
+
+// eventReporter surfaces what the agent cannot use as Warning Events on the
+// objects their authors edit.
+type eventReporter struct{ rec *discovery.EventRecorder }
+
+func (r eventReporter) AnnotationError(svc *discovery.Service, e *discovery.AnnotationError) {
+	r.rec.Warn(svc.Key, svc.UID, "InvalidAnnotation", e.Error()+"; using the next rule")
+}
+
+func (r eventReporter) RouteRefused(route *discovery.Route, p *mesh.Problem) {
+	r.rec.WarnRoute(route, p.Reason, p.Message)
+}
+
+var _ agent.RouteReporter = eventReporter{}
 
 // bootstrapFlags are the flags of nodexds bootstrap.
 type bootstrapFlags struct {
