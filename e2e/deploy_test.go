@@ -144,8 +144,11 @@ func namespacesOf(objs []*unstructured.Unstructured) []string {
 // checkClusterRoleIsMinimal compares the rendered ClusterRole's rules,
 // flattened to group/resource:verb, with what the agent uses: informers
 // (list, watch) on Services, Nodes, Pods (this node's, for admission) and
-// EndpointSlices, and Events
-// (create, patch) for annotations it ignores.
+// EndpointSlices, Events (create, patch) for annotations it ignores, the
+// Gateway API routes and ReferenceGrants it reads while their CRDs exist
+// (list, watch), CustomResourceDefinitions (list, watch, as metadata) to
+// see them appear, and for the route status writer a route (get) and its
+// status (update). The Role of its Lease is namespaced, and not checked here.
 func checkClusterRoleIsMinimal(t *testing.T, objs []*unstructured.Unstructured) {
 	t.Helper()
 	want := []string{
@@ -153,7 +156,13 @@ func checkClusterRoleIsMinimal(t *testing.T, objs []*unstructured.Unstructured) 
 		"/nodes:list", "/nodes:watch",
 		"/pods:list", "/pods:watch",
 		"/services:list", "/services:watch",
+		"apiextensions.k8s.io/customresourcedefinitions:list", "apiextensions.k8s.io/customresourcedefinitions:watch",
 		"discovery.k8s.io/endpointslices:list", "discovery.k8s.io/endpointslices:watch",
+		"gateway.networking.k8s.io/grpcroutes/status:update",
+		"gateway.networking.k8s.io/grpcroutes:get", "gateway.networking.k8s.io/grpcroutes:list", "gateway.networking.k8s.io/grpcroutes:watch",
+		"gateway.networking.k8s.io/httproutes/status:update",
+		"gateway.networking.k8s.io/httproutes:get", "gateway.networking.k8s.io/httproutes:list", "gateway.networking.k8s.io/httproutes:watch",
+		"gateway.networking.k8s.io/referencegrants:list", "gateway.networking.k8s.io/referencegrants:watch",
 	}
 	found := false
 	for _, o := range objs {
