@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -32,6 +33,7 @@ import (
 // demoPod is a backend "pod": a real echo server on its own loopback address.
 type demoPod struct {
 	name, node, ip string
+	svc            string // its Service; "" is be1
 	addr           string
 	srv            *echo.Server
 }
@@ -71,6 +73,8 @@ func demo(ctx context.Context, args []string, out io.Writer) error {
 		{name: "be1-a-1", node: "node-a", ip: "127.0.10.2"},
 		{name: "be1-b-0", node: "node-b", ip: "127.0.10.3"},
 		{name: "be1-c-0", node: "node-c", ip: "127.0.10.4"},
+		{name: "canary-a-0", node: "node-a", ip: "127.0.10.5", svc: "be1-canary"},
+		{name: "canary-c-0", node: "node-c", ip: "127.0.10.6", svc: "be1-canary"},
 	}
 	for _, p := range pods {
 		if err := p.start(); err != nil {
@@ -107,15 +111,19 @@ func demo(ctx context.Context, args []string, out io.Writer) error {
   cluster (file %s):
     node-a, node-b in zone-1; node-c in zone-2
     service be1: be1-a-0, be1-a-1 on node-a; be1-b-0 on node-b; be1-c-0 on node-c
+    service be1-canary: canary-a-0 on node-a; canary-c-0 on node-c
   agent for node-a serving ADS on %s
   client on node-a dials xds:///be1:8080
 
 `, file, xdsLis.Addr())
-	d := &demoRun{out: out, rpcs: *rpcs, lines: lines, nodeOf: map[string]string{}}
+	d := &demoRun{out: out, rpcs: *rpcs, lines: lines, nodeOf: map[string]string{}, file: file, cluster: demoYAML(pods)}
 	for _, p := range pods {
 		d.nodeOf[p.name] = p.node
 	}
 	if err := d.scenario(pods[:2]); err != nil {
+		return err
+	}
+	if err := d.canary(); err != nil {
 		return err
 	}
 	cancel()
@@ -173,10 +181,79 @@ func startClient(ctx context.Context, server string, logOut io.Writer) (<-chan s
 
 // demoRun reads the client's RPCs and tells what happens to them.
 type demoRun struct {
-	out    io.Writer
-	rpcs   int // per round
-	lines  <-chan string
-	nodeOf map[string]string // pod name → node
+	out     io.Writer
+	rpcs    int // per round
+	lines   <-chan string
+	nodeOf  map[string]string // pod name → node
+	file    string            // the cluster, as the agent reads it
+	cluster string            // its Nodes, Services and EndpointSlices
+}
+
+// canary splits be1 with a GRPCRoute, 90/10, then gives the canary all of
+// it: each backend stays node-first, so the canary answers from node-a.
+func (d *demoRun) canary() error {
+	fmt.Fprintln(d.out, "4. a GRPCRoute on be1 sends 10% to be1-canary (each backend keeps its own tiers)")
+	if err := d.route(90, 10); err != nil {
+		return err
+	}
+	if _, err := d.settle(func(name string) bool { return strings.HasPrefix(name, "canary-") }, 1); err != nil {
+		return err
+	}
+	rpcs := d.rpcs
+	d.rpcs *= 10
+	if err := d.round(""); err != nil {
+		return err
+	}
+	d.rpcs = rpcs
+
+	fmt.Fprintln(d.out, "5. the canary takes all of it")
+	if err := d.route(0, 100); err != nil {
+		return err
+	}
+	if _, err := d.settle(func(name string) bool { return strings.HasPrefix(name, "canary-") }, 20); err != nil {
+		return err
+	}
+	fmt.Fprintln(d.out, "  every RPC goes to the canary (20 in a row)")
+	return d.round("")
+}
+
+// route writes the cluster with a GRPCRoute splitting be1 by weight.
+func (d *demoRun) route(be1, canary int) error {
+	doc := fmt.Sprintf(`---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: be1-canary, namespace: default}
+spec:
+  parentRefs: [{group: "", kind: Service, name: be1, port: 8080}]
+  rules:
+  - backendRefs:
+    - {name: be1, port: 8080, weight: %d}
+    - {name: be1-canary, port: 8080, weight: %d}
+`, be1, canary)
+	tmp := d.file + ".tmp"
+	if err := os.WriteFile(tmp, []byte(d.cluster+doc), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, d.file) // the agent never reads half a file
+}
+
+// settle reads RPC results until n in a row satisfy ok, and says how long
+// that took.
+func (d *demoRun) settle(ok func(name string) bool, n int) (time.Duration, error) {
+	start, run := time.Now(), 0
+	for time.Since(start) < 30*time.Second {
+		name, err := d.next()
+		if err != nil {
+			return 0, err
+		}
+		if run++; !ok(name) {
+			run = 0
+		}
+		if run == n {
+			return time.Since(start), nil
+		}
+	}
+	return 0, errors.New("traffic did not move within 30s")
 }
 
 // scenario runs the rounds: all pods up, node-a's pods (local) stopped,
@@ -338,6 +415,16 @@ spec:
   ports:
   - name: grpc
     port: 8080
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: be1-canary
+  namespace: default
+spec:
+  ports:
+  - name: grpc
+    port: 8080
 `)
 	// Each pod listens on its own port, so each gets its own slice: slices
 	// list one set of ports for all their endpoints.
@@ -349,14 +436,14 @@ kind: EndpointSlice
 metadata:
   name: %s
   namespace: default
-  labels: {kubernetes.io/service-name: be1}
+  labels: {kubernetes.io/service-name: %s}
 addressType: IPv4
 ports: [{name: grpc, port: %s}]
 endpoints:
 - addresses: [%q]
   nodeName: %s
   targetRef: {kind: Pod, name: %s}
-`, p.name, port, host, p.node, p.name)
+`, p.name, cmp.Or(p.svc, "be1"), port, host, p.node, p.name)
 	}
 	return b.String()
 }

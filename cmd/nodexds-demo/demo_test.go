@@ -26,7 +26,8 @@ func TestMain(m *testing.M) {
 // TestDemo runs the demo as `make demo` does and reads what it printed: the
 // client stays on its node, fails over to its zone when node-a's backends
 // die, and returns when they come back. The demo itself fails if traffic
-// does not move within 30 s.
+// does not move within 30 s. Then a GRPCRoute splits 90/10 to a canary and
+// gives it everything, node-first on both sides.
 func TestDemo(t *testing.T) {
 	// The backends listen on 127.0.10.x: all of 127/8 is loopback on Linux,
 	// not on every OS.
@@ -50,6 +51,11 @@ func TestDemo(t *testing.T) {
 		regexp.MustCompile(`failed over[^\n]*\n(  Hello from be1-b-0\n)+  6 RPCs: be1-b-0 \(node-b\) ×6\n`),
 		regexp.MustCompile(`traffic returned to node-a in \S+`),
 		regexp.MustCompile(`returned to node-a[^\n]*\n(  Hello from be1-a-\d\n)+  6 RPCs: (be1-a-\d \(node-a\) ×\d(, )?)+\n`),
+		// Round 4: a 90/10 split, each side on node-a only: be1's local pods
+		// and the canary's local pod, never canary-c-0 on node-c.
+		regexp.MustCompile(`4\. a GRPCRoute[^\n]*\n(  Hello from (be1-a-\d|canary-a-0)\n)+  60 RPCs: (be1-a-\d \(node-a\) ×\d+, )+canary-a-0 \(node-a\) ×\d+\n`),
+		// Round 5: the canary takes all, still node-first.
+		regexp.MustCompile(`every RPC goes to the canary[^\n]*\n(  Hello from canary-a-0\n)+  6 RPCs: canary-a-0 \(node-a\) ×6\n`),
 	} {
 		if !want.MatchString(got) {
 			t.Errorf("the demo's output does not match %s:\n%s", want, got)
