@@ -71,7 +71,8 @@ type Agent struct {
 	log      *slog.Logger
 	queue    chan queued
 	debug    chan viewRequest
-	beat     *heartbeat // Run's; read by /healthz
+	reads    chan func() // run on the loop: see read
+	beat     *heartbeat  // Run's; read by /healthz
 
 	// Owned by Run.
 	store *discovery.Store
@@ -132,6 +133,7 @@ func New(cfg Config, cache *xds.Cache, checker health.Checker, reporter Reporter
 		log:      log,
 		queue:    make(chan queued, 4096),
 		debug:    make(chan viewRequest),
+		reads:    make(chan func()),
 		beat:     newHeartbeat(),
 		store:    discovery.NewStore(),
 		here:     topology.Here{Node: cfg.NodeName},

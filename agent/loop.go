@@ -66,6 +66,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		case req := <-a.debug:
 			req.reply <- a.view(req.q)
 
+		case f := <-a.reads:
+			f()
+
 		case <-tick.C: // nothing to do but beat, below
 
 		case <-a.checker.Changed():
