@@ -25,9 +25,11 @@ type WeightedCluster struct {
 	Weight uint32
 }
 
-// RoutedConfig routes a Service port by its rules, in order; a request that
-// matches none fails with UNAVAILABLE (gRPC's answer when no route matches).
-// failCluster (no endpoints) takes the requests of a rule with no backends.
+// RoutedConfig routes a Service port by its rules, in order. failCluster (no
+// endpoints: UNAVAILABLE) takes the requests of a rule with no backends and,
+// in a last catch-all route, those that match no rule: gRPC C-core 1.51
+// fails a request that matches no route with INTERNAL, grpc-go and grpc-js
+// with UNAVAILABLE; the catch-all makes it UNAVAILABLE everywhere.
 // The Service's hash policy and retries apply to every rule, and its timeout
 // to rules without their own.
 func RoutedConfig(name string, rules []Routed, lb LBConfig, failCluster string) *routev3.RouteConfiguration {
@@ -51,6 +53,11 @@ func RoutedConfig(name string, rules []Routed, lb LBConfig, failCluster string) 
 			m.Headers = headers
 			routes = append(routes, &routev3.Route{Match: m, Action: &routev3.Route_Route{Route: a}})
 		}
+	}
+	if len(rules) == 0 || len(rules[len(rules)-1].Match.Headers) > 0 || rules[len(rules)-1].Match.Path.Kind != mesh.AnyPath {
+		a := routeAction(lb, lb.Timeout)
+		a.ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: failCluster}
+		routes = append(routes, &routev3.Route{Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: ""}}, Action: &routev3.Route_Route{Route: a}})
 	}
 	return &routev3.RouteConfiguration{
 		Name:         name,

@@ -40,7 +40,14 @@ func TestRoutedConfig(t *testing.T) {
 		}
 	}
 	if len(routes) != 5 {
-		t.Errorf("%d routes, want 5", len(routes))
+		t.Errorf("%d routes, want 5: a last rule matching everything needs no catch-all", len(routes))
+	}
+	// Without a rule matching everything, a catch-all sends the rest to the
+	// fail cluster: UNAVAILABLE on every client stack.
+	rc = RoutedConfig("front", rules[:1], LBConfig{}, "front|none")
+	last := rc.VirtualHosts[0].Routes[len(rc.VirtualHosts[0].Routes)-1]
+	if got, want := text(last), strings.ReplaceAll(`match:{prefix:""} route:{cluster:"front|none"}`, " ", ""); len(rc.VirtualHosts[0].Routes) != 2 || got != want {
+		t.Errorf("routes %d, last %s, want 2 ending in %s", len(rc.VirtualHosts[0].Routes), got, want)
 	}
 }
 
