@@ -16,10 +16,9 @@ require (
 	k8s.io/apimachinery v0.37.2
 	k8s.io/client-go v0.37.2
 	k8s.io/utils v0.0.0-20260626114624-be93311217bd
+	sigs.k8s.io/gateway-api v1.6.3
 	sigs.k8s.io/yaml v1.6.0
 )
-
-require sigs.k8s.io/gateway-api v1.6.3
 
 require (
 	cel.dev/expr v0.25.3 // indirect
