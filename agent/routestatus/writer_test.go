@@ -22,6 +22,7 @@ import (
 	"github.com/nodexds/nodexds/agent/mesh"
 	"github.com/nodexds/nodexds/agent/routestatus"
 	"github.com/nodexds/nodexds/discovery"
+	"github.com/nodexds/nodexds/internal/poll"
 )
 
 func route(name, uid string, gen int64, parents ...string) *unstructured.Unstructured {
@@ -79,15 +80,6 @@ func parentsOn(t *testing.T, c *dynamicfake.FakeDynamicClient, name string) []gw
 	return out
 }
 
-func eventually(t *testing.T, what string, ok func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); !ok(); time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-	}
-}
-
 type writerRun struct {
 	w      *routestatus.Writer
 	reg    *prometheus.Registry
@@ -116,6 +108,15 @@ func start(c *dynamicfake.FakeDynamicClient, id string, statuses func(context.Co
 
 func (r *writerRun) stop() { r.cancel(); <-r.done }
 
+// counted counts the calls to statuses: one per resync of a leader.
+func counted(statuses func(context.Context) ([]routestatus.Route, error)) (func(context.Context) ([]routestatus.Route, error), *atomic.Int64) {
+	var n atomic.Int64
+	return func(ctx context.Context) ([]routestatus.Route, error) {
+		n.Add(1)
+		return statuses(ctx)
+	}, &n
+}
+
 func fixed(routes ...routestatus.Route) func(context.Context) ([]routestatus.Route, error) {
 	var mu sync.Mutex
 	return func(context.Context) ([]routestatus.Route, error) {
@@ -128,12 +129,13 @@ func fixed(routes ...routestatus.Route) func(context.Context) ([]routestatus.Rou
 func TestWriterWritesOnceLeavesOthersAndRemovesStale(t *testing.T) {
 	stale := `{"conditions":[],"controllerName":"nodexds.io/agent","parentRef":{"group":"","kind":"Service","name":"gone"}}`
 	c, writes := newClient(route("r", "u1", 3, other), route("old", "u2", 1, stale, other))
-	r := start(c, "node-a", fixed(routestatus.Route{
+	statuses, resyncs := counted(fixed(routestatus.Route{
 		Key: discovery.RouteKey{Kind: discovery.KindGRPCRoute, Namespace: "default", Name: "r"}, UID: "u1", Generation: 3,
 		Parents: []mesh.ParentStatus{accepted("a")},
-	}), nil)
+	}))
+	r := start(c, "node-a", statuses, nil)
 	defer r.stop()
-	eventually(t, "our entry on r and none on old", func() bool { return len(parentsOn(t, c, "r")) == 2 && len(parentsOn(t, c, "old")) == 1 })
+	poll.Until(t, "our entry on r and none on old", func() bool { return len(parentsOn(t, c, "r")) == 2 && len(parentsOn(t, c, "old")) == 1 })
 	ps := parentsOn(t, c, "r")
 	if ps[0].ControllerName != "example.com/gateway" || ps[1].ControllerName != routestatus.Controller {
 		t.Fatalf("entries %+v", ps)
@@ -144,7 +146,8 @@ func TestWriterWritesOnceLeavesOthersAndRemovesStale(t *testing.T) {
 	if old := parentsOn(t, c, "old"); old[0].ControllerName != "example.com/gateway" {
 		t.Errorf("old: %+v, want only the other controller's entry", old)
 	}
-	time.Sleep(200 * time.Millisecond) // many resyncs
+	after := resyncs.Load() + 10
+	poll.Until(t, "ten more resyncs", func() bool { return resyncs.Load() >= after })
 	if n := writes.Load(); n != 2 {
 		t.Errorf("%d status writes, want 2: an unchanged status is not written again", n)
 	}
@@ -160,11 +163,14 @@ func TestOnlyTheLeaseHolderWrites(t *testing.T) {
 	c, writes := newClient(route("r", "u1", 1))
 	k := discovery.RouteKey{Kind: discovery.KindGRPCRoute, Namespace: "default", Name: "r"}
 	// Each candidate computes a different status: a write by the wrong one shows.
-	a := start(c, "node-a", fixed(routestatus.Route{Key: k, UID: "u1", Generation: 1, Parents: []mesh.ParentStatus{accepted("a")}}), nil)
-	eventually(t, "node-a leading", func() bool { return testutil.ToFloat64(a.w.Metrics.Leader) == 1 })
+	statusesA, resyncsA := counted(fixed(routestatus.Route{Key: k, UID: "u1", Generation: 1, Parents: []mesh.ParentStatus{accepted("a")}}))
+	a := start(c, "node-a", statusesA, nil)
+	poll.Until(t, "node-a leading", func() bool { return testutil.ToFloat64(a.w.Metrics.Leader) == 1 })
 	b := start(c, "node-b", fixed(routestatus.Route{Key: k, UID: "u1", Generation: 1, Parents: []mesh.ParentStatus{accepted("b")}}), nil)
 	defer b.stop()
-	time.Sleep(300 * time.Millisecond)
+	// node-b retries the lease every 20 ms; node-a resyncs every 10 ms.
+	after := resyncsA.Load() + 30
+	poll.Until(t, "thirty more resyncs of node-a while node-b runs", func() bool { return resyncsA.Load() >= after })
 	if ps := parentsOn(t, c, "r"); len(ps) != 1 || ps[0].ParentRef.Name != "a" {
 		t.Fatalf("status %+v: want node-a's only", ps)
 	}
@@ -173,7 +179,7 @@ func TestOnlyTheLeaseHolderWrites(t *testing.T) {
 	}
 	before := writes.Load()
 	a.stop() // releases the lease: node-b takes over at once
-	eventually(t, "node-b leading and writing its status", func() bool {
+	poll.Until(t, "node-b leading and writing its status", func() bool {
 		ps := parentsOn(t, c, "r")
 		return testutil.ToFloat64(b.w.Metrics.Leader) == 1 && len(ps) == 1 && ps[0].ParentRef.Name == "b"
 	})
@@ -201,20 +207,23 @@ func TestLosingTheLeaseStopsWriting(t *testing.T) {
 		return []routestatus.Route{{Key: k, UID: "u1", Generation: gen.Load(), Parents: []mesh.ParentStatus{accepted("a")}}}, nil
 	}
 	var refuse atomic.Bool // reactors cannot be added while the client is used
+	var refused atomic.Int64
 	c.PrependReactor("update", "leases", func(k8stesting.Action) (bool, runtime.Object, error) {
 		if refuse.Load() {
+			refused.Add(1)
 			return true, nil, errConflict
 		}
 		return false, nil, nil
 	})
 	a := start(c, "node-a", statuses, nil)
 	defer a.stop()
-	eventually(t, "a write", func() bool { return writes.Load() == 1 })
+	poll.Until(t, "a write", func() bool { return writes.Load() == 1 })
 	// The lease cannot be renewed any more (as when someone else took it).
 	refuse.Store(true)
-	eventually(t, "the lease lost", func() bool { return testutil.ToFloat64(a.w.Metrics.Leader) == 0 })
+	poll.Until(t, "the lease lost", func() bool { return testutil.ToFloat64(a.w.Metrics.Leader) == 0 })
 	gen.Store(2) // a change to write, by a leader only
-	time.Sleep(200 * time.Millisecond)
+	after := refused.Load() + 5
+	poll.Until(t, "five more attempts to take the lease back", func() bool { return refused.Load() >= after })
 	if n := writes.Load(); n != 1 {
 		t.Errorf("%d writes: a candidate that lost the lease wrote", n)
 	}
@@ -233,7 +242,7 @@ func TestWritesAreRateLimited(t *testing.T) {
 	began := time.Now()
 	r := start(c, "node-a", fixed(routes...), func(w *routestatus.Writer) { w.QPS, w.Burst = qps, burst })
 	defer r.stop()
-	eventually(t, "every route written", func() bool { return writes.Load() == n })
+	poll.Until(t, "every route written", func() bool { return writes.Load() == n })
 	if took, least := time.Since(began), time.Duration(float64(n-burst)/qps*float64(time.Second)); took < least {
 		t.Errorf("%d writes took %v: the limit (%d/s after %d) allows no less than %v", n, took, qps, burst, least)
 	}
