@@ -159,8 +159,13 @@ func (a *Agent) Enqueue(e discovery.Event) {
 // flushed into the cache.
 func (a *Agent) Sync(ctx context.Context) error {
 	done := make(chan struct{})
+	return roundTrip(ctx, a.queue, queued{done: done}, done)
+}
+
+// roundTrip hands item to the event loop on ch and waits until done closes.
+func roundTrip[T any](ctx context.Context, ch chan<- T, item T, done <-chan struct{}) error {
 	select {
-	case a.queue <- queued{done: done}:
+	case ch <- item:
 	case <-ctx.Done():
 		return ctx.Err()
 	}

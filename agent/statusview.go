@@ -74,15 +74,5 @@ func (m routeModel) attachedTo(k discovery.ServiceKey) []*discovery.Route { retu
 // read runs f on the event loop, which owns the model, and waits for it.
 func (a *Agent) read(ctx context.Context, f func()) error {
 	done := make(chan struct{})
-	select {
-	case a.reads <- func() { f(); close(done) }:
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return roundTrip(ctx, a.reads, func() { f(); close(done) }, done)
 }
