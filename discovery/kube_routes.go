@@ -4,9 +4,12 @@ import (
 	"context"
 	"log/slog"
 	"sync"
+	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/tools/cache"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 )
@@ -91,7 +94,7 @@ func (g *crdGate) apply() {
 			k.store = g.newSrc(k.compact)
 			ctx, cancel := context.WithCancel(g.ctx)
 			k.cancel, k.done = cancel, make(chan struct{})
-			r := cache.NewReflectorWithOptions(k.lw, k.example, k.store, cache.ReflectorOptions{Name: "nodexds " + k.crd})
+			r := cache.NewReflectorWithOptions(notYetServed{k.lw}, k.example, k.store, cache.ReflectorOptions{Name: "nodexds " + k.crd})
 			go func(done chan struct{}) {
 				defer close(done)
 				r.RunWithContext(ctx)
@@ -134,3 +137,45 @@ var (
 	compactHTTPRoute = compactAs(func(r *gwv1.HTTPRoute) Event { return Event{Route: FromHTTPRoute(r)} })
 	compactGrant     = compactAs(func(g *gwv1.ReferenceGrant) Event { return Event{Grant: FromReferenceGrant(g)} })
 )
+
+// notYetServed lists through lw, waiting out the moments after a CRD is
+// created and before the API server serves its kind (a NotFound): the
+// reflector would log an error for each, and nothing is wrong.
+type notYetServed struct{ lw cache.ListerWatcher }
+
+// servedWithin bounds that wait; a kind still not served after it is an
+// error worth the reflector's log.
+const servedWithin = 30 * time.Second
+
+func (n notYetServed) ListWithContext(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+	deadline := time.Now().Add(servedWithin)
+	for wait := 50 * time.Millisecond; ; wait = min(2*wait, time.Second) {
+		obj, err := cache.ToListerWatcherWithContext(n.lw).ListWithContext(ctx, o)
+		if !apierrors.IsNotFound(err) || time.Now().Add(wait).After(deadline) {
+			return obj, err
+		}
+		select {
+		case <-ctx.Done():
+			return obj, err
+		case <-time.After(wait):
+		}
+	}
+}
+
+func (n notYetServed) WatchWithContext(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+	return cache.ToListerWatcherWithContext(n.lw).WatchWithContext(ctx, o)
+}
+
+func (n notYetServed) List(o metav1.ListOptions) (runtime.Object, error) {
+	return n.ListWithContext(context.Background(), o)
+}
+
+func (n notYetServed) Watch(o metav1.ListOptions) (watch.Interface, error) {
+	return n.WatchWithContext(context.Background(), o)
+}
+
+// IsWatchListSemanticsUnSupported passes on what lw says of watch-lists.
+func (n notYetServed) IsWatchListSemanticsUnSupported() bool {
+	u, ok := n.lw.(interface{ IsWatchListSemanticsUnSupported() bool })
+	return ok && u.IsWatchListSemanticsUnSupported()
+}

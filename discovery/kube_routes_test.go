@@ -8,8 +8,10 @@ import (
 	"sync/atomic"
 	"testing"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/watch"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
@@ -20,12 +22,16 @@ import (
 type fakeLW struct {
 	list    func() runtime.Object
 	lists   atomic.Int32
+	missing atomic.Int32 // lists to answer NotFound first, as for a kind not served yet
 	mu      sync.Mutex
 	watches []*watch.RaceFreeFakeWatcher
 }
 
 func (f *fakeLW) ListWithContext(_ context.Context, _ metav1.ListOptions) (runtime.Object, error) {
 	f.lists.Add(1)
+	if f.missing.Add(-1) >= 0 {
+		return nil, apierrors.NewNotFound(schema.GroupResource{Group: gwv1.GroupName, Resource: "grpcroutes"}, "")
+	}
 	return f.list(), nil
 }
 
@@ -103,12 +109,32 @@ func TestGatewayKindsAreWatchedWhileTheirCRDsExist(t *testing.T) {
 		t.Fatal("GRPCRoutes listed without their CRD")
 	}
 
+	grpc.missing.Store(2) // the API server serves the kind a moment after the CRD appears
 	crds.send(t, watch.Added, crd("grpcroutes."+gwv1.GroupName))
 	poll.Until(t, "the GRPCRoute reaches the sink once its CRD exists", has)
+
 
 	crds.send(t, watch.Deleted, crd("grpcroutes."+gwv1.GroupName))
 	poll.Until(t, "the GRPCRoute is deleted with its CRD", func() bool { return !has() })
 	if http.lists.Load() != 0 || grants.lists.Load() != 0 {
 		t.Error("kinds without CRDs were listed")
+	}
+}
+
+// TestAKindNotServedYetIsWaitedOut: the moments between a CRD's creation
+// and its kind being served answer NotFound; the list waits them out
+// instead of failing (the reflector would log each failure), but not for
+// ever.
+func TestAKindNotServedYetIsWaitedOut(t *testing.T) {
+	lw := &fakeLW{list: func() runtime.Object { return &gwv1.GRPCRouteList{} }}
+	lw.missing.Store(2)
+	if _, err := (notYetServed{lw}).ListWithContext(t.Context(), metav1.ListOptions{}); err != nil || lw.lists.Load() != 3 {
+		t.Fatalf("after %d lists: %v, want the third to succeed", lw.lists.Load(), err)
+	}
+	lw.missing.Store(1 << 30)
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if _, err := (notYetServed{lw}).ListWithContext(ctx, metav1.ListOptions{}); !apierrors.IsNotFound(err) {
+		t.Fatalf("a list cancelled while waiting: %v, want the NotFound", err)
 	}
 }
