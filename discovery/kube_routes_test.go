@@ -113,7 +113,6 @@ func TestGatewayKindsAreWatchedWhileTheirCRDsExist(t *testing.T) {
 	crds.send(t, watch.Added, crd("grpcroutes."+gwv1.GroupName))
 	poll.Until(t, "the GRPCRoute reaches the sink once its CRD exists", has)
 
-
 	crds.send(t, watch.Deleted, crd("grpcroutes."+gwv1.GroupName))
 	poll.Until(t, "the GRPCRoute is deleted with its CRD", func() bool { return !has() })
 	if http.lists.Load() != 0 || grants.lists.Load() != 0 {
