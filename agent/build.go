@@ -238,22 +238,11 @@ func (b *builder) routedConfig(name string, port names.Resource, t *mesh.Table, 
 			if !be.Unresolved {
 				cluster = names.Resource{Base: b.names.Canonical(be.Service, be.Port), View: port.View}.String()
 			}
-			rules[i].Clusters = addWeight(rules[i].Clusters, cluster, be.Weight)
+			// mesh merges backends naming one cluster: each appears once.
+			rules[i].Clusters = append(rules[i].Clusters, resources.WeightedCluster{Name: cluster, Weight: be.Weight})
 		}
 	}
 	return resources.RoutedConfig(name, rules, cfg.lb, none.String())
-}
-
-// addWeight adds a cluster's share; a cluster named twice (several
-// unresolved backends) gets one entry, as gRPC wants each once.
-func addWeight(cs []resources.WeightedCluster, name string, w uint32) []resources.WeightedCluster {
-	for i := range cs {
-		if cs[i].Name == name {
-			cs[i].Weight += w
-			return cs
-		}
-	}
-	return append(cs, resources.WeightedCluster{Name: name, Weight: w})
 }
 
 // picks lists the endpoints a request may pick by header, and the cluster for

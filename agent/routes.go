@@ -36,7 +36,7 @@ func (a *Agent) checkRoute(r *discovery.Route, deleted bool) {
 	}
 	refused := 0
 	for k := range a.reported {
-		if len(k) > 6 && k[:6] == "route " {
+		if strings.HasPrefix(k, "route ") {
 			refused++
 		}
 	}

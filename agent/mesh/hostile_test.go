@@ -149,3 +149,19 @@ spec:
 		t.Errorf("17 backendRefs: %v", p)
 	}
 }
+
+// TestBackendsNamingOneClusterAreMerged: gRPC wants each cluster of a
+// weighted set once, so the unresolved backends share one entry and a
+// Service port named twice is one backend with both weights.
+func TestBackendsNamingOneClusterAreMerged(t *testing.T) {
+	w := load(t, fmt.Sprintf(`apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: twice, namespace: %s}
+spec:
+  parentRefs: [{group: "", kind: Service, name: echo}]
+  rules: [{backendRefs: [{name: echo-v1, port: 7070, weight: 2}, {name: gone, port: 1, weight: 3}, {name: echo-v1, port: 7070, weight: 5}, {name: also-gone, port: 1, weight: 7}]}]
+`, ns))
+	if got := send(w.table(t, "echo", 7070, ns), "/a/b", nil); got != "echo-v1:7070*7 UNAVAILABLE*10" {
+		t.Errorf("went to %s, want echo-v1:7070*7 UNAVAILABLE*10", got)
+	}
+}
