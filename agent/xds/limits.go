@@ -91,9 +91,17 @@ const (
 	// MetadataNamespace names the client's namespace, for the Gateway API
 	// routes of that namespace (consumer routes) when admission cannot tell.
 	MetadataNamespace = "nodexds.io/namespace"
+	// MetadataCertProvider names the certificate provider instance the
+	// client's bootstrap defines (nodexds bootstrap --certs): only a client
+	// that has it may be sent TLS settings naming it, or it would NACK them.
+	MetadataCertProvider = "nodexds.io/certificate-provider"
 )
 
-var keptMetadataKeys = [...]string{MetadataNodeName, MetadataNamespace}
+// CertProvider is the certificate provider instance nodexds bootstrap
+// --certs writes and the agent's TLS settings name.
+const CertProvider = "nodexds"
+
+var keptMetadataKeys = [...]string{MetadataNodeName, MetadataNamespace, MetadataCertProvider}
 
 // Bounds of the client-supplied strings the agent keeps and logs.
 const (
