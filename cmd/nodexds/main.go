@@ -386,6 +386,8 @@ type bootstrapFlags struct {
 	server, nodeID, zone, region string
 	nodeName, fallback, out      string
 	namespace                    string
+	certs                        string
+	certRefresh                  time.Duration
 }
 
 func (f *bootstrapFlags) register(fs *flag.FlagSet) {
@@ -396,6 +398,8 @@ func (f *bootstrapFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.nodeName, "node-name", os.Getenv("NODE_NAME"), "the node the client runs on (default $NODE_NAME), so an agent of another node serving as its fallback answers with this node's view")
 	fs.StringVar(&f.namespace, "namespace", os.Getenv("POD_NAMESPACE"), "the client's namespace (default $POD_NAMESPACE), so that its namespace's Gateway API routes (consumer routes) apply to it when the agent runs with --admit=any")
 	fs.StringVar(&f.fallback, "fallback-server", "", "a second xDS server (gRFC A71), used only while -server is unreachable, e.g. nodexds-fallback.nodexds.svc:18000")
+	fs.StringVar(&f.certs, "certs", "", "absolute path of the directory of the workload's certificate files tls.crt, tls.key and ca.crt (csi-driver-spiffe's, e.g. /var/run/secrets/spiffe.io): adds the file_watcher certificate provider \"nodexds\" over them for mTLS (xDS credentials) and the server listener template for xDS-enabled servers; empty: no TLS")
+	fs.DurationVar(&f.certRefresh, "cert-refresh", bootstrap.DefaultCertRefresh, "how often gRPC re-reads the --certs files, to pick up rotated certificates (at least 1s)")
 	fs.StringVar(&f.out, "o", "-", "file to write, - for standard output")
 }
 
@@ -420,7 +424,7 @@ func printBootstrap(args []string) error {
 			f.nodeID = h
 		}
 	}
-	doc, err := bootstrap.JSON(bootstrap.Options{Server: f.server, NodeID: f.nodeID, Zone: f.zone, Region: f.region, NodeName: f.nodeName, Namespace: f.namespace, Fallback: f.fallback})
+	doc, err := bootstrap.JSON(bootstrap.Options{Server: f.server, NodeID: f.nodeID, Zone: f.zone, Region: f.region, NodeName: f.nodeName, Namespace: f.namespace, Fallback: f.fallback, Certs: f.certs, CertRefresh: f.certRefresh})
 	if err != nil {
 		return err
 	}
