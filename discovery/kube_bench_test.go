@@ -11,7 +11,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
-	"k8s.io/client-go/tools/cache"
 	"k8s.io/utils/ptr"
 )
 
@@ -90,9 +89,10 @@ func apiSlice(i, n int) *discoveryv1.EndpointSlice {
 }
 
 // BenchmarkKubeModel feeds N Services with 10 endpoints each, as the API
-// server sends them, through what the kube source does with them (informer
-// transform, informer store, Store) and reports the heap that stays live per
-// Service: the informer caches and the model together.
+// server sends them, through what the kube source does with them (the
+// source's stores, which a reflector writes, and the Store) and reports the
+// heap that stays live per Service: the source's compact values and the
+// model together.
 func BenchmarkKubeModel(b *testing.B) {
 	for _, n := range []int{1000, 10000} {
 		b.Run(fmt.Sprintf("services=%d", n), func(b *testing.B) {
@@ -102,19 +102,14 @@ func BenchmarkKubeModel(b *testing.B) {
 				runtime.GC()
 				runtime.ReadMemStats(&before)
 				start := time.Now()
-				svcs := cache.NewIndexer(cache.DeletionHandlingMetaNamespaceKeyFunc, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
-				slices := cache.NewIndexer(cache.DeletionHandlingMetaNamespaceKeyFunc, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
 				st := NewStore()
+				svcs, slices := benchSourceStore(b, compactService, st), benchSourceStore(b, compactSlice, st)
 				for i := range n {
-					for _, in := range []struct {
-						obj any
-						to  cache.Indexer
-					}{{apiService(i), svcs}, {apiSlice(i, 10), slices}} {
-						obj, ev := benchIngest(in.obj)
-						if err := in.to.Add(obj); err != nil {
-							b.Fatal(err)
-						}
-						st.Apply(ev)
+					if err := svcs.Add(apiService(i)); err != nil {
+						b.Fatal(err)
+					}
+					if err := slices.Add(apiSlice(i, 10)); err != nil {
+						b.Fatal(err)
 					}
 				}
 				elapsed := time.Since(start)
@@ -131,14 +126,11 @@ func BenchmarkKubeModel(b *testing.B) {
 	}
 }
 
-// benchIngest is what the kube source does with an object from the API
-// server: compact it for its store and hand its Event to the Store.
-func benchIngest(obj any) (any, Event) {
-	var c *cached
-	if _, ok := obj.(*corev1.Service); ok {
-		_, c, _ = compactService(obj)
-	} else {
-		_, c, _ = compactSlice(obj)
+// benchSourceStore is the kube source's store of one kind, as a reflector
+// writes it, handing its Events to st.
+func benchSourceStore(b *testing.B, compact compactFunc, st *Store) *sourceStore {
+	return &sourceStore{
+		compact: compact, sink: func(e Event) { st.Apply(e) }, report: func(err error) { b.Fatal(err) },
+		objs: map[string]*cached{}, synced: make(chan struct{}),
 	}
-	return c, c.ev
 }
