@@ -10,7 +10,7 @@ import (
 // Resource is the name of a resource the agent hands out, in its parts. The
 // one format, written by String and read by ParseResource and ParseListener:
 //
-//	base[@view][~client][|endpoint|IP:PORT or |none][#no-ring-hash]
+//	base[@view][~client][|endpoint|IP:PORT or |none][#no-ring-hash][#mtls]
 //
 // For a route configuration, cluster or load assignment, base is a Service
 // port's canonical name (Parser.Canonical); for a listener it is the name the
@@ -32,6 +32,10 @@ type Resource struct {
 	// a client that crashes on ring_hash. Clients never see this mark: it is
 	// how their variant is cached apart.
 	NoRingHash bool
+	// MTLS marks the cache name of a cluster for clients whose bootstrap
+	// has nodexds' certificate provider: only they may be sent TLS
+	// settings naming it (the others would NACK them). Cache-only too.
+	MTLS bool
 }
 
 // Subset tells the Service port's own resources from the endpoint picker's.
@@ -56,6 +60,7 @@ const (
 	subsetEndpoint = "endpoint|"
 	subsetNone     = "none"
 	noRingHash     = "#no-ring-hash"
+	mtls           = "#mtls"
 )
 
 func (r Resource) String() string {
@@ -80,11 +85,14 @@ func (r Resource) String() string {
 	if r.NoRingHash {
 		b.WriteString(noRingHash)
 	}
+	if r.MTLS {
+		b.WriteString(mtls)
+	}
 	return b.String()
 }
 
 // Port is the Service port's own resource of the same view: what a picker's
-// cluster belongs to, without the cache-only mark or a client namespace.
+// cluster belongs to, without the cache-only marks or a client namespace.
 func (r Resource) Port() Resource { return Resource{Base: r.Base, View: r.View} }
 
 var errNotHandedOut = errors.New("not a name this agent hands out")
@@ -98,7 +106,9 @@ func ParseResource(name string) (Resource, error) {
 		return Resource{}, fmt.Errorf("name of %d bytes: %w", len(name), errNotHandedOut)
 	}
 	var r Resource
-	rest, compat := strings.CutSuffix(name, noRingHash)
+	rest, secure := strings.CutSuffix(name, mtls)
+	r.MTLS = secure
+	rest, compat := strings.CutSuffix(rest, noRingHash)
 	r.NoRingHash = compat
 	rest, subset, hasSubset := strings.Cut(rest, subsetSep)
 	var hasClient, hasView bool
@@ -117,7 +127,7 @@ func ParseResource(name string) (Resource, error) {
 	default:
 		return Resource{}, fmt.Errorf("%q: %w", name, errNotHandedOut)
 	}
-	if r.Base == "" || hasView && r.View == "" || hasClient && r.Client == "" || strings.ContainsAny(r.View, viewSep+"#") || strings.ContainsAny(r.Client, clientSep+"#") {
+	if r.Base == "" || strings.Contains(r.Base, "#") || hasView && r.View == "" || hasClient && r.Client == "" || strings.ContainsAny(r.View, viewSep+"#") || strings.ContainsAny(r.Client, clientSep+"#") {
 		return Resource{}, fmt.Errorf("%q: %w", name, errNotHandedOut)
 	}
 	return r, nil

@@ -20,6 +20,8 @@ func TestResource(t *testing.T) {
 		{base + "@node-b|endpoint|[fd00::1]:80", Resource{Base: base, View: "node-b", Subset: OneEndpoint, Endpoint: netip.MustParseAddrPort("[fd00::1]:80")}},
 		{base + "#no-ring-hash", Resource{Base: base, NoRingHash: true}},
 		{base + "@node-b#no-ring-hash", Resource{Base: base, View: "node-b", NoRingHash: true}},
+		{base + "#mtls", Resource{Base: base, MTLS: true}},
+		{base + "|endpoint|10.0.0.1:8080#no-ring-hash#mtls", Resource{Base: base, Subset: OneEndpoint, Endpoint: ep, NoRingHash: true, MTLS: true}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := ParseResource(tc.name)
@@ -49,6 +51,7 @@ func TestResourceRefusesWhatTheAgentNeverHandsOut(t *testing.T) {
 		"be1:80@a@b",
 		"be1:80@a#b",
 		"be1:80|none|none",
+		"be1:80#mtls#no-ring-hash", // marks in the other order
 		strings.Repeat("a", maxResourceLen+1),
 	} {
 		if r, err := ParseResource(name); err == nil {
