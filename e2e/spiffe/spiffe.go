@@ -215,11 +215,9 @@ func writeAtomic(dir string, files map[string][]byte) error {
 		return err
 	}
 	for name, b := range files {
-		mode := os.FileMode(0o644)
-		if name == KeyFile {
-			mode = 0o600
-		}
-		if err := os.WriteFile(filepath.Join(ts, name), b, mode); err != nil {
+		// Read-only for owner and group, as csi-lib writes them (its group
+		// is the volume's spiffe.csi.cert-manager.io/fs-group).
+		if err := os.WriteFile(filepath.Join(ts, name), b, 0o440); err != nil {
 			os.RemoveAll(ts)
 			return err
 		}

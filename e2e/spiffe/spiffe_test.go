@@ -107,6 +107,9 @@ func TestIssueWritesWhatCSIDriverSPIFFEWrites(t *testing.T) {
 		if err != nil || target != filepath.Join("..data", name) {
 			t.Errorf("%s: %q, %v; want a symlink to ..data/%s", name, target, err, name)
 		}
+		if fi, err := os.Stat(filepath.Join(dir, name)); err != nil || fi.Mode().Perm() != 0o440 {
+			t.Errorf("%s: %v, %v; want read-only for owner and group, as csi-lib writes it", name, fi, err)
+		}
 	}
 	ts, err := os.Readlink(filepath.Join(dir, "..data"))
 	if err != nil || !strings.HasPrefix(ts, "..") || strings.Contains(ts, "/") {
