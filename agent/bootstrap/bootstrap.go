@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/nodexds/nodexds/agent/names"
 	"github.com/nodexds/nodexds/agent/xds"
 )
 
@@ -28,7 +29,8 @@ const DefaultCertRefresh = 10 * time.Minute
 // server_listener_resource_name_template (gRFC A36): an xDS-enabled server
 // listening on IP:PORT asks for the Listener named with %s replaced by
 // IP:PORT.
-const ServerListenerTemplate = "grpc/server?xds.resource.listening_address=%s"
+// The agent reads the names it makes with names.ParseServer.
+const ServerListenerTemplate = names.ServerPrefix + "%s"
 
 // Options describe the client.
 type Options struct {

@@ -28,6 +28,8 @@ import (
 	"google.golang.org/grpc/xds" // registers the file_watcher plugin, as an xDS program's import does
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/nodexds/nodexds/agent/names"
 )
 
 // helperEnv makes the test binary, re-run by runGRPCGoServer, create an
@@ -127,6 +129,22 @@ func TestJSON(t *testing.T) {
 				t.Errorf("bootstrap:\n got  %s\n want %s", g, w)
 			}
 		})
+	}
+}
+
+// TestServerListenerNamesAreTheAgents: the names xDS-enabled servers make
+// from the template (grpc-go replaces %s with its listener's address, as
+// net.Listener.Addr().String() writes it) are server names the agent reads.
+func TestServerListenerNamesAreTheAgents(t *testing.T) {
+	if ServerListenerTemplate != "grpc/server?xds.resource.listening_address=%s" {
+		t.Errorf("template %q is not gRFC A36's", ServerListenerTemplate)
+	}
+	for _, addr := range []string{"0.0.0.0:50051", "[::]:50051", "10.1.2.3:8080", "[fd00::1]:50051"} {
+		name := strings.ReplaceAll(ServerListenerTemplate, "%s", addr)
+		ap, err := names.ParseServer(name)
+		if err != nil || ap.String() != addr {
+			t.Errorf("%s: %v, %v", name, ap, err)
+		}
 	}
 }
 
