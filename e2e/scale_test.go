@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -28,6 +29,7 @@ import (
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -58,6 +60,12 @@ import (
 // arrive) or another slice change seen less than a coalescing window
 // before it.
 //
+// Then, with cfg.Routes, the route phase (scale_routes_test.go): the
+// Gateway API CRDs installed under the running agent, GRPCRoutes on the
+// subscribed Services, the memory they take, and the agent's share of a
+// route's weight change, with a check that it rebuilds its parent's route
+// configuration and listener and nothing else.
+//
 // TestScaleSmall runs it small in CI (so the harness cannot rot, and every
 // flip must arrive); BenchmarkScale runs it at 11k Services:
 //
@@ -75,6 +83,11 @@ type scaleConfig struct {
 	// Window is the agent's coalescing window (its -coalesce), for the
 	// attribution of slow flips.
 	Window time.Duration
+	// Routes is how many GRPCRoutes the route phase creates after the
+	// endpoint flips (route i on Service i; at most Subscribed), and
+	// RouteFlips how many weight changes of them it times. No routes: no
+	// route phase.
+	Routes, RouteFlips int
 }
 
 // flipTiming is one timed readiness flip of a measured Service.
@@ -141,8 +154,9 @@ type scaleResult struct {
 	// What the kernel's scheduler did during the flips: the agent's threads,
 	// this test process's (the watcher and the ADS client), and both CPUs.
 	agentSched, testSched schedStat
-	busy, steal           float64 // the machine's CPUs: busy, and taken by the host (a VM's steal)
-	profiles              string  // where the agent's profiles and execution trace are, if taken
+	busy, steal           float64      // the machine's CPUs: busy, and taken by the host (a VM's steal)
+	profiles              string       // where the agent's profiles and execution trace are, if taken
+	routes                *routeResult // the route phase, if run
 }
 
 // scaleNodes: the agent's node and 100 more over four zones of two regions;
@@ -197,42 +211,58 @@ const scalePort = 50051
 // scaleMask is the readiness of a Service's endpoints, bit j for endpoint j.
 type scaleMask uint32
 
-// history records, per measured Service, each state seen and when.
-type history struct {
+// stateHistory records, per Service (or route), each state seen and when.
+type stateHistory[S comparable] struct {
 	mu      sync.Mutex
-	seen    map[int][]stateAt
+	seen    map[int][]stateAt[S]
 	changed chan struct{} // closed and replaced at each add: waiters sleep, not poll
 }
 
-func newHistory() *history {
-	return &history{seen: map[int][]stateAt{}, changed: make(chan struct{})}
+// history is the readiness of the measured Services' endpoints.
+type history = stateHistory[scaleMask]
+
+func newHistory() *history { return newStateHistory[scaleMask]() }
+
+func newStateHistory[S comparable]() *stateHistory[S] {
+	return &stateHistory[S]{seen: map[int][]stateAt[S]{}, changed: make(chan struct{})}
 }
 
-type stateAt struct {
-	at   time.Time
-	mask scaleMask
+type stateAt[S comparable] struct {
+	at    time.Time
+	state S
 }
 
-func (h *history) add(svc int, at time.Time, m scaleMask) {
+func (h *stateHistory[S]) add(svc int, at time.Time, s S) {
 	h.mu.Lock()
-	h.seen[svc] = append(h.seen[svc], stateAt{at, m})
+	h.seen[svc] = append(h.seen[svc], stateAt[S]{at, s})
 	close(h.changed)
 	h.changed = make(chan struct{})
 	h.mu.Unlock()
 }
 
-func (h *history) len(svc int) int {
+func (h *stateHistory[S]) len(svc int) int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return len(h.seen[svc])
 }
 
+// last is svc's latest state, if any was seen.
+func (h *stateHistory[S]) last(svc int) (S, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var zero S
+	if n := len(h.seen[svc]); n > 0 {
+		return h.seen[svc][n-1].state, true
+	}
+	return zero, false
+}
+
 // wait returns when svc was first seen in state want at index from or later.
-func (h *history) wait(ctx context.Context, svc, from int, want scaleMask) (time.Time, error) {
+func (h *stateHistory[S]) wait(ctx context.Context, svc, from int, want S) (time.Time, error) {
 	for {
 		h.mu.Lock()
 		for _, s := range h.seen[svc][min(from, len(h.seen[svc])):] {
-			if s.mask == want {
+			if s.state == want {
 				h.mu.Unlock()
 				return s.at, nil
 			}
@@ -411,12 +441,13 @@ func runScale(t testing.TB, cfg scaleConfig) scaleResult {
 
 	// Churn the other Services in the background.
 	histBefore := pushLatency(t, ip)
-	profile := startProfiles(t, ip)
+	profile := startProfiles(t, ip, os.Getenv("NODEXDS_SCALE_PROFILE"))
+	churn := newChurner(client, cfg)
 	churnCtx, stopChurn := context.WithCancel(ctx)
 	churnDone := make(chan struct{})
 	go func() {
 		defer close(churnDone)
-		res.churnWrites, res.churnFor = churnScale(churnCtx, t, client, cfg)
+		res.churnWrites, res.churnFor = churn.run(churnCtx, t)
 	}()
 	time.Sleep(time.Second)
 	agentSchedBefore, testSchedBefore, cpuBefore := readSchedStat(t, agent.pid), readSchedStat(t, os.Getpid()), readCPUTimes(t)
@@ -470,22 +501,36 @@ func runScale(t testing.TB, cfg scaleConfig) scaleResult {
 	// What the slow ones coincide with.
 	gcs := lines.gcCycles()
 	res.gcs = len(gcs)
-	evMu.Lock()
-	defer evMu.Unlock()
-	for n := range res.flips {
-		f := &res.flips[n]
+	sliceEvents := func() []time.Time {
+		evMu.Lock()
+		defer evMu.Unlock()
+		return slices.Clone(events)
+	}
+	attribute(res.flips, gcs, sliceEvents(), cfg.Window)
+
+	// Gateway API routes (scale_routes_test.go), the churn running again.
+	if cfg.Routes > 0 {
+		res.routes = runRoutes(ctx, t, sc, agent, ads, cfg, churn, sliceEvents)
+	}
+	return res
+}
+
+// attribute marks each flip that an agent GC cycle overlapped, or that
+// another change seen less than window before it may have held back.
+func attribute(flips []flipTiming, gcs []gcCycle, events []time.Time, window time.Duration) {
+	for n := range flips {
+		f := &flips[n]
 		for _, g := range gcs {
 			if g.start.Before(f.pushed) && g.end.After(f.seen) {
 				f.gc = true
 			}
 		}
 		for _, at := range events {
-			if at.Before(f.seen) && f.seen.Sub(at) < cfg.Window {
+			if at.Before(f.seen) && f.seen.Sub(at) < window {
 				f.coalesced = true
 			}
 		}
 	}
-	return res
 }
 
 // populateScale writes the nodes, Services and slices with 32 writers.
@@ -586,19 +631,35 @@ func patchReady(ctx context.Context, client kubernetes.Interface, i, j int, read
 	return err
 }
 
-// churnScale writes the unmeasured Services' slices at cfg.ChurnPerSec until
-// ctx ends: each write takes one endpoint of a random Service down, or brings
-// the one that is down back up.
-func churnScale(ctx context.Context, t testing.TB, client kubernetes.Interface, cfg scaleConfig) (int, time.Duration) {
+// churner writes the unmeasured Services' slices at cfg.ChurnPerSec while
+// it runs: each write takes one endpoint of a Service down, or brings the
+// one that is down back up. It can run more than once (the endpoint flips,
+// then the route flips) and carries on where it stopped.
+type churner struct {
+	client kubernetes.Interface
+	cfg    scaleConfig
+	down   map[int]int // Service → its endpoint that is down
+	n      int         // writes attempted, over every run: the walk's position
+	// Writes done, over every run, and those to a Service the ADS client
+	// subscribes to (each rebuilds one load assignment), read while it runs.
+	writes, subscribed atomic.Int64
+}
+
+func newChurner(client kubernetes.Interface, cfg scaleConfig) *churner {
+	return &churner{client: client, cfg: cfg, down: map[int]int{}}
+}
+
+// run writes until ctx ends and returns this run's writes and duration.
+func (c *churner) run(ctx context.Context, t testing.TB) (int, time.Duration) {
+	cfg := c.cfg
 	if cfg.ChurnPerSec <= 0 || cfg.Services <= cfg.Measured {
 		return 0, 0
 	}
-	down := map[int]int{}
 	tick := time.NewTicker(time.Second / time.Duration(cfg.ChurnPerSec))
 	defer tick.Stop()
 	start := time.Now()
 	writes := 0
-	for n := 0; ; n++ {
+	for ; ; c.n++ {
 		select {
 		case <-ctx.Done():
 			return writes, time.Since(start)
@@ -606,15 +667,15 @@ func churnScale(ctx context.Context, t testing.TB, client kubernetes.Interface, 
 		}
 		// A fixed walk over the other Services (no random source to seed):
 		// a stride coprime with most sizes spreads it across them.
-		i := cfg.Measured + (n*7919)%(cfg.Services-cfg.Measured)
-		j, isDown := down[i]
+		i := cfg.Measured + (c.n*7919)%(cfg.Services-cfg.Measured)
+		j, isDown := c.down[i]
 		if isDown {
-			delete(down, i)
+			delete(c.down, i)
 		} else {
-			j = n % cfg.EndpointsPer
-			down[i] = j
+			j = c.n % cfg.EndpointsPer
+			c.down[i] = j
 		}
-		if err := patchReady(ctx, client, i, j, isDown); err != nil {
+		if err := patchReady(ctx, c.client, i, j, isDown); err != nil {
 			if ctx.Err() != nil {
 				return writes, time.Since(start)
 			}
@@ -622,6 +683,10 @@ func churnScale(ctx context.Context, t testing.TB, client kubernetes.Interface, 
 			return writes, time.Since(start)
 		}
 		writes++
+		c.writes.Add(1)
+		if i < cfg.Subscribed {
+			c.subscribed.Add(1)
+		}
 	}
 }
 
@@ -838,14 +903,63 @@ func readProcMem(t testing.TB, pid int) procMem {
 
 // scaleADS is a plain ADS client that follows references as gRPC does:
 // listeners name route configurations, routes name clusters, clusters name
-// load assignments. It records the measured Services' load assignments.
+// load assignments. It records the measured Services' load assignments,
+// every subscribed Service's route configuration (routeState), and when
+// each listener, route configuration and cluster response came.
 type scaleADS struct {
 	t        testing.TB
 	cc       *grpc.ClientConn
 	cfg      scaleConfig
 	pushed   *history
+	routed   *stateHistory[string] // by parent Service, its route configuration's state
 	complete chan struct{}
 	failed   chan error
+
+	mu        sync.Mutex
+	responses []adsResponse // every LDS, RDS and CDS response, in order
+}
+
+// adsResponse is one listener, route configuration or cluster response.
+type adsResponse struct {
+	at      time.Time
+	typ     string
+	names   []string
+	parents []int // for RDS: the Service whose listener names each route configuration, -1 if none
+}
+
+// responseCount is how many LDS, RDS and CDS responses came so far.
+func (a *scaleADS) responseCount() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.responses)
+}
+
+// responsesSince returns the LDS, RDS and CDS responses after the first n.
+func (a *scaleADS) responsesSince(n int) []adsResponse {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return slices.Clone(a.responses[min(n, len(a.responses)):])
+}
+
+// routeState is what a route configuration routes to: its clusters'
+// Services (a cluster's name begins with its Service's), each with its
+// weight when the route splits, sorted: "s00001=90,s00002=10".
+func routeState(rc *routev3.RouteConfiguration) string {
+	var parts []string
+	for _, vh := range rc.GetVirtualHosts() {
+		for _, rt := range vh.GetRoutes() {
+			if c := rt.GetRoute().GetCluster(); c != "" {
+				svc, _, _ := strings.Cut(c, ".")
+				parts = append(parts, svc)
+			}
+			for _, wc := range rt.GetRoute().GetWeightedClusters().GetClusters() {
+				svc, _, _ := strings.Cut(wc.GetName(), ".")
+				parts = append(parts, fmt.Sprintf("%s=%d", svc, wc.GetWeight().GetValue()))
+			}
+		}
+	}
+	slices.Sort(parts)
+	return strings.Join(parts, ",")
 }
 
 func newScaleADS(t testing.TB, addr string, cfg scaleConfig, pushed *history) *scaleADS {
@@ -855,7 +969,8 @@ func newScaleADS(t testing.TB, addr string, cfg scaleConfig, pushed *history) *s
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cc.Close() })
-	return &scaleADS{t: t, cc: cc, cfg: cfg, pushed: pushed, complete: make(chan struct{}), failed: make(chan error, 1)}
+	return &scaleADS{t: t, cc: cc, cfg: cfg, pushed: pushed, routed: newStateHistory[string](),
+		complete: make(chan struct{}), failed: make(chan error, 1)}
 }
 
 const (
@@ -885,9 +1000,13 @@ func (a *scaleADS) stream(ctx context.Context) error {
 		return st.Send(&discoveryv3.DiscoveryRequest{Node: node, TypeUrl: typ, VersionInfo: version, ResponseNonce: nonce, ResourceNames: want})
 	}
 	var listeners []string
+	listenerOf := map[string]int{} // listener → its Service
 	for i := range a.cfg.Subscribed {
-		listeners = append(listeners, fmt.Sprintf("%s.%s:%d", scaleSvc(i), scaleNS, scalePort))
+		l := fmt.Sprintf("%s.%s:%d", scaleSvc(i), scaleNS, scalePort)
+		listeners = append(listeners, l)
+		listenerOf[l] = i
 	}
+	parentOf := map[string]int{} // route configuration → the Service whose listener names it
 	if err := send(typeLDS, "", "", listeners); err != nil {
 		return err
 	}
@@ -914,7 +1033,11 @@ func (a *scaleADS) stream(ctx context.Context) error {
 				if err := l.GetApiListener().GetApiListener().UnmarshalTo(&hcm); err != nil {
 					return err
 				}
-				nextNames = append(nextNames, hcm.GetRds().GetRouteConfigName())
+				rds := hcm.GetRds().GetRouteConfigName()
+				if i, ok := listenerOf[l.GetName()]; ok {
+					parentOf[rds] = i
+				}
+				nextNames = append(nextNames, rds)
 				return nil
 			}
 		case typeRDS:
@@ -936,6 +1059,9 @@ func (a *scaleADS) stream(ctx context.Context) error {
 					}
 				}
 				routesOf[rc.GetName()] = cs
+				if i, ok := parentOf[rc.GetName()]; ok {
+					a.routed.add(i, at, routeState(&rc))
+				}
 				return nil
 			}
 		case typeCDS:
@@ -973,6 +1099,9 @@ func (a *scaleADS) stream(ctx context.Context) error {
 				return fmt.Errorf("%s: %w", resp.TypeUrl, err)
 			}
 		}
+		if resp.TypeUrl != typeEDS {
+			a.record(resp, at, parentOf)
+		}
 		if err := send(resp.TypeUrl, resp.VersionInfo, resp.Nonce, names[resp.TypeUrl]); err != nil {
 			return err
 		}
@@ -996,6 +1125,44 @@ func (a *scaleADS) stream(ctx context.Context) error {
 			close(a.complete)
 		}
 	}
+}
+
+// record logs a listener, route configuration or cluster response.
+func (a *scaleADS) record(resp *discoveryv3.DiscoveryResponse, at time.Time, parentOf map[string]int) {
+	r := adsResponse{at: at, typ: resp.TypeUrl}
+	for _, res := range resp.Resources {
+		name := resourceName(res, resp.TypeUrl)
+		r.names = append(r.names, name)
+		if resp.TypeUrl == typeRDS {
+			p, ok := parentOf[name]
+			if !ok {
+				p = -1
+			}
+			r.parents = append(r.parents, p)
+		}
+	}
+	a.mu.Lock()
+	a.responses = append(a.responses, r)
+	a.mu.Unlock()
+}
+
+// resourceName is a listener's, route configuration's or cluster's name.
+func resourceName(r *anypb.Any, typ string) string {
+	var m interface{ GetName() string }
+	switch typ {
+	case typeLDS:
+		m = &listenerv3.Listener{}
+	case typeRDS:
+		m = &routev3.RouteConfiguration{}
+	case typeCDS:
+		m = &clusterv3.Cluster{}
+	default:
+		return ""
+	}
+	if err := r.UnmarshalTo(m.(proto.Message)); err != nil {
+		return "?"
+	}
+	return m.GetName()
 }
 
 // mask reads which of a Service's endpoints a load assignment routes to.
@@ -1113,13 +1280,17 @@ func (h histogram) quantile(p float64) string {
 }
 
 // pushLatency scrapes the agent's nodexds_push_latency_seconds for EDS.
-func pushLatency(t testing.TB, ip string) histogram {
+func pushLatency(t testing.TB, ip string) histogram { return pushLatencyOf(t, ip, "EDS") }
+
+// pushLatencyOf scrapes the agent's nodexds_push_latency_seconds for one
+// type (EDS, RDS, ...).
+func pushLatencyOf(t testing.TB, ip, typ string) histogram {
 	t.Helper()
 	var h histogram
 	re := regexp.MustCompile(`^nodexds_push_latency_seconds_bucket\{.*le="([^"]+)".*\} (\S+)$`)
 	for _, line := range metricLines(t, ip) {
 		m := re.FindStringSubmatch(line)
-		if m == nil || !strings.Contains(line, `type="EDS"`) {
+		if m == nil || !strings.Contains(line, `type="`+typ+`"`) {
 			continue
 		}
 		le, _ := strconv.ParseFloat(m[1], 64)
@@ -1127,17 +1298,16 @@ func pushLatency(t testing.TB, ip string) histogram {
 		h.le, h.count = append(h.le, le), append(h.count, c)
 	}
 	if len(h.le) == 0 {
-		t.Fatal("scale: the agent's /metrics has no EDS push latency")
+		t.Fatalf("scale: the agent's /metrics has no %s push latency", typ)
 	}
 	return h
 }
 
-// startProfiles, when NODEXDS_SCALE_PROFILE names a directory, records
-// there a CPU profile of the agent during the flips, an execution trace of
-// 20 s of them, and its heap after. The returned func waits for them and
-// says where they are ("" when none was asked for).
-func startProfiles(t testing.TB, ip string) func() (dir string) {
-	dir := os.Getenv("NODEXDS_SCALE_PROFILE")
+// startProfiles, when dir (NODEXDS_SCALE_PROFILE) names a directory,
+// records there a CPU profile of the agent during the flips, an execution
+// trace of 20 s of them, and its heap after. The returned func waits for
+// them and says where they are ("" when none was asked for).
+func startProfiles(t testing.TB, ip, dir string) func() (dir string) {
 	if dir == "" {
 		return func() string { return "" }
 	}
@@ -1180,7 +1350,8 @@ func quantile(sorted []time.Duration, p float64) time.Duration {
 // TestScaleSmall runs the scale harness at a size CI affords: every flip must
 // reach the ADS client, under churn, on a real API server.
 func TestScaleSmall(t *testing.T) {
-	cfg := scaleConfig{Services: 300, EndpointsPer: 10, Subscribed: 100, Measured: 20, Flips: 40, ChurnPerSec: 20, Window: 20 * time.Millisecond}
+	cfg := scaleConfig{Services: 300, EndpointsPer: 10, Subscribed: 100, Measured: 20, Flips: 40, ChurnPerSec: 20, Window: 20 * time.Millisecond,
+		Routes: 20, RouteFlips: 40}
 	r := runScale(t, cfg)
 	r.report(t, cfg)
 	if len(r.flips) != cfg.Flips {
@@ -1188,6 +1359,13 @@ func TestScaleSmall(t *testing.T) {
 	}
 	if r.churnWrites == 0 {
 		t.Fatal("the churn wrote nothing: the flips were not measured under churn")
+	}
+	r.routes.report(t, cfg, r.churned)
+	if len(r.routes.flips) != cfg.RouteFlips {
+		t.Fatalf("%d route flips timed, want %d", len(r.routes.flips), cfg.RouteFlips)
+	}
+	if r.routes.churnWrites == 0 || r.routes.subscribedWrites == 0 {
+		t.Fatal("the churn wrote nothing to subscribed Services during the route flips: the build counts were not checked under churn")
 	}
 }
 
@@ -1198,8 +1376,12 @@ func TestScaleSmall(t *testing.T) {
 //	NODEXDS_SCALE_AGENT_ENV="K=V ..."  more agent environment (GOGC=50, ...)
 //	NODEXDS_SCALE_CHURN=N        background slice writes per second (default 20)
 //	NODEXDS_SCALE_FLIPS=N        timed flips (default 400; more steadies the p99)
+//	NODEXDS_SCALE_ROUTES=N       GRPCRoutes of the route phase (default 1000, at most
+//	                             the subscribed Services; 0: no route phase)
+//	NODEXDS_SCALE_ROUTE_FLIPS=N  timed route changes (default 400)
 func scaleBenchConfig(b *testing.B) scaleConfig {
-	cfg := scaleConfig{Services: 11000, EndpointsPer: 10, Subscribed: 1000, Measured: 100, Flips: 400, ChurnPerSec: 20, Window: 20 * time.Millisecond}
+	cfg := scaleConfig{Services: 11000, EndpointsPer: 10, Subscribed: 1000, Measured: 100, Flips: 400, ChurnPerSec: 20, Window: 20 * time.Millisecond,
+		Routes: 1000, RouteFlips: 400}
 	if s := os.Getenv("NODEXDS_SCALE_SUBSCRIBED"); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil {
@@ -1224,6 +1406,21 @@ func scaleBenchConfig(b *testing.B) scaleConfig {
 		}
 		cfg.Flips = n
 	}
+	if s := os.Getenv("NODEXDS_SCALE_ROUTES"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 0 {
+			b.Fatalf("NODEXDS_SCALE_ROUTES=%q: want a number of routes, 0 or more", s)
+		}
+		cfg.Routes = n
+	}
+	if s := os.Getenv("NODEXDS_SCALE_ROUTE_FLIPS"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 {
+			b.Fatalf("NODEXDS_SCALE_ROUTE_FLIPS=%q: want a number of route changes, 1 or more", s)
+		}
+		cfg.RouteFlips = n
+	}
+	cfg.Routes = min(cfg.Routes, cfg.Subscribed)
 	return cfg
 }
 
@@ -1242,6 +1439,12 @@ func BenchmarkScale(b *testing.B) {
 		b.ReportMetric(float64(r.churned.hwm)/1024, "peak-MiB")
 		b.ReportMetric(float64(quantile(shares, 0.5))/1e6, "share-p50-ms")
 		b.ReportMetric(float64(quantile(shares, 0.99))/1e6, "share-p99-ms")
+		if r.routes != nil {
+			routeShares := r.routes.report(b, cfg, r.churned)
+			b.ReportMetric(float64(r.routes.routed.rss)/1024, "rss-routed-MiB")
+			b.ReportMetric(float64(quantile(routeShares, 0.5))/1e6, "route-share-p50-ms")
+			b.ReportMetric(float64(quantile(routeShares, 0.99))/1e6, "route-share-p99-ms")
+		}
 	}
 }
 
