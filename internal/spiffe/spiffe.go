@@ -1,6 +1,6 @@
 // Package spiffe is a test certificate authority that writes workload
 // certificates the way cert-manager's csi-driver-spiffe does, for the
-// end-to-end tests of mTLS.
+// tests of mTLS (the agent's in process, and the end-to-end suite).
 //
 // What csi-driver-spiffe puts in a pod's volume, and so what Issue writes:
 //
