@@ -3,7 +3,13 @@
 // probes an xds:/// target and prints one line per RPC.
 //
 //	nodexds-echo serve -listen 10.1.2.3:50051 -name be1-abc
-//	GRPC_XDS_BOOTSTRAP=... nodexds-echo probe [-interval 50ms] xds:///be1:8080
+//	GRPC_XDS_BOOTSTRAP=... nodexds-echo serve -xds -listen 0.0.0.0:50051
+//	GRPC_XDS_BOOTSTRAP=... nodexds-echo probe [-interval 50ms] [-xds-creds] xds:///be1:8080
+//
+// With -xds the server is xDS-enabled (gRFC A36: it asks the bootstrap's
+// server for its Listener, and serves once it has one) and uses xDS
+// credentials (A29: mTLS as the Listener says, plaintext otherwise); with
+// -xds-creds the probe's channel uses xDS credentials too.
 package main
 
 import (
@@ -18,10 +24,12 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	xdscreds "google.golang.org/grpc/credentials/xds"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
-	_ "google.golang.org/grpc/xds" // xds:/// resolver and balancers
+	"google.golang.org/grpc/xds" // also the xds:/// resolver and balancers
 
 	"github.com/nodexds/nodexds/internal/echo"
 )
@@ -53,6 +61,7 @@ func serve(ctx context.Context, args []string) error {
 	listen := fs.String("listen", ":50051", "address to listen on")
 	name := fs.String("name", os.Getenv("POD_NAME"), "name to answer with (default $POD_NAME)")
 	notServing := fs.Bool("not-serving", false, "start with health status NOT_SERVING")
+	xdsServer := fs.Bool("xds", false, "be an xDS-enabled server with xDS credentials (bootstrap from $GRPC_XDS_BOOTSTRAP)")
 	fs.Parse(args)
 	if *name == "" {
 		*name, _ = os.Hostname()
@@ -61,7 +70,22 @@ func serve(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	s := echo.Serve(lis, *name)
+	var s *echo.Server
+	if *xdsServer {
+		creds, err := xdscreds.NewServerCredentials(xdscreds.ServerOptions{FallbackCreds: insecure.NewCredentials()})
+		if err != nil {
+			return err
+		}
+		srv, err := xds.NewGRPCServer(grpc.Creds(creds), xds.ServingModeCallback(func(addr net.Addr, a xds.ServingModeChangeArgs) {
+			fmt.Fprintf(os.Stderr, "nodexds-echo: %s %s on %s (%v)\n", *name, a.Mode, addr, a.Err)
+		}))
+		if err != nil {
+			return err
+		}
+		s = echo.ServeOn(srv, lis, *name)
+	} else {
+		s = echo.Serve(lis, *name)
+	}
 	if *notServing {
 		s.Health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	}
@@ -100,11 +124,19 @@ func probe(ctx context.Context, args []string) error {
 	timeout := fs.Duration("timeout", time.Second, "per-RPC deadline")
 	var headers headerFlags
 	fs.Var(&headers, "header", "request header name:value sent with every RPC (repeatable)")
+	useXDSCreds := fs.Bool("xds-creds", false, "use xDS credentials (mTLS when the agent's cluster says so, plaintext otherwise)")
 	fs.Parse(args)
 	if fs.NArg() != 1 {
 		return fmt.Errorf("usage: nodexds-echo probe [flags] xds:///NAME")
 	}
-	cc, err := grpc.NewClient(fs.Arg(0), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	var creds credentials.TransportCredentials = insecure.NewCredentials()
+	if *useXDSCreds {
+		var err error
+		if creds, err = xdscreds.NewClientCredentials(xdscreds.ClientOptions{FallbackCreds: insecure.NewCredentials()}); err != nil {
+			return err
+		}
+	}
+	cc, err := grpc.NewClient(fs.Arg(0), grpc.WithTransportCredentials(creds))
 	if err != nil {
 		return err
 	}

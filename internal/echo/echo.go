@@ -30,8 +30,16 @@ type Server struct {
 	Name    string
 	Addr    string
 	Health  *health.Server // flip with SetServingStatus("", ...)
-	grpc    *grpc.Server
+	grpc    GRPCServer
 	failing atomic.Bool
+}
+
+// GRPCServer is what an echo server runs on: a *grpc.Server, or an
+// xDS-enabled one (*xds.GRPCServer).
+type GRPCServer interface {
+	grpc.ServiceRegistrar
+	Serve(net.Listener) error
+	Stop()
 }
 
 // SetFailing makes Hello fail with INTERNAL (or succeed again), as a broken
@@ -49,11 +57,16 @@ func WithoutHealth() Option { return func(o *options) { o.noHealth = true } }
 
 // Serve starts an echo server named name on lis.
 func Serve(lis net.Listener, name string, opts ...Option) *Server {
+	return ServeOn(grpc.NewServer(), lis, name, opts...)
+}
+
+// ServeOn starts an echo server named name on lis, served by srv.
+func ServeOn(srv GRPCServer, lis net.Listener, name string, opts ...Option) *Server {
 	var o options
 	for _, opt := range opts {
 		opt(&o)
 	}
-	s := &Server{Name: name, Addr: lis.Addr().String(), Health: health.NewServer(), grpc: grpc.NewServer()}
+	s := &Server{Name: name, Addr: lis.Addr().String(), Health: health.NewServer(), grpc: srv}
 	s.grpc.RegisterService(&grpc.ServiceDesc{
 		ServiceName: "nodexds.echo.Echo",
 		HandlerType: (*any)(nil),
