@@ -31,12 +31,25 @@ func FromService(s *corev1.Service) *Service {
 	if len(s.Spec.IPFamilies) > 0 {
 		out.IPFamily = string(s.Spec.IPFamilies[0])
 	}
-	for k, v := range s.Annotations {
+	out.Annotations = keptAnnotations(s.Annotations)
+	return out
+}
+
+// FromNamespace reduces a Namespace to its nodexds.io/ annotations.
+func FromNamespace(n *corev1.Namespace) *Namespace {
+	return &Namespace{Name: n.Name, Annotations: keptAnnotations(n.Annotations)}
+}
+
+// keptAnnotations returns the nodexds.io/ annotations of all, nil when
+// there are none.
+func keptAnnotations(all map[string]string) map[string]string {
+	var out map[string]string
+	for k, v := range all {
 		if strings.HasPrefix(k, AnnotationPrefix) {
-			if out.Annotations == nil {
-				out.Annotations = map[string]string{}
+			if out == nil {
+				out = map[string]string{}
 			}
-			out.Annotations[k] = v
+			out[k] = v
 		}
 	}
 	return out

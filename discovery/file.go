@@ -24,7 +24,8 @@ import (
 	"sigs.k8s.io/yaml"
 )
 
-// FileSource reads Nodes, Services and EndpointSlices, written as ordinary
+// FileSource reads Nodes, Namespaces, Services and EndpointSlices (and the
+// Gateway API routes and ReferenceGrants), written as ordinary
 // Kubernetes YAML or JSON (several documents per file, or kind: List), from a
 // file or a directory of *.yaml, *.yml and *.json files, and re-reads them when
 // their content changes. Unlike the API server it accepts loopback addresses,
@@ -177,19 +178,22 @@ func (f *FileSource) files() ([]string, error) {
 	return out, nil
 }
 
-// eventKey orders Nodes before Services before EndpointSlices before routes.
+// eventKey orders Nodes before Namespaces before Services before
+// EndpointSlices before routes.
 func eventKey(e Event) string {
 	switch {
 	case e.Node != nil:
 		return "0node/" + e.Node.Name
+	case e.Namespace != nil:
+		return "1namespace/" + e.Namespace.Name
 	case e.Service != nil:
-		return "1service/" + e.Service.Key.String()
+		return "2service/" + e.Service.Key.String()
 	case e.Slice != nil:
-		return "2endpointslice/" + e.Slice.Service.Namespace + "/" + e.Slice.Name
+		return "3endpointslice/" + e.Slice.Service.Namespace + "/" + e.Slice.Name
 	case e.Grant != nil:
-		return "3referencegrant/" + e.Grant.Namespace + "/" + e.Grant.Name
+		return "4referencegrant/" + e.Grant.Namespace + "/" + e.Grant.Name
 	default:
-		return "4" + e.Route.Key.String()
+		return "5" + e.Route.Key.String()
 	}
 }
 
@@ -286,9 +290,14 @@ func parseObject(js []byte) ([]Event, error) {
 		}
 		return []Event{{Slice: sl}}, nil
 	case "Namespace":
-		// Accepted so that a cluster's manifests can be used as they are;
-		// namespaces exist implicitly here.
-		return nil, nil
+		// Its nodexds.io/ annotations set defaults for its Services. A
+		// Namespace need not be written: Services' namespaces exist
+		// implicitly here.
+		var n corev1.Namespace
+		if err := strict(js, &n); err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+		return []Event{{Namespace: FromNamespace(&n)}}, nil
 	}
 	if gv := h.APIVersion; strings.HasPrefix(gv, gwv1.GroupName+"/") && gv != gwv1.GroupVersion.String() {
 		return nil, fmt.Errorf("%s: apiVersion %s is not served (want %s)", name, gv, gwv1.GroupVersion)

@@ -2,9 +2,11 @@ package discovery
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -168,5 +170,62 @@ func TestFileSourceTakesAnEmptyFileForDeletionsOnlyOnceItStaysEmpty(t *testing.T
 		if !e.Deleted {
 			t.Errorf("want only deletions once the file stays empty, got %+v", e)
 		}
+	}
+}
+
+// A Namespace document sends its nodexds.io/ annotations (the defaults of its
+// Services' policy), after the Nodes and before the Services; a changed
+// annotation is an update, a removed document a deletion.
+func TestFileSourceSendsNamespaces(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "cluster.yaml")
+	write := func(s string) {
+		if err := os.WriteFile(path, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	namespace := func(annotations string) string {
+		return "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop, labels: {team: a}, annotations: {" + annotations + "}}\n---\n"
+	}
+	write(namespace("nodexds.io/mtls: strict, other.io/x: z") + goodYAML)
+	f := &FileSource{Path: path, Poll: 5 * time.Millisecond, Log: slog.New(slog.DiscardHandler)}
+	var r recorder
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := f.Start(ctx, r.sink); err != nil {
+		t.Fatal(err)
+	}
+	render := func(evs []Event) []string {
+		var out []string
+		for _, e := range evs {
+			switch {
+			case e.Node != nil:
+				out = append(out, "node "+e.Node.Name)
+			case e.Namespace != nil:
+				out = append(out, fmt.Sprintf("namespace %s %v deleted=%t", e.Namespace.Name, e.Namespace.Annotations, e.Deleted))
+			case e.Service != nil:
+				out = append(out, "service "+e.Service.Key.String())
+			case e.Slice != nil:
+				out = append(out, "slice "+e.Slice.Name)
+			}
+		}
+		return out
+	}
+	want := []string{"node n1", "namespace shop map[nodexds.io/mtls:strict] deleted=false", "service default/be1", "slice be1-a"}
+	if got := render(r.take()); !slices.Equal(got, want) {
+		t.Fatalf("initial load sent\n  %q\nwant\n  %q", got, want)
+	}
+
+	write(namespace("nodexds.io/mtls: permissive") + goodYAML)
+	var got []Event
+	waitFor(t, func() bool { got = append(got, r.take()...); return len(got) >= 4 })
+	if e := got[1]; e.Namespace == nil || e.Namespace.Annotations[AnnotationPrefix+"mtls"] != "permissive" {
+		t.Errorf("after the annotation changed, sent %q", render(got))
+	}
+
+	write(goodYAML)
+	got = nil
+	waitFor(t, func() bool { got = append(got, r.take()...); return len(got) >= 4 })
+	if want := "namespace shop map[nodexds.io/mtls:permissive] deleted=true"; render(got)[3] != want {
+		t.Errorf("after the Namespace was removed, sent %q, want %q last", render(got), want)
 	}
 }

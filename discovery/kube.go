@@ -21,11 +21,11 @@ import (
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 )
 
-// KubeSource watches Services, EndpointSlices and Nodes. Each kind has a
-// client-go Reflector (list, then watch; re-list and re-watch after outages)
-// writing into a sourceStore, which keeps a compact value per object (the
-// model value the Store keeps, shared with it) and tells the sink what
-// changed, in the reflector's own goroutine.
+// KubeSource watches Services, EndpointSlices, Nodes and Namespaces. Each
+// kind has a client-go Reflector (list, then watch; re-list and re-watch
+// after outages) writing into a sourceStore, which keeps a compact value per
+// object (the model value the Store keeps, shared with it) and tells the
+// sink what changed, in the reflector's own goroutine.
 //
 // Not a shared informer: that keeps each listed API object, whole, in a
 // queue until a processor goroutine hands it to a handler, and reports
@@ -58,6 +58,7 @@ func (k *KubeSource) Start(ctx context.Context, sink func(Event)) error {
 		{"services", k.API.Services, &corev1.Service{}, compactService},
 		{"endpointslices", k.API.EndpointSlices, &discoveryv1.EndpointSlice{}, compactSlice},
 		{"nodes", k.API.Nodes, &metav1.PartialObjectMetadata{}, compactNode},
+		{"namespaces", k.API.Namespaces, &corev1.Namespace{}, compactNamespace},
 	}
 	stores := make([]*sourceStore, len(kinds))
 	for i, kind := range kinds {
@@ -77,7 +78,8 @@ func (k *KubeSource) Start(ctx context.Context, sink func(Event)) error {
 	if err != nil {
 		return err
 	}
-	k.Log.Info("kube source synced", "services", stores[0].len(), "endpointslices", stores[1].len(), "nodes", stores[2].len(), "gateway_api_objects", routes)
+	k.Log.Info("kube source synced", "services", stores[0].len(), "endpointslices", stores[1].len(), "nodes", stores[2].len(),
+		"namespaces", stores[3].len(), "gateway_api_objects", routes)
 	return nil
 }
 
@@ -288,6 +290,9 @@ var (
 	compactService = compactAs(func(s *corev1.Service) Event { return Event{Service: FromService(s)} })
 	// Nodes are read as metadata: their labels are all nodexds reads.
 	compactNode = compactAs(func(m *metav1.PartialObjectMetadata) Event { return Event{Node: nodeFromLabels(m.Name, m.Labels)} })
+	// Namespaces are kept as their nodexds.io/ annotations: a write to their
+	// labels or status changes nothing nodexds reads, and is not forwarded.
+	compactNamespace = compactAs(func(n *corev1.Namespace) Event { return Event{Namespace: FromNamespace(n)} })
 )
 
 // compactSlice reads an EndpointSlice. One that cannot be converted is kept

@@ -29,8 +29,9 @@ import (
 )
 
 var (
-	servicesResource = corev1.SchemeGroupVersion.WithResource("services")
-	slicesResource   = discoveryv1.SchemeGroupVersion.WithResource("endpointslices")
+	servicesResource   = corev1.SchemeGroupVersion.WithResource("services")
+	namespacesResource = corev1.SchemeGroupVersion.WithResource("namespaces")
+	slicesResource     = discoveryv1.SchemeGroupVersion.WithResource("endpointslices")
 )
 
 // kubeFixture is a KubeSource over fake API clients, feeding a Store the way
@@ -50,7 +51,8 @@ type kubeFixture struct {
 	errs    int
 }
 
-// startKube starts a KubeSource over objs (Services, EndpointSlices, Nodes)
+// startKube starts a KubeSource over objs (Services, EndpointSlices, Nodes,
+// Namespaces)
 // and returns once Start has.
 func startKube(t *testing.T, objs ...runtime.Object) *kubeFixture {
 	t.Helper()
@@ -112,7 +114,7 @@ func startKubeWithSink(t *testing.T, hook func(Event), objs ...runtime.Object) *
 	if err != nil {
 		t.Fatal(err)
 	}
-	for range 3 { // services, endpointslices, nodes
+	for range 4 { // services, endpointslices, nodes, namespaces
 		select {
 		case <-watching:
 		case <-time.After(poll.Timeout):
@@ -131,6 +133,8 @@ func (f *kubeFixture) tracker(o runtime.Object) (interface {
 		return f.client.Tracker(), servicesResource
 	case *discoveryv1.EndpointSlice:
 		return f.client.Tracker(), slicesResource
+	case *corev1.Namespace:
+		return f.client.Tracker(), namespacesResource
 	case *metav1.PartialObjectMetadata:
 		return f.meta.Tracker(), corev1.SchemeGroupVersion.WithResource("nodes")
 	}
@@ -175,7 +179,8 @@ func (f *kubeFixture) delete(o runtime.Object) {
 }
 
 // dump renders the Store: one line per Service port with its endpoints
-// (as store_test's show does), then one per Node.
+// (as store_test's show does), then one per Node, then one per Namespace
+// with its annotations.
 func (f *kubeFixture) dump() string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -189,6 +194,9 @@ func (f *kubeFixture) dump() string {
 	for _, name := range slices.Sorted(maps.Keys(f.store.nodes)) {
 		n := f.store.nodes[name]
 		lines = append(lines, fmt.Sprintf("node %s %s/%s", name, n.Zone, n.Region))
+	}
+	for _, name := range slices.Sorted(maps.Keys(f.store.namespaces)) {
+		lines = append(lines, fmt.Sprintf("namespace %s %v", name, f.store.namespaces[name].Annotations))
 	}
 	return strings.Join(lines, "\n")
 }
@@ -226,6 +234,19 @@ func kubeSlice(name, service string, eps ...string) *discoveryv1.EndpointSlice {
 		es.Endpoints = append(es.Endpoints, discoveryv1.Endpoint{Addresses: []string{addr}, NodeName: ptr.To(node)})
 	}
 	return es
+}
+
+// kubeNamespace is a Namespace with annotations "k=v".
+func kubeNamespace(name string, annotations ...string) *corev1.Namespace {
+	n := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}
+	for _, a := range annotations {
+		k, v, _ := strings.Cut(a, "=")
+		if n.Annotations == nil {
+			n.Annotations = map[string]string{}
+		}
+		n.Annotations[k] = v
+	}
+	return n
 }
 
 // kubeNode is a Node as the metadata API returns it.
@@ -315,6 +336,20 @@ func TestKubeSourceFollowsTheAPI(t *testing.T) {
 			want: "ns/be1 grpc: 10.0.0.1:8080@n1/z2/r2(true)\nnode n1 z2/r2",
 		},
 		{
+			name:    "Namespaces are kept with only their nodexds.io/ annotations",
+			initial: []runtime.Object{kubeNamespace("a", "nodexds.io/mtls=strict", "other.io/x=y"), kubeNamespace("b", "other.io/x=y")},
+			want:    "namespace a map[nodexds.io/mtls:strict]\nnamespace b map[]",
+		},
+		{
+			name:    "a Namespace's annotations changing and a Namespace deleted",
+			initial: []runtime.Object{kubeNamespace("a", "nodexds.io/mtls=strict"), kubeNamespace("b")},
+			then: func(f *kubeFixture) {
+				f.update(kubeNamespace("a", "nodexds.io/mtls=permissive", "nodexds.io/allow-from=b/*"))
+				f.delete(kubeNamespace("b"))
+			},
+			want: "namespace a map[nodexds.io/allow-from:b/* nodexds.io/mtls:permissive]",
+		},
+		{
 			name: "a deleted Node no longer places its endpoints",
 			initial: []runtime.Object{kubeService("be1"), kubeSlice("s", "be1", "10.0.0.1@n1"),
 				kubeNode("n1", LabelZone, "z1", LabelRegion, "r1")},
@@ -347,7 +382,7 @@ func TestKubeSourceStartReturnsOnlyAfterTheSinkHasEveryInitialObject(t *testing.
 	for i := range 20 {
 		objs = append(objs, kubeService(fmt.Sprint("be", i)), kubeSlice(fmt.Sprint("be", i, "-a"), fmt.Sprint("be", i), "10.0.0.1@n1"))
 	}
-	objs = append(objs, kubeNode("n1", LabelZone, "z1"))
+	objs = append(objs, kubeNode("n1", LabelZone, "z1"), kubeNamespace("ns", AnnotationPrefix+"mtls=strict"))
 	f := startKubeWithSink(t, func(Event) { time.Sleep(20 * time.Millisecond) }, objs...)
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -390,6 +425,49 @@ func TestKubeSourceIgnoresNodeUpdatesOutsideTopology(t *testing.T) {
 	}
 	if want := []string{"n1", "n2", "n2"}; !slices.Equal(nodeChanges, want) {
 		t.Errorf("node changes = %v, want %v (the initial two, then n2's zone)", nodeChanges, want)
+	}
+}
+
+// Namespaces change labels and status often (controllers, finalizers); only
+// a change of their nodexds.io/ annotations may reach the agent, and only
+// that is a Change.
+func TestKubeSourceForwardsOnlyNamespaceAnnotationChanges(t *testing.T) {
+	f := startKube(t, kubeNamespace("a", "nodexds.io/mtls=strict"), kubeNamespace("b"))
+	f.waitFor("namespace a map[nodexds.io/mtls:strict]\nnamespace b map[]")
+	f.mu.Lock()
+	before := len(f.events)
+	f.mu.Unlock()
+
+	labelled := kubeNamespace("a", "nodexds.io/mtls=strict", "scheduler.alpha.kubernetes.io/node-selector=x")
+	labelled.Labels = map[string]string{"team": "shop"}
+	labelled.Status.Phase = corev1.NamespaceActive
+	f.update(labelled) // labels, another annotation, status
+	f.update(kubeNamespace("b", "other.io/x=y"))
+	// Events of one reflector arrive in order: once this one is in, the
+	// updates above would have been delivered too.
+	f.update(kubeNamespace("b", "nodexds.io/mtls=permissive"))
+	f.waitFor("namespace a map[nodexds.io/mtls:strict]\nnamespace b map[nodexds.io/mtls:permissive]")
+	f.delete(kubeNamespace("a"))
+	f.waitFor("namespace b map[nodexds.io/mtls:permissive]")
+
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var got []string
+	for _, e := range f.events[before:] {
+		got = append(got, fmt.Sprintf("%s %v deleted=%t", e.Namespace.Name, e.Namespace.Annotations, e.Deleted))
+	}
+	want := []string{"b map[nodexds.io/mtls:permissive] deleted=false", "a map[nodexds.io/mtls:strict] deleted=true"}
+	if !slices.Equal(got, want) {
+		t.Errorf("events after the initial list:\n got  %q\n want %q", got, want)
+	}
+	var changed []string
+	for _, c := range f.changes {
+		if c.Namespace != "" {
+			changed = append(changed, c.Namespace)
+		}
+	}
+	if want := []string{"a", "b", "a"}; !slices.Equal(changed, want) {
+		t.Errorf("namespace changes = %v, want %v (a added with annotations, b's first, a deleted)", changed, want)
 	}
 }
 

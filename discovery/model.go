@@ -1,5 +1,5 @@
 // Package discovery turns what Kubernetes (or a file) says about Services,
-// EndpointSlices and Nodes into the small model the rest of nodexds works on.
+// EndpointSlices, Nodes and Namespaces into the small model the rest of nodexds works on.
 //
 // Sources (kube informers, files) only translate and forward Events; a Store,
 // owned by a single goroutine, merges them and says which Services changed.
@@ -11,7 +11,8 @@ import (
 	"strconv"
 )
 
-// AnnotationPrefix marks the Service annotations nodexds reads; others are dropped.
+// AnnotationPrefix marks the Service and Namespace annotations nodexds reads;
+// others are dropped.
 const AnnotationPrefix = "nodexds.io/"
 
 // Topology labels read from Nodes.
@@ -119,6 +120,14 @@ type Node struct {
 	Name, Zone, Region string
 }
 
+// Namespace is what nodexds reads of a Namespace: its nodexds.io/
+// annotations, which set the defaults of its Services' (mTLS) policy.
+type Namespace struct {
+	Name string
+	// Annotations holds only the nodexds.io/ annotations; nil when there are none.
+	Annotations map[string]string
+}
+
 // Endpoint is one address:port of one Service port, merged across all of the
 // Service's slices, with the region of its node resolved.
 type Endpoint struct {
@@ -130,15 +139,16 @@ type Endpoint struct {
 }
 
 // Event is one change from a source: exactly one of Service, Slice, Node,
-// Route, Grant is set. With Deleted, only the object's identifying fields
-// need to be filled in.
+// Namespace, Route, Grant is set. With Deleted, only the object's
+// identifying fields need to be filled in.
 type Event struct {
-	Service *Service
-	Slice   *Slice
-	Node    *Node
-	Route   *Route
-	Grant   *Grant
-	Deleted bool
+	Service   *Service
+	Slice     *Slice
+	Node      *Node
+	Namespace *Namespace
+	Route     *Route
+	Grant     *Grant
+	Deleted   bool
 }
 
 // better ranks the endpoint conditions, so a duplicate keeps its most usable copy.

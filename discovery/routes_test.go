@@ -100,7 +100,7 @@ func TestFileSourceReadsRoutes(t *testing.T) {
 			t.Errorf("accepted %q", bad)
 		}
 	}
-	if evs, err := ParseObjects([]byte("apiVersion: v1\nkind: Namespace\nmetadata: {name: x}")); err != nil || len(evs) != 0 {
+	if evs, err := ParseObjects([]byte("apiVersion: v1\nkind: Namespace\nmetadata: {name: x}")); err != nil || len(evs) != 1 || evs[0].Namespace == nil {
 		t.Errorf("Namespace: %v %v", evs, err)
 	}
 }

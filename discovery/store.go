@@ -21,6 +21,7 @@ type Store struct {
 	// zoneRegions counts the Nodes of each zone by region, to place endpoints
 	// whose Node is unknown (no nodeName, or not seen yet) by their zone.
 	zoneRegions map[string]map[string]int
+	namespaces  map[string]*Namespace
 	moved       []ServiceKey
 	routes      routeIndex
 }
@@ -34,6 +35,7 @@ func NewStore() *Store {
 		nodes:    map[string]Node{},
 
 		zoneRegions: map[string]map[string]int{},
+		namespaces:  map[string]*Namespace{},
 		routes:      newRouteIndex(),
 	}
 }
@@ -44,6 +46,11 @@ type Change struct {
 	Service *ServiceKey
 	// Node is set when a Node's topology changed: tiers of any Service may move.
 	Node string
+	// Namespace is set when a Namespace's nodexds.io/ annotations changed
+	// (or it was added or deleted with some): the defaults of its Services'
+	// policy may have changed. Other Namespace writes (labels, status) are
+	// no Change.
+	Namespace string
 	// Routed are the Services whose route configuration may have changed:
 	// the parents of a route that changed, of a route whose backend Service
 	// changed, or of a route a ReferenceGrant now permits or no longer does.
@@ -51,7 +58,9 @@ type Change struct {
 }
 
 // None reports whether nothing changed.
-func (c Change) None() bool { return c.Service == nil && c.Node == "" && len(c.Routed) == 0 }
+func (c Change) None() bool {
+	return c.Service == nil && c.Node == "" && c.Namespace == "" && len(c.Routed) == 0
+}
 
 // Apply records e. Updates equal to what is stored are no-ops.
 func (s *Store) Apply(e Event) Change {
@@ -123,6 +132,9 @@ func (s *Store) Apply(e Event) Change {
 		s.countZone(n, 1)
 		return Change{Node: n.Name}
 
+	case e.Namespace != nil:
+		return s.applyNamespace(e.Namespace, e.Deleted)
+
 	case e.Route != nil:
 		return Change{Routed: s.routes.applyRoute(e.Route, e.Deleted)}
 
@@ -130,6 +142,32 @@ func (s *Store) Apply(e Event) Change {
 		return Change{Routed: s.routes.applyGrant(e.Grant, e.Deleted)}
 	}
 	return Change{}
+}
+
+// applyNamespace records a Namespace. Every Namespace is kept (a Service's
+// namespace without annotations is known to have none); a change is only
+// one of its nodexds.io/ annotations.
+func (s *Store) applyNamespace(n *Namespace, deleted bool) Change {
+	old, ok := s.namespaces[n.Name]
+	if deleted {
+		if !ok {
+			return Change{}
+		}
+		delete(s.namespaces, n.Name)
+		if len(old.Annotations) == 0 {
+			return Change{}
+		}
+		return Change{Namespace: n.Name}
+	}
+	var was map[string]string
+	if ok {
+		was = old.Annotations
+	}
+	s.namespaces[n.Name] = n
+	if maps.Equal(was, n.Annotations) {
+		return Change{} // also: added without any
+	}
+	return Change{Namespace: n.Name}
 }
 
 func (s *Store) countZone(n Node, delta int) {
@@ -182,6 +220,12 @@ func (s *Store) TakeMoved() []ServiceKey {
 func (s *Store) Service(k ServiceKey) (*Service, bool) {
 	svc, ok := s.services[k]
 	return svc, ok
+}
+
+// Namespace returns the named Namespace; ok is false when it is unknown.
+func (s *Store) Namespace(name string) (*Namespace, bool) {
+	n, ok := s.namespaces[name]
+	return n, ok
 }
 
 // Node returns the topology of the named Node; ok is false when it is unknown.

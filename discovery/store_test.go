@@ -3,6 +3,7 @@ package discovery
 import (
 	"fmt"
 	"net/netip"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -238,5 +239,91 @@ func TestSliceRelabelledToAnotherServiceLeavesTheFirst(t *testing.T) {
 	// Deleting by name alone (the label is gone) finds the owner.
 	if c := s.Apply(Event{Slice: &Slice{Service: ServiceKey{Namespace: "ns"}, Name: "s1"}, Deleted: true}); c.Service == nil || *c.Service != be2 {
 		t.Errorf("delete by name: change = %+v, want be2", c)
+	}
+}
+
+func TestStoreNamespaces(t *testing.T) {
+	ns := func(name string, annotations ...string) *Namespace {
+		n := &Namespace{Name: name}
+		for i := 0; i+1 < len(annotations); i += 2 {
+			if n.Annotations == nil {
+				n.Annotations = map[string]string{}
+			}
+			n.Annotations[annotations[i]] = annotations[i+1]
+		}
+		return n
+	}
+	const mtls = AnnotationPrefix + "mtls"
+	for _, tc := range []struct {
+		name   string
+		before []Event
+		event  Event
+		change string // Change.Namespace; "" for no Change
+		want   *Namespace
+	}{
+		{name: "added with annotations", event: Event{Namespace: ns("a", mtls, "strict")}, change: "a", want: ns("a", mtls, "strict")},
+		{name: "added without annotations is kept, no Change", event: Event{Namespace: ns("a")}, want: ns("a")},
+		{
+			name:   "annotation changed",
+			before: []Event{{Namespace: ns("a", mtls, "permissive")}},
+			event:  Event{Namespace: ns("a", mtls, "strict")}, change: "a", want: ns("a", mtls, "strict"),
+		},
+		{
+			name:   "annotation added",
+			before: []Event{{Namespace: ns("a")}},
+			event:  Event{Namespace: ns("a", mtls, "strict")}, change: "a", want: ns("a", mtls, "strict"),
+		},
+		{
+			name:   "annotation removed",
+			before: []Event{{Namespace: ns("a", mtls, "strict")}},
+			event:  Event{Namespace: ns("a")}, change: "a", want: ns("a"),
+		},
+		{
+			name:   "annotations unchanged (a label or status write upstream)",
+			before: []Event{{Namespace: ns("a", mtls, "strict")}},
+			event:  Event{Namespace: ns("a", mtls, "strict")}, want: ns("a", mtls, "strict"),
+		},
+		{
+			name:   "an empty map is no annotations",
+			before: []Event{{Namespace: ns("a")}},
+			event:  Event{Namespace: &Namespace{Name: "a", Annotations: map[string]string{}}}, want: &Namespace{Name: "a", Annotations: map[string]string{}},
+		},
+		{
+			name:   "deleted with annotations",
+			before: []Event{{Namespace: ns("a", mtls, "strict")}},
+			event:  Event{Namespace: ns("a"), Deleted: true}, change: "a",
+		},
+		{
+			name:   "deleted without annotations",
+			before: []Event{{Namespace: ns("a")}},
+			event:  Event{Namespace: ns("a"), Deleted: true},
+		},
+		{name: "deleting an unknown Namespace", event: Event{Namespace: ns("a"), Deleted: true}},
+		{
+			name:   "another Namespace's annotations are its own",
+			before: []Event{{Namespace: ns("a", mtls, "strict")}},
+			event:  Event{Namespace: ns("b", mtls, "strict")}, change: "b", want: ns("b", mtls, "strict"),
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := NewStore()
+			for _, e := range tc.before {
+				s.Apply(e)
+			}
+			c := s.Apply(tc.event)
+			if c.Namespace != tc.change || c.None() != (tc.change == "") {
+				t.Errorf("change = %+v, want Namespace %q", c, tc.change)
+			}
+			got, ok := s.Namespace(tc.event.Namespace.Name)
+			if tc.want == nil {
+				if ok {
+					t.Errorf("Namespace(%q) = %+v, want none", tc.event.Namespace.Name, got)
+				}
+				return
+			}
+			if !ok || !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("Namespace(%q) = %+v, %t; want %+v", tc.event.Namespace.Name, got, ok, tc.want)
+			}
+		})
 	}
 }

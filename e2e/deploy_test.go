@@ -143,8 +143,9 @@ func namespacesOf(objs []*unstructured.Unstructured) []string {
 
 // checkClusterRoleIsMinimal compares the rendered ClusterRole's rules,
 // flattened to group/resource:verb, with what the agent uses: informers
-// (list, watch) on Services, Nodes, Pods (this node's, for admission) and
-// EndpointSlices, Events (create, patch) for annotations it ignores, the
+// (list, watch) on Services, Nodes, Pods (this node's, for admission),
+// Namespaces (their nodexds.io/ annotations) and EndpointSlices, Events
+// (create, patch) for annotations it ignores, the
 // Gateway API routes and ReferenceGrants it reads while their CRDs exist
 // (list, watch), CustomResourceDefinitions (list, watch, as metadata) to
 // see them appear, and for the route status writer a route (get) and its
@@ -153,6 +154,7 @@ func checkClusterRoleIsMinimal(t *testing.T, objs []*unstructured.Unstructured) 
 	t.Helper()
 	want := []string{
 		"/events:create", "/events:patch",
+		"/namespaces:list", "/namespaces:watch",
 		"/nodes:list", "/nodes:watch",
 		"/pods:list", "/pods:watch",
 		"/services:list", "/services:watch",

@@ -26,6 +26,7 @@ func API(client kubernetes.Interface, meta metadata.Interface) kubeapi.API {
 		Services:       listWatch(client, client.CoreV1().Services(""), ""),
 		EndpointSlices: listWatch(client, client.DiscoveryV1().EndpointSlices(""), ""),
 		Nodes:          cache.ToListWatcherWithWatchListSemantics(kubeapi.NodeMetadata(meta), meta),
+		Namespaces:     listWatch(client, client.CoreV1().Namespaces(), ""),
 		PodsOn: func(node string) cache.ListerWatcher {
 			return listWatch(client, client.CoreV1().Pods(""), fields.OneTermEqualSelector("spec.nodeName", node).String())
 		},

@@ -31,6 +31,8 @@ type API struct {
 	Services       cache.ListerWatcher // *corev1.Service
 	EndpointSlices cache.ListerWatcher // *discoveryv1.EndpointSlice
 	Nodes          cache.ListerWatcher // *metav1.PartialObjectMetadata: labels are all nodexds reads
+	// Namespaces: their nodexds.io/ annotations set defaults for their Services.
+	Namespaces cache.ListerWatcher // *corev1.Namespace
 	// PodsOn lists and watches the Pods of one node.
 	PodsOn   func(node string) cache.ListerWatcher
 	ListPods func(ctx context.Context, opts metav1.ListOptions) (*corev1.PodList, error)
@@ -63,8 +65,8 @@ var (
 	crdsResource  = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
 )
 
-// New is API over REST: protobuf for Services, EndpointSlices and Pods,
-// and the metadata form (JSON, the only one it has) for Nodes.
+// New is API over REST: protobuf for Services, EndpointSlices, Namespaces
+// and Pods, and the metadata form (JSON, the only one it has) for Nodes.
 func New(cfg *rest.Config) (API, error) {
 	codecs := serializer.NewCodecFactory(Scheme)
 	params := runtime.NewParameterCodec(Scheme)
@@ -113,6 +115,7 @@ func New(cfg *rest.Config) (API, error) {
 		Services:       lw(core, "services", func() runtime.Object { return &corev1.ServiceList{} }, all),
 		EndpointSlices: lw(disc, "endpointslices", func() runtime.Object { return &discoveryv1.EndpointSliceList{} }, all),
 		Nodes:          NodeMetadata(meta),
+		Namespaces:     lw(core, "namespaces", func() runtime.Object { return &corev1.NamespaceList{} }, all),
 		PodsOn: func(node string) cache.ListerWatcher {
 			return lw(core, "pods", func() runtime.Object { return &corev1.PodList{} }, func(o *metav1.ListOptions) {
 				o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", node).String()
