@@ -1424,13 +1424,23 @@ func scaleBenchConfig(b *testing.B) scaleConfig {
 	return cfg
 }
 
+// printed is a benchmark whose log lines are printed as well: a benchmark's
+// log keeps only its first ten lines, the reports have more.
+type printed struct{ testing.TB }
+
+func (p printed) Logf(format string, args ...any) {
+	p.TB.Helper()
+	p.TB.Logf(format, args...)
+	fmt.Printf("    "+format+"\n", args...)
+}
+
 // BenchmarkScale is issue 12's measurement: 11,000 Services, 110,000
 // endpoints on a real API server.
 func BenchmarkScale(b *testing.B) {
 	cfg := scaleBenchConfig(b)
 	for range b.N {
 		r := runScale(b, cfg)
-		shares := r.report(b, cfg)
+		shares := r.report(printed{b}, cfg)
 		b.ReportMetric(r.applied.Seconds(), "applied-s")
 		b.ReportMetric(r.serving.Seconds(), "exec-to-serving-s")
 		b.ReportMetric(float64(r.synced.rss)/1024, "rss-synced-MiB")
@@ -1440,7 +1450,7 @@ func BenchmarkScale(b *testing.B) {
 		b.ReportMetric(float64(quantile(shares, 0.5))/1e6, "share-p50-ms")
 		b.ReportMetric(float64(quantile(shares, 0.99))/1e6, "share-p99-ms")
 		if r.routes != nil {
-			routeShares := r.routes.report(b, cfg, r.churned)
+			routeShares := r.routes.report(printed{b}, cfg, r.churned)
 			b.ReportMetric(float64(r.routes.routed.rss)/1024, "rss-routed-MiB")
 			b.ReportMetric(float64(quantile(routeShares, 0.5))/1e6, "route-share-p50-ms")
 			b.ReportMetric(float64(quantile(routeShares, 0.99))/1e6, "route-share-p99-ms")
