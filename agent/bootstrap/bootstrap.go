@@ -113,6 +113,9 @@ func JSON(o Options) ([]byte, error) {
 	}{
 		Servers: []server{{URI: o.Server, Creds: []creds{{Type: "insecure"}}, Features: []string{"ignore_resource_deletion"}}},
 		Node:    node{ID: o.NodeID, Locality: locality{Region: o.Region, Zone: o.Zone, SubZone: o.SubZone}},
+		// Always: a plaintext xDS-enabled server needs its Listener too, and
+		// clients never read it.
+		ServerTemplate: ServerListenerTemplate,
 	}
 	provider := ""
 	if o.Certs != "" {
@@ -133,7 +136,6 @@ func JSON(o Options) ([]byte, error) {
 				Refresh: refresh,
 			},
 		}}
-		doc.ServerTemplate = ServerListenerTemplate
 		provider = xds.CertProvider
 	}
 	for k, v := range map[string]string{xds.MetadataNodeName: o.NodeName, xds.MetadataNamespace: o.Namespace, xds.MetadataCertProvider: provider} {
