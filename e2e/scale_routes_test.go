@@ -70,6 +70,8 @@ type routeResult struct {
 	rdsResources     int
 	internal         histogram // the agent's RDS push latency over the flips
 	busy, steal      float64
+	agentSched       schedStat // the agent's threads over the flips
+	testSched        schedStat // this test's (the watcher, the ADS client, the writers)
 	profiles         string
 }
 
@@ -152,9 +154,18 @@ func (b builds) String() string {
 
 var heapAllocRE = regexp.MustCompile(`^# HeapAlloc = (\d+)$`)
 
-// liveHeap is the agent's Go heap right after a GC it is made to run (its
-// pprof heap profile with gc=1): what its data takes, without garbage.
+// liveHeap is the agent's Go heap right after GCs it is made to run (its
+// pprof heap profile with gc=1): what its data takes, without garbage. Two:
+// what sync.Pools hold survives one GC (gRPC's and the encoders' buffers,
+// about 2 MiB after the churn), not two.
 func liveHeap(t testing.TB, ip string) int64 {
+	t.Helper()
+	heapAlloc(t, ip)
+	return heapAlloc(t, ip)
+}
+
+// heapAlloc forces one GC in the agent and returns its HeapAlloc then.
+func heapAlloc(t testing.TB, ip string) int64 {
 	t.Helper()
 	resp, err := http.Get("http://" + net.JoinHostPort(ip, "18002") + "/debug/pprof/heap?gc=1&debug=1")
 	if err != nil {
@@ -268,6 +279,7 @@ func runRoutes(ctx context.Context, t testing.TB, sc *scaleCluster, agent *scale
 	profile := startProfiles(t, ip, subdir(t, "routes"))
 	buildsBefore, subscribedBefore := readBuilds(t, ip), churn.subscribed.Load()
 	latBefore, cpuBefore, mark := pushLatencyOf(t, ip, "RDS"), readCPUTimes(t), ads.responseCount()
+	agentSchedBefore, testSchedBefore := readSchedStat(t, agent.pid), readSchedStat(t, os.Getpid())
 	phaseStart := time.Now()
 
 	// Flip k changes route k mod Routes: its visit v sets 80/20 on even
@@ -312,6 +324,8 @@ func runRoutes(ctx context.Context, t testing.TB, sc *scaleCluster, agent *scale
 	r.subscribedWrites = int(churn.subscribed.Load() - subscribedBefore)
 	r.internal = pushLatencyOf(t, ip, "RDS").minus(latBefore)
 	r.busy, r.steal = readCPUTimes(t).since(cpuBefore)
+	r.agentSched = readSchedStat(t, agent.pid).minus(agentSchedBefore)
+	r.testSched = readSchedStat(t, os.Getpid()).minus(testSchedBefore)
 	stopChurn()
 	<-churnDone
 	if r.profiles = profile(); r.profiles != "" {
@@ -430,14 +444,16 @@ func (r *routeResult) report(t testing.TB, cfg scaleConfig, churned procMem) []t
 	perRoute := func(d int64) float64 { return float64(d) / float64(cfg.Routes) }
 	t.Logf("scale: memory (VmRSS): churned %v; CRDs watched, no route %v; routed (%d routes) %v: %+d KiB in all (%.1f KiB per route), %+d KiB from the CRDs' (%.1f KiB per route)",
 		churned, r.crdMem, cfg.Routes, r.routed, r.routed.rss-churned.rss, perRoute(r.routed.rss-churned.rss), r.routed.rss-r.crdMem.rss, perRoute(r.routed.rss-r.crdMem.rss))
-	t.Logf("scale: live heap after a forced GC: churned %.1f MiB, CRDs watched %.1f MiB, routed %.1f MiB: %+d KiB in all (%.1f KiB per route), %+d KiB from the CRDs' (%.1f KiB per route)",
+	t.Logf("scale: live heap after two forced GCs: churned %.1f MiB, CRDs watched %.1f MiB, routed %.1f MiB: %+d KiB in all (%.1f KiB per route), %+d KiB from the CRDs' (%.1f KiB per route)",
 		float64(r.churnedLive)/(1<<20), float64(r.crdLive)/(1<<20), float64(r.routedLive)/(1<<20),
 		(r.routedLive-r.churnedLive)>>10, perRoute(r.routedLive-r.churnedLive)/1024, (r.routedLive-r.crdLive)>>10, perRoute(r.routedLive-r.crdLive)/1024)
 	t.Logf("scale: %d route flips under churn of %d writes in %v (%d to subscribed Services), machine %.0f %% busy (%.1f %% stolen), %d agent GC cycles: agent's share (watcher saw the route's new generation → ADS client got the route configuration) p50 %s, p90 %s, p99 %s, max %s; PATCH returned → ADS client p50 %s, p99 %s",
 		len(r.flips), r.churnWrites, r.churnFor.Round(time.Millisecond), r.subscribedWrites, 100*r.busy, 100*r.steal, r.gcs,
 		q(shares, 0.5), q(shares, 0.9), q(shares, 0.99), q(shares, 1), q(endToEnd, 0.5), q(endToEnd, 0.99))
-	t.Logf("scale: the agent's own RDS push latency during the route flips (queued → sent): p50 %s, p90 %s, p99 %s",
-		r.internal.quantile(0.5), r.internal.quantile(0.9), r.internal.quantile(0.99))
+	t.Logf("scale: the agent's own RDS push latency during the route flips (queued → sent): p50 %s, p90 %s, p99 %s; the agent's threads ran %v and waited %v for a core over %d runs (mean wait %v), this test's ran %v and waited %v over %d runs (mean %v)",
+		r.internal.quantile(0.5), r.internal.quantile(0.9), r.internal.quantile(0.99),
+		r.agentSched.ran.Round(time.Millisecond), r.agentSched.waited.Round(time.Millisecond), r.agentSched.runs, r.agentSched.meanWait(),
+		r.testSched.ran.Round(time.Millisecond), r.testSched.waited.Round(time.Millisecond), r.testSched.runs, r.testSched.meanWait())
 	t.Logf("scale: built during the %d route flips: %v (%d churn writes to subscribed Services); the client received %d listener, %d cluster and %d route configuration responses (%d route configurations, each a flipped route's parent's)",
 		len(r.flips), r.delta, r.subscribedWrites, r.lds, r.cds, r.rds, r.rdsResources)
 	if r.profiles != "" {
