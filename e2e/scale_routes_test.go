@@ -32,8 +32,8 @@ import (
 //
 //   - memory: the agent's RSS and Go heap once the client holds every routed
 //     parent's route configuration with its weights (routed), against after
-//     the endpoint flips (churned), and the live heap after a forced GC at
-//     both points;
+//     the endpoint flips (churned) and with the CRDs watched but no route
+//     yet, and the live heap after forced GCs at the three points;
 //   - the agent's share of a route change: cfg.RouteFlips weight changes
 //     (90/10 ↔ 80/20), one at a time, 50–150 ms apart, under the same churn
 //     of slices as the endpoint flips, each timed from a watcher on the
@@ -57,7 +57,7 @@ type routeResult struct {
 	usable      int           // nodexds_gateway_routes{state="usable"} then
 
 	crdMem, routed                   procMem       // the CRDs installed and watched, no route; every route held
-	churnedLive, crdLive, routedLive int64         // live heap after a forced GC, bytes
+	churnedLive, crdLive, routedLive int64         // live heap after two forced GCs, bytes
 	took                             time.Duration // the whole phase
 
 	flips            []flipTiming // svc: the route's (and its parent's) index
