@@ -92,38 +92,48 @@ func apiSlice(i, n int) *discoveryv1.EndpointSlice {
 // server sends them, through what the kube source does with them (the
 // source's stores, which a reflector writes, and the Store) and reports the
 // heap that stays live per Service: the source's compact values and the
-// model together.
+// model together. With local=true the Store indexes the endpoints of one
+// node of the 100 (SetLocalNode), as the agent does.
 func BenchmarkKubeModel(b *testing.B) {
 	for _, n := range []int{1000, 10000} {
-		b.Run(fmt.Sprintf("services=%d", n), func(b *testing.B) {
-			var perSvc float64
-			for b.Loop() {
-				var before, after runtime.MemStats
-				runtime.GC()
-				runtime.ReadMemStats(&before)
-				start := time.Now()
-				st := NewStore()
-				svcs, slices := benchSourceStore(b, compactService, st), benchSourceStore(b, compactSlice, st)
-				for i := range n {
-					if err := svcs.Add(apiService(i)); err != nil {
-						b.Fatal(err)
-					}
-					if err := slices.Add(apiSlice(i, 10)); err != nil {
-						b.Fatal(err)
-					}
-				}
-				elapsed := time.Since(start)
-				runtime.GC()
-				runtime.ReadMemStats(&after)
-				perSvc = float64(after.HeapAlloc-before.HeapAlloc) / float64(n)
-				runtime.KeepAlive(svcs)
-				runtime.KeepAlive(slices)
-				runtime.KeepAlive(st)
-				b.ReportMetric(float64(elapsed.Nanoseconds())/float64(n), "ns/svc")
-			}
-			b.ReportMetric(perSvc, "heapB/svc")
-		})
+		for _, local := range []bool{false, true} {
+			b.Run(fmt.Sprintf("services=%d/local=%t", n, local), func(b *testing.B) {
+				benchmarkKubeModel(b, n, local)
+			})
+		}
 	}
+}
+
+func benchmarkKubeModel(b *testing.B, n int, local bool) {
+	var perSvc float64
+	for b.Loop() {
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		start := time.Now()
+		st := NewStore()
+		if local {
+			st.SetLocalNode("node-000.cluster.example")
+		}
+		svcs, slices := benchSourceStore(b, compactService, st), benchSourceStore(b, compactSlice, st)
+		for i := range n {
+			if err := svcs.Add(apiService(i)); err != nil {
+				b.Fatal(err)
+			}
+			if err := slices.Add(apiSlice(i, 10)); err != nil {
+				b.Fatal(err)
+			}
+		}
+		elapsed := time.Since(start)
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		perSvc = float64(after.HeapAlloc-before.HeapAlloc) / float64(n)
+		runtime.KeepAlive(svcs)
+		runtime.KeepAlive(slices)
+		runtime.KeepAlive(st)
+		b.ReportMetric(float64(elapsed.Nanoseconds())/float64(n), "ns/svc")
+	}
+	b.ReportMetric(perSvc, "heapB/svc")
 }
 
 // benchSourceStore is the kube source's store of one kind, as a reflector

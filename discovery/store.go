@@ -24,6 +24,7 @@ type Store struct {
 	namespaces  map[string]*Namespace
 	moved       []ServiceKey
 	routes      routeIndex
+	local       localIndex
 }
 
 // NewStore returns an empty Store.
@@ -51,6 +52,12 @@ type Change struct {
 	// policy may have changed. Other Namespace writes (labels, status) are
 	// no Change.
 	Namespace string
+	// Local are the addresses of local-node endpoints (see SetLocalNode)
+	// that a slice event added, removed or changed (conditions, ports, or
+	// the Service the slice belongs to, also when it is relabelled to
+	// another or deleted), sorted, each once. Their servers' Selecting may
+	// have changed. Empty for other events, and when no local node is set.
+	Local []netip.Addr
 	// Routed are the Services whose route configuration may have changed:
 	// the parents of a route that changed, of a route whose backend Service
 	// changed, or of a route a ReferenceGrant now permits or no longer does.
@@ -59,7 +66,7 @@ type Change struct {
 
 // None reports whether nothing changed.
 func (c Change) None() bool {
-	return c.Service == nil && c.Node == "" && c.Namespace == "" && len(c.Routed) == 0
+	return c.Service == nil && c.Node == "" && c.Namespace == "" && len(c.Local) == 0 && len(c.Routed) == 0
 }
 
 // Apply records e. Updates equal to what is stored are no-ops.
@@ -88,20 +95,26 @@ func (s *Store) Apply(e Event) Change {
 			if !owned {
 				return Change{}
 			}
+			prev := s.slices[owner][e.Slice.Name]
 			s.removeSlice(owner, e.Slice.Name)
 			delete(s.owners, id)
-			return Change{Service: &owner}
+			return Change{Service: &owner, Local: s.local.update(prev, nil)}
 		}
 		k := e.Slice.Service
+		var prev *Slice // what the slice was, under its owner
 		if owned && owner != k {
 			// Relabelled to another Service: both change. Report the old one
 			// now; the new one is reported below.
+			prev = s.slices[owner][e.Slice.Name]
 			s.removeSlice(owner, e.Slice.Name)
 			s.moved = append(s.moved, owner)
 		}
 		bySlice := s.slices[k]
-		if old, ok := bySlice[e.Slice.Name]; ok && reflect.DeepEqual(old, e.Slice) {
-			return Change{}
+		if old, ok := bySlice[e.Slice.Name]; ok {
+			if reflect.DeepEqual(old, e.Slice) {
+				return Change{}
+			}
+			prev = old
 		}
 		if bySlice == nil {
 			bySlice = map[string]*Slice{}
@@ -109,7 +122,7 @@ func (s *Store) Apply(e Event) Change {
 		}
 		bySlice[e.Slice.Name] = e.Slice
 		s.owners[id] = k
-		return Change{Service: &k}
+		return Change{Service: &k, Local: s.local.update(prev, e.Slice)}
 
 	case e.Node != nil:
 		n := *e.Node
