@@ -17,6 +17,7 @@ import (
 	"github.com/nodexds/nodexds/agent/metrics"
 	"github.com/nodexds/nodexds/agent/names"
 	"github.com/nodexds/nodexds/agent/topology"
+	"github.com/nodexds/nodexds/agent/trust"
 	"github.com/nodexds/nodexds/agent/xds"
 	"github.com/nodexds/nodexds/discovery"
 	"github.com/nodexds/nodexds/health"
@@ -42,6 +43,17 @@ type Config struct {
 	// endpoints gets no picker routes (each member costs clients a route, a
 	// cluster and a load assignment).
 	MaxPickerEndpoints int
+	// TrustDomain is the SPIFFE trust domain of the cluster's identities
+	// (trust.DefaultTrustDomain when empty).
+	TrustDomain string
+	// Handover is how long servers wait for their clients when a Service's
+	// connections change between plaintext and TLS (DefaultHandover when
+	// zero; see servers.go).
+	Handover time.Duration
+	// PodsAdmitted says every client is known to be a pod of this node (or
+	// of the node it names): admission checked it. Without it, a server
+	// listener is served only to a pod some Service's endpoints place here.
+	PodsAdmitted bool
 }
 
 // DefaultMaxPickerEndpoints is the endpoint picker's default size limit.
@@ -93,6 +105,11 @@ type Agent struct {
 	failOpen    map[string]bool                         // clusters whose endpoints all fail checks
 	merged      map[portKey]*portEndpoints              // this iteration's merged endpoints; see endpoints
 	barriers    []chan struct{}
+	// servers are the subscribed server listeners by cache name; serverDue
+	// when the earliest held transport change is due (see servers.go).
+	servers      map[string]*serverState
+	serverDue    time.Time
+	serversDirty bool
 }
 
 // queued is an Event, or a barrier (done) that Sync waits on.
@@ -112,6 +129,12 @@ func New(cfg Config, cache *xds.Cache, checker health.Checker, reporter Reporter
 	}
 	if cfg.MaxPickerEndpoints <= 0 {
 		cfg.MaxPickerEndpoints = DefaultMaxPickerEndpoints
+	}
+	if cfg.TrustDomain == "" {
+		cfg.TrustDomain = trust.DefaultTrustDomain
+	}
+	if cfg.Handover <= 0 {
+		cfg.Handover = DefaultHandover
 	}
 	// Every label value the agent counts under starts at 0, so a dashboard
 	// shows 0 rather than "No data" before the first bad annotation.
@@ -144,7 +167,9 @@ func New(cfg Config, cache *xds.Cache, checker health.Checker, reporter Reporter
 		failOpen: map[string]bool{},
 		merged:   map[portKey]*portEndpoints{},
 		configs:  map[discovery.ServiceKey]*serviceConfig{},
+		servers:  map[string]*serverState{},
 	}
+	a.store.SetLocalNode(cfg.NodeName) // which Services select a server pod of this node
 	a.builder = newBuilder(a)
 	return a
 }

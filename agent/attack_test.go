@@ -240,6 +240,15 @@ var attackCases = []attackCase{
 		},
 	},
 	{
+		name: "j/a million server listener names (forged addresses, garbage, a pod no Service knows) from one address", kind: "j", full: 1_000_000, quick: 100_000, small: 30_000, peers: onePeer(), namesHeld: true,
+		check: func(t *testing.T, n int, st map[string]int) {
+			// Answered with nothing: none of the names is this peer's to have.
+			if st["answered"] == 0 || st["resources_sent"] != 0 || st["names_held"] > xds.DefaultLimits.MaxNamesPerPeer {
+				t.Errorf("want streams answered with no Listener, names within the per-peer limit: %v", st)
+			}
+		},
+	},
+	{
 		name: "i/streams from an address that is not a pod on this node", kind: "i", full: 1000, quick: 100, peers: onePeer(), admit: true,
 		check: func(t *testing.T, n int, st map[string]int) {
 			if st["code:PermissionDenied"] != n || st["resources"] != 0 {
@@ -1101,6 +1110,8 @@ func (a *attacker) parallel(n, k int, f func(i int)) {
 	wg.Wait()
 }
 
+const serverPrefix = "grpc/server?xds.resource.listening_address="
+
 func node(id string) *corev3.Node { return &corev3.Node{Id: id, UserAgentName: "attacker"} }
 
 func realNames() []string {
@@ -1151,6 +1162,31 @@ var attacks = map[string]func(a *attacker){
 			st.s.Send(&discoveryv3.DiscoveryRequest{Node: node("attacker-a"), TypeUrl: listenerType, ResourceNames: junk(i*per, per)})
 			if a.outcome(st) {
 				a.add("names_held", per)
+			}
+		})
+	},
+	// (j) server listener names (gRFC A36), 10,000 a stream: another pod's
+	// address, garbage after the prefix, and the peer's own wildcard
+	// address on ports no Service lists.
+	"j": func(a *attacker) {
+		const per = 10000
+		a.parallel(a.spec.N/per, 8, func(i int) {
+			st := a.open(a.conn(a.peer(i), ""), true)
+			names := make([]string, per)
+			for k := range names {
+				switch n := i*per + k; n % 3 {
+				case 0:
+					names[k] = fmt.Sprintf("%s10.%d.%d.%d:50051", serverPrefix, n>>16&255, n>>8&255, n&255)
+				case 1:
+					names[k] = serverPrefix + garbage(40)
+				default:
+					names[k] = fmt.Sprintf("%s0.0.0.0:%d", serverPrefix, 1+n%65535)
+				}
+			}
+			st.s.Send(&discoveryv3.DiscoveryRequest{Node: node("attacker-j"), TypeUrl: listenerType, ResourceNames: names})
+			if a.outcome(st) {
+				a.add("names_held", per)
+				a.add("resources_sent", int(st.resources.Load()))
 			}
 		})
 	},

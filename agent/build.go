@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net/netip"
 
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/nodexds/nodexds/agent/mesh"
@@ -36,6 +37,12 @@ type builder struct {
 	// grants a namespace's ReferenceGrants.
 	routes func(discovery.ServiceKey) []*discovery.Route
 	grants func(namespace string) []*discovery.Grant
+	// selecting finds the Service ports whose endpoints are a pod of this
+	// node at a port; namespaceAnnotations a namespace's defaults.
+	selecting            func(netip.AddrPort) []discovery.Selection
+	namespaceAnnotations func(string) map[string]string
+	podsAdmitted         bool
+	trustDomain          string
 }
 
 // built is one resource, and what building it asks of the agent.
@@ -100,7 +107,7 @@ func (b *builder) build(k discovery.ServiceKey, typ, name string, ref portRef) b
 		return out
 	}
 	unmarked := ref.Resource
-	unmarked.NoRingHash = false
+	unmarked.NoRingHash, unmarked.MTLS = false, false
 	switch {
 	case typ == xds.RouteType:
 		out.resource, out.picker = b.route(name, svc, p, ref, cfg)
@@ -110,9 +117,9 @@ func (b *builder) build(k discovery.ServiceKey, typ, name string, ref portRef) b
 			lb.Policy = resources.RoundRobin
 			out.workaround = "ring_hash_as_round_robin"
 		}
-		out.resource = resources.Cluster(unmarked.String(), lb)
+		out.resource = b.secure(resources.Cluster(unmarked.String(), lb), ref, cfg)
 	case typ == xds.ClusterType:
-		out.resource = resources.Cluster(unmarked.String(), resources.DefaultLB)
+		out.resource = b.secure(resources.Cluster(unmarked.String(), resources.DefaultLB), ref, cfg)
 	case ref.Subset == names.AllEndpoints:
 		out.resource, out.checks = b.loadAssignment(svc, p, name, ref.View, cfg)
 	case ref.Subset == names.NoEndpoint:
@@ -121,6 +128,16 @@ func (b *builder) build(k discovery.ServiceKey, typ, name string, ref portRef) b
 		out.resource = b.pickedEndpoint(svc, p, ref.Port().String(), name, ref.Endpoint, cfg)
 	}
 	return out
+}
+
+// secure gives a cluster the Service's mTLS settings, for clients that can
+// use them (the #mtls variant); the others are sent plaintext, which a
+// Service's servers accept until they hand over to TLS.
+func (b *builder) secure(c *clusterv3.Cluster, ref portRef, cfg *serviceConfig) *clusterv3.Cluster {
+	if ref.MTLS && cfg.trust.Mode.TLS() {
+		c.TransportSocket = resources.UpstreamTLS(xds.CertProvider, cfg.trust.ServerMatches(b.trustDomain))
+	}
+	return c
 }
 
 // absent is what clients are told of a name whose Service port does not

@@ -26,6 +26,11 @@ func newBuilder(a *Agent) *builder {
 		maxPicker: a.cfg.MaxPickerEndpoints,
 		routes:    a.store.Routes,
 		grants:    a.store.Grants,
+
+		selecting:            a.store.Selecting,
+		namespaceAnnotations: a.namespaceAnnotations,
+		podsAdmitted:         a.cfg.PodsAdmitted,
+		trustDomain:          a.cfg.TrustDomain,
 	}
 }
 

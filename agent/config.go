@@ -7,6 +7,7 @@ import (
 
 	"github.com/nodexds/nodexds/agent/resources"
 	"github.com/nodexds/nodexds/agent/topology"
+	"github.com/nodexds/nodexds/agent/trust"
 	"github.com/nodexds/nodexds/agent/xds"
 	"github.com/nodexds/nodexds/discovery"
 	"github.com/nodexds/nodexds/health"
@@ -32,6 +33,9 @@ var Annotations = []string{
 	resources.AnnotationRetryBackoff,
 	resources.AnnotationEndpointHeader,
 	resources.AnnotationPickerFallback,
+	trust.AnnotationMTLS,
+	trust.AnnotationAllowFrom,
+	trust.AnnotationServerIdentities,
 }
 
 // serviceConfig is everything a Service's annotations decide.
@@ -41,17 +45,27 @@ type serviceConfig struct {
 	health health.ServiceConfig
 	lb     resources.LBConfig
 	scope  xds.Scope
+	trust  trust.Policy
 	// errs are the annotations that could not be used; exportErrs those of
 	// the export list, reported apart.
 	errs, exportErrs []*discovery.AnnotationError
 }
 
 // readConfig reads a Service's annotations.
-func readConfig(svc *discovery.Service, tiers topology.Tiers, vis Visibility) *serviceConfig {
+//
+// nsAnnotations are its namespace's (defaults for the mTLS policy).
+func readConfig(svc *discovery.Service, nsAnnotations map[string]string, tiers topology.Tiers, vis Visibility) *serviceConfig {
 	policy, errs := topology.PolicyFor(svc, tiers)
 	hc, herrs := health.ConfigFor(svc)
 	lb, lerrs := resources.LBConfigFor(svc)
-	c := &serviceConfig{of: svc, policy: policy, health: hc, lb: lb, errs: slices.Concat(errs, herrs, lerrs)}
+	tp, terrs := trust.PolicyFor(svc.Key.Namespace, svc.Annotations, nsAnnotations)
+	if tp.Mode.TLS() {
+		// The agent has no identity of its own to present: its plaintext
+		// checks would fail against a TLS server and eject every endpoint.
+		// Kubernetes' readiness decides instead.
+		hc.Enabled = false
+	}
+	c := &serviceConfig{of: svc, policy: policy, health: hc, lb: lb, trust: tp, errs: slices.Concat(errs, herrs, lerrs, terrs)}
 	var err *discovery.AnnotationError
 	if c.scope, err = scopeFor(svc, vis); err != nil {
 		c.exportErrs = []*discovery.AnnotationError{err}
@@ -66,7 +80,7 @@ func (a *Agent) config(svc *discovery.Service) *serviceConfig {
 	if c := a.configs[svc.Key]; c != nil && c.of == svc {
 		return c // the store hands out a new Service for every change
 	}
-	c := readConfig(svc, a.cfg.DefaultTiers, a.cfg.Visibility)
+	c := readConfig(svc, a.namespaceAnnotations(svc.Key.Namespace), a.cfg.DefaultTiers, a.cfg.Visibility)
 	a.report(svc.Key.String(), svc, c.errs)
 	a.report(svc.Key.String()+"/export", svc, c.exportErrs)
 	a.configs[svc.Key] = c
@@ -93,4 +107,13 @@ func (a *Agent) report(key string, svc *discovery.Service, errs []*discovery.Ann
 		a.log.Warn("ignoring service annotation", "service", svc.Key.String(), "annotation", e.Key, "value", e.Value, "error", e.Err)
 		a.reporter.AnnotationError(svc, e)
 	}
+}
+
+// namespaceAnnotations are a namespace's nodexds.io/ annotations, nil when
+// it has none or is unknown.
+func (a *Agent) namespaceAnnotations(ns string) map[string]string {
+	if n, ok := a.store.Namespace(ns); ok {
+		return n.Annotations
+	}
+	return nil
 }

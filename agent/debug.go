@@ -8,6 +8,7 @@ import (
 
 	"github.com/nodexds/nodexds/agent/names"
 	"github.com/nodexds/nodexds/agent/topology"
+	"github.com/nodexds/nodexds/agent/trust"
 	"github.com/nodexds/nodexds/agent/xds"
 	"github.com/nodexds/nodexds/discovery"
 	"github.com/nodexds/nodexds/health"
@@ -30,6 +31,12 @@ type ServiceView struct {
 	Priorities []PriorityView `json:"priorities"`
 	// Routes, when Gateway API routes name the Service as a parent.
 	Routes *RoutesView `json:"routes,omitempty"`
+	// MTLS is its nodexds.io/mtls mode; AllowFrom the identities its
+	// servers accept calls from when strict ("ns/sa", "ns/*", "*");
+	// ServerIdentities what its clients accept from its servers.
+	MTLS             string   `json:"mtls"`
+	AllowFrom        []string `json:"allowFrom,omitempty"`
+	ServerIdentities []string `json:"serverIdentities,omitempty"`
 }
 
 // RoutesView is how Gateway API routes route a port for clients that get
@@ -198,6 +205,19 @@ func (a *Agent) fillView(sv *ServiceView, svc *discovery.Service, p discovery.Po
 		}
 	}
 	sv.Routes = a.routesView(svc, p)
+	sv.MTLS = cfg.trust.Mode.String()
+	if cfg.trust.Mode != trust.Disabled {
+		for _, p := range cfg.trust.AllowFrom {
+			sv.AllowFrom = append(sv.AllowFrom, p.String())
+		}
+		for _, m := range cfg.trust.ServerMatches(a.cfg.TrustDomain) {
+			id := m.Value
+			if m.Prefix {
+				id += "*"
+			}
+			sv.ServerIdentities = append(sv.ServerIdentities, id)
+		}
+	}
 	for _, pr := range topology.Prioritize(a.store.Endpoints(svc.Key, p.Name), policy, a.here) {
 		pv := PriorityView{Tiers: pr.Tiers.String(), EndpointsTotal: len(pr.Endpoints)}
 		for _, e := range Page(pr.Endpoints, 0, ListCap) {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/nodexds/nodexds/internal/shrink"
 
+	"github.com/nodexds/nodexds/agent/names"
 	"github.com/nodexds/nodexds/agent/topology"
 	"github.com/nodexds/nodexds/agent/xds"
 	"github.com/nodexds/nodexds/discovery"
@@ -125,6 +126,7 @@ func (a *Agent) apply(e discovery.Event, at time.Time) {
 	if e.Route != nil && (len(ch.Routed) > 0 || e.Deleted) {
 		a.checkRoute(e.Route, e.Deleted)
 	}
+	a.markServers(ch, e)
 	switch {
 	case ch.Service != nil && e.Service != nil:
 		if e.Deleted {
@@ -143,6 +145,24 @@ func (a *Agent) apply(e discovery.Event, at time.Time) {
 		if !a.dirtyAll {
 			a.dirtyAll, a.observedAll = true, at
 		}
+	}
+}
+
+// markServers records what a change of policy must rebuild: a Namespace's
+// defaults are read again for its Services (their clusters), and server
+// listeners are rebuilt for a change of a Service, of a Namespace, or of
+// which Services select a pod of this node.
+func (a *Agent) markServers(ch discovery.Change, e discovery.Event) {
+	if ch.Namespace != "" {
+		for k, c := range a.configs {
+			if k.Namespace == ch.Namespace && c != nil {
+				delete(a.configs, k) // read again with the namespace's new defaults
+				a.markDirty(k, time.Now(), serviceChanged)
+			}
+		}
+	}
+	if len(a.servers) > 0 && (ch.Namespace != "" || len(ch.Local) > 0 || ch.Service != nil && e.Service != nil) {
+		a.serversDirty = true
 	}
 }
 
@@ -217,6 +237,11 @@ func (a *Agent) flush(now time.Time, force bool) (next time.Time, held bool) {
 			delete(a.pushed, k)
 		}
 	}
+	a.rebuildServers(now, a.serversDirty)
+	a.serversDirty = false
+	if !a.serverDue.IsZero() && (!held || a.serverDue.Before(next)) {
+		next, held = a.serverDue, true
+	}
 	if a.dirtyAll && !hold(a.pushedAll) {
 		for _, k := range a.subs.services() {
 			// A Service with changes of its own gets those built too.
@@ -253,6 +278,10 @@ func (a *Agent) flush(now time.Time, force bool) (next time.Time, held bool) {
 func (a *Agent) interests(in []xds.Interest) {
 	now := time.Now()
 	for _, i := range in {
+		if i.Type == xds.ListenerType && names.IsServer(i.Name) {
+			a.serverInterest(i.Name, i.Wanted, now)
+			continue
+		}
 		if !i.Wanted {
 			a.subs.remove(i.Type, i.Name)
 			if i.Type == xds.EndpointType {
@@ -304,7 +333,7 @@ func (a *Agent) picksEndpoints(k discovery.ServiceKey) bool {
 
 // eventKinds are the kinds eventLabels names (besides "unknown", which no
 // source sends).
-var eventKinds = []string{"service", "endpointslice", "node", "grpcroute", "httproute", "referencegrant"}
+var eventKinds = []string{"service", "endpointslice", "node", "grpcroute", "httproute", "referencegrant", "namespace"}
 
 func eventLabels(e discovery.Event) (kind, op string) {
 	op = "upsert"
@@ -322,6 +351,8 @@ func eventLabels(e discovery.Event) (kind, op string) {
 		return strings.ToLower(e.Route.Key.Kind), op
 	case e.Grant != nil:
 		return "referencegrant", op
+	case e.Namespace != nil:
+		return "namespace", op
 	}
 	return "unknown", op
 }

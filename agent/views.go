@@ -36,24 +36,38 @@ func (a *Agent) viewOf(n *corev3.Node) string {
 // under: a listener's name is the client's choice, so another node's client
 // gets its listener under a name of its own view, and a client of a known
 // namespace under a name of its namespace (whose consumer routes, if any,
-// its listener names); every other name the agent handed out already
-// carries its view and namespace.
+// its listener names); an xDS-enabled server's listener is built for its
+// pod (servers.go). Every other name the agent handed out already carries
+// its view and namespace.
 //
-// A client with a known bug is also served its own variant of what it
-// cannot take (see compat.go).
-func (a *Agent) CacheKey(client *corev3.Node, namespaces []string, typ, name string) string {
+// Clusters are cached apart for clients that can do mTLS (their bootstrap
+// has nodexds' certificate provider), and for clients with a known bug
+// (see compat.go).
+func (a *Agent) CacheKey(c xds.Client, typ, name string) string {
 	switch {
+	case typ == xds.ListenerType && names.IsServer(name):
+		return a.serverKey(c, name)
 	case typ == xds.ListenerType:
-		if r := (names.Resource{Base: name, View: a.viewOf(client), Client: clientNamespace(client, namespaces)}); r.View != "" || r.Client != "" {
+		if r := (names.Resource{Base: name, View: a.viewOf(c.Node), Client: clientNamespace(c.Node, c.Namespaces)}); r.View != "" || r.Client != "" {
 			return r.String()
 		}
-	case typ == xds.ClusterType && crashesOnRingHash(client):
+	case typ == xds.ClusterType:
+		ring, certs := crashesOnRingHash(c.Node), hasCerts(c.Node)
+		if !ring && !certs {
+			break
+		}
 		if r, err := names.ParseResource(name); err == nil {
-			r.NoRingHash = true
+			r.NoRingHash, r.MTLS = ring, certs
 			return r.String()
 		}
 	}
 	return name
+}
+
+// hasCerts reports whether a client's bootstrap has nodexds' certificate
+// provider (nodexds bootstrap --certs).
+func hasCerts(n *corev3.Node) bool {
+	return n.GetMetadata().GetFields()[xds.MetadataCertProvider].GetStringValue() == xds.CertProvider
 }
 
 // clientNamespace is the namespace of a client, for its consumer routes:

@@ -55,6 +55,10 @@ type ClientsDebug struct {
 type ClientDebug struct {
 	xds.ClientStatus
 	Types []TypeDebug `json:"types"` // hides ClientStatus.Types
+	// XDSServer marks an xDS-enabled gRPC server (gRFC A36), and
+	// ServerListeners are the Listeners it asked for.
+	XDSServer       bool                  `json:"xdsServer,omitempty"`
+	ServerListeners []ServerListenerDebug `json:"serverListeners,omitempty"`
 }
 
 // TypeDebug is one type of one stream: at most agent.ListCap of its
@@ -156,7 +160,8 @@ func pageClients(all []xds.ClientStatus, q debugQuery, p names.Parser) ClientsDe
 	}
 	out := ClientsDebug{Total: len(matched), Offset: q.offset, Clients: []ClientDebug{}}
 	for _, cl := range agent.Page(matched, q.offset, q.limit) {
-		cd := ClientDebug{ClientStatus: cl, Types: make([]TypeDebug, 0, len(cl.Types))}
+		cd := ClientDebug{ClientStatus: cl, Types: make([]TypeDebug, 0, len(cl.Types)), ServerListeners: serverListeners(&cl)}
+		cd.XDSServer = len(cd.ServerListeners) > 0
 		cd.ClientStatus.Types = nil
 		for _, ts := range cl.Types {
 			td := TypeDebug{TypeStatus: ts, ResourcesTotal: len(ts.Resources)}

@@ -9,6 +9,10 @@ import "github.com/prometheus/client_golang/prometheus"
 // client stacks the ADS server tells apart by user agent, and "other".
 var ClientStacks = []string{"grpc-go", "grpc-js", "c-core", "grpc-java", "other"}
 
+// UnplacedReasons are the values of
+// nodexds_server_listeners_unplaced_total's reason label.
+var UnplacedReasons = []string{"malformed", "other_address", "other_node", "unknown_pod"}
+
 // Metrics are the agent's collectors.
 type Metrics struct {
 	ConnectedClients prometheus.Gauge
@@ -36,6 +40,12 @@ type Metrics struct {
 	// for what proxyless clients cannot carry out).
 	Routes *prometheus.GaugeVec
 
+	// ServerListeners counts the Listeners of xDS-enabled servers (gRFC
+	// A36) the agent serves, by what their connections get; ServersUnplaced
+	// the server listener names it could not place, by reason.
+	ServerListeners *prometheus.GaugeVec
+	ServersUnplaced *prometheus.CounterVec
+
 	BuildInfo          *prometheus.GaugeVec // version, goversion; cmd/nodexds sets it
 	SourceSyncDuration prometheus.Gauge
 }
@@ -62,6 +72,8 @@ func New(reg prometheus.Registerer) *Metrics {
 		ClientWorkarounds:  counterVec("nodexds_client_workarounds_total", "Resources built in a variant for clients with a known bug (e.g. ring_hash_as_round_robin for gRPC C-core 1.51, which crashes on ring_hash), by workaround.", "workaround"),
 		Refused:            counterVec("nodexds_admission_refused_total", "ADS streams refused by admission (a peer that is not a pod on this node), by gRPC status code.", "code"),
 		Routes:             gaugeVec("nodexds_gateway_routes", "Gateway API routes (GRPCRoute, HTTPRoute) the agent knows, by state: usable, or refused for asking what proxyless gRPC clients cannot carry out (filters, query parameter matches, retries, regular expressions they would refuse).", "state"),
+		ServerListeners:    gaugeVec("nodexds_server_listeners", "Listeners of xDS-enabled gRPC servers on this node the agent serves, by what their connections get: tls (mTLS), plaintext, or denied (a strict Service's server whose bootstrap has no certificates: every call refused).", "transport"),
+		ServersUnplaced:    counterVec("nodexds_server_listeners_unplaced_total", "Server listener names the agent could not place, so the server got no Listener: malformed, another pod's address, a server of another node, or a peer that is no known pod of this node.", "reason"),
 		HealthFailOpen:     gauge("nodexds_health_fail_open_clusters", "Clusters whose endpoints all fail checks, served as UNKNOWN rather than ejected."),
 		BuildInfo:          gaugeVec("nodexds_build_info", "Always 1; the labels say which build is running.", "version", "goversion"),
 		SourceSyncDuration: gauge("nodexds_source_sync_duration_seconds", "Time from start until the source's initial state was applied (ADS is served from then on); 0 while it has not been."),
@@ -71,6 +83,12 @@ func New(reg prometheus.Registerer) *Metrics {
 	// discovery kinds it knows; cmd/nodexds the source in use).
 	m.Refused.WithLabelValues("permission_denied")
 	m.ClientWorkarounds.WithLabelValues("ring_hash_as_round_robin")
+	for _, t := range []string{"tls", "plaintext", "denied"} {
+		m.ServerListeners.WithLabelValues(t)
+	}
+	for _, r := range UnplacedReasons {
+		m.ServersUnplaced.WithLabelValues(r)
+	}
 	for _, typ := range []string{"LDS", "RDS", "CDS", "EDS"} {
 		m.Pushes.WithLabelValues(typ)
 		m.PushLatency.WithLabelValues(typ)
@@ -86,7 +104,7 @@ func New(reg prometheus.Registerer) *Metrics {
 	reg.MustRegister(m.BuildInfo, m.SourceSyncDuration)
 	reg.MustRegister(m.ConnectedClients, m.Subscriptions, m.Pushes, m.PushLatency, m.NACKs,
 		m.DiscoveryEvents, m.Routes, m.Rebuilds, m.Builds, m.AnnotationErrors, m.SourceErrors, m.UnresolvedNames, m.LimitHits, m.Refused, m.ClientWorkarounds,
-		m.HealthFailOpen)
+		m.HealthFailOpen, m.ServerListeners, m.ServersUnplaced)
 	return m
 }
 

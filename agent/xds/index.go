@@ -54,7 +54,7 @@ func (st *stream) keyOf(typ, name string) string {
 	if st.srv.key == nil {
 		return name
 	}
-	return st.srv.key(st.node, st.namespaces, typ, name)
+	return st.srv.key(Client{Node: st.node, Addr: st.peer, Namespaces: st.namespaces}, typ, name)
 }
 
 // dirty is what changed for a stream since it last looked, per type: the

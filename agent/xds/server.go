@@ -42,9 +42,16 @@ type Options struct {
 	Absent func(typ, name string) proto.Message
 	// Key maps a name a client subscribes to onto the cache's name for it
 	// (nil: the name itself), so clients may be served different resources
-	// under one name — another node's view of a listener, say. namespaces
-	// are the client's, as admission found them.
-	Key func(client *corev3.Node, namespaces []string, typ, name string) string
+	// under one name — another node's view of a listener, say.
+	Key func(c Client, typ, name string) string
+}
+
+// Client is who a stream serves, as Key sees it.
+type Client struct {
+	Node *corev3.Node // its first request's, trimmed
+	Addr netip.Addr   // the stream's peer
+	// Namespaces are the client's, as admission found them.
+	Namespaces []string
 }
 
 // Server is an ADS server (state-of-the-world) over a Cache. It owns the
@@ -57,7 +64,7 @@ type Server struct {
 	limits  Limits
 	admit   AdmitFunc
 	absent  func(typ, name string) proto.Message
-	key     func(client *corev3.Node, namespaces []string, typ, name string) string
+	key     func(c Client, typ, name string) string
 	logs    *limiter // shared by every client's log lines
 	ids     atomic.Uint64
 	// sent, if set, is told of every response handed to gRPC (benchmarks

@@ -34,6 +34,7 @@ import (
 	"github.com/nodexds/nodexds/agent/routestatus"
 	"github.com/nodexds/nodexds/agent/serve"
 	"github.com/nodexds/nodexds/agent/topology"
+	"github.com/nodexds/nodexds/agent/trust"
 	"github.com/nodexds/nodexds/agent/xds"
 	"github.com/nodexds/nodexds/discovery"
 	"github.com/nodexds/nodexds/health"
@@ -109,6 +110,9 @@ type serveFlags struct {
 	drainDelay, drainTimeout time.Duration
 	// Route status (agent/routestatus).
 	statusLease, statusNamespace string
+	// Zero trust (agent/trust, agent/servers.go).
+	trustDomain string
+	handover    time.Duration
 }
 
 func (f *serveFlags) register(fs *flag.FlagSet) {
@@ -133,6 +137,8 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.statusLease, "status-lease", "nodexds-route-status", `with -source=kube: the coordination.k8s.io Lease whose holder, one agent of all, writes the status of GRPCRoutes and HTTPRoutes attached to Services; "" disables status writing`)
 	fs.StringVar(&f.statusNamespace, "status-lease-namespace", os.Getenv("POD_NAMESPACE"), "namespace of the -status-lease Lease (default $POD_NAMESPACE, the agent's own); empty disables status writing")
 
+	fs.StringVar(&f.trustDomain, "trust-domain", trust.DefaultTrustDomain, "SPIFFE trust domain of the workload identities (spiffe://<trust-domain>/ns/<namespace>/sa/<serviceaccount>), as the certificates' issuer writes them (csi-driver-spiffe's default is cluster.local)")
+	fs.DurationVar(&f.handover, "mtls-handover", agent.DefaultHandover, "when a Service's nodexds.io/mtls moves between disabled and permissive or strict, its clients change at once and its servers this long after (gRPC servers cannot accept TLS and plaintext on one port): longer than any agent takes to see the change")
 	fs.StringVar(&f.admit, "admit", "", `who may open ADS streams: "node-pods" (only Pods on this node, by peer IP; the default with -source=kube) or "any" (the default with -source=file:PATH)`)
 	fs.StringVar(&f.visibility, "visibility", string(agent.VisibilityCluster), `which Services a client sees: "cluster" (all, as cluster DNS tells any pod) or "namespace" (its own namespace's, and those exporting themselves with the nodexds.io/export-to annotation; needs -admit=node-pods)`)
 	l := xds.DefaultLimits
@@ -156,6 +162,19 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.health.MaxDials, "health-max-dials", d.MaxDials, "connection attempts to endpoints in flight at once")
 	fs.IntVar(&f.health.MaxEndpoints, "health-max-endpoints", d.MaxEndpoints, "budget of endpoints checked at once, shared fairly among the Services in use (each checks its own node's and zone's endpoints first); endpoints beyond it keep the health Kubernetes reports (metric nodexds_health_unchecked_endpoints)")
 	fs.DurationVar(&f.health.Linger, "health-linger", d.Linger, "keep checking an endpoint this long after the last client of this node stopped using it (within what the budget leaves), so a client that comes back is served its current health; 0 stops at once")
+}
+
+// validTrustDomain: SPIFFE's trust domain characters, at most 255.
+func validTrustDomain(td string) bool {
+	if td == "" || len(td) > 255 {
+		return false
+	}
+	for _, r := range td {
+		if !('a' <= r && r <= 'z' || '0' <= r && r <= '9' || r == '.' || r == '-' || r == '_') {
+			return false
+		}
+	}
+	return true
 }
 
 // newLogger writes JSON logs to w, from level up.
@@ -219,6 +238,8 @@ func runServe(ctx context.Context, args []string) error {
 			DefaultTiers:       tiers,
 			Coalesce:           f.coalesce,
 			MaxPickerEndpoints: f.maxPicker,
+			TrustDomain:        f.trustDomain,
+			Handover:           f.handover,
 		},
 		Log:             log,
 		Pprof:           f.pprof,
@@ -251,7 +272,12 @@ func runServe(ctx context.Context, args []string) error {
 		return errors.New("-admit=node-pods needs -source=kube (it watches this node's Pods)")
 	case o.Visibility == agent.VisibilityNamespace && admit != "node-pods":
 		return errors.New("-visibility=namespace needs -admit=node-pods (a client's namespace is that of its Pod)")
+	case !validTrustDomain(f.trustDomain):
+		return fmt.Errorf("-trust-domain=%q: want a SPIFFE trust domain (lowercase letters, digits, '.', '-', '_')", f.trustDomain)
+	case f.handover <= 0:
+		return fmt.Errorf("-mtls-handover=%v: want a positive duration", f.handover)
 	}
+	o.PodsAdmitted = admit == "node-pods"
 	// The source in use is exported at 0 from the start.
 	sourceError := func(source string) func(error) {
 		errs := o.Metrics.SourceErrors.WithLabelValues(source)

@@ -1,0 +1,246 @@
+package agent_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	xdscreds "google.golang.org/grpc/credentials/xds"
+	"google.golang.org/grpc/xds"
+
+	"github.com/nodexds/nodexds/agent/bootstrap"
+	"github.com/nodexds/nodexds/agent/serve"
+	"github.com/nodexds/nodexds/agent/trust"
+	"github.com/nodexds/nodexds/discovery"
+	"github.com/nodexds/nodexds/internal/echo"
+	"github.com/nodexds/nodexds/internal/spiffe"
+)
+
+// Zero trust, in process: real grpc-go xDS-enabled servers (gRFC A36) and
+// xDS clients with xDS credentials (A29), their certificates written by a
+// test CA as csi-driver-spiffe writes them, and the agent's Listeners,
+// clusters and RBAC (A41) in between.
+
+// identities issues workload certificates into directories of the test.
+type identities struct {
+	t  testing.TB
+	ca *spiffe.CA
+}
+
+func newIdentities(t testing.TB) *identities {
+	ca, err := spiffe.NewCA(trust.DefaultTrustDomain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &identities{t: t, ca: ca}
+}
+
+// certs issues ns/sa a certificate and returns its directory.
+func (id *identities) certs(ns, sa string) string {
+	dir := filepath.Join(id.t.TempDir(), ns+"-"+sa)
+	if err := id.ca.Issue(dir, ns, sa, 0); err != nil {
+		id.t.Fatal(err)
+	}
+	return dir
+}
+
+// startXDSBackend runs an xDS-enabled echo server "on" node a1, with the
+// certificates of dir ("" for none in its bootstrap), and lists it, ready,
+// in svc. It serves once the agent has given it a Listener.
+func (w *world) startXDSBackend(a *testAgent, svc *service, name, certs string) *backend {
+	w.t.Helper()
+	return w.startXDSBackendOn(a, svc, name, certs, "127.0.0.1:0")
+}
+
+// startXDSBackendOn is startXDSBackend listening on listen.
+func (w *world) startXDSBackendOn(a *testAgent, svc *service, name, certs, listen string) *backend {
+	w.t.Helper()
+	bs, err := bootstrap.JSON(bootstrap.Options{Server: a.Addr, NodeID: "test/server/" + name, Certs: certs, CertRefresh: time.Second})
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	srv, err := xds.NewGRPCServer(
+		serverCreds(),
+		xds.BootstrapContentsForTesting(bs),
+	)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", listen)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	b := &backend{Name: name, Node: "a1", Ready: true, srv: echo.ServeOn(srv, lis, name), addr: lis.Addr().String()}
+	w.t.Cleanup(b.srv.Stop)
+	w.mu.Lock()
+	svc.Backends = append(svc.Backends, b)
+	w.mu.Unlock()
+	w.write()
+	return b
+}
+
+func serverCreds() grpc.ServerOption {
+	c, err := xdscreds.NewServerCredentials(xdscreds.ServerOptions{FallbackCreds: insecure.NewCredentials()})
+	if err != nil {
+		panic(err)
+	}
+	return grpc.Creds(c)
+}
+
+// dialSecure opens an xDS channel with xDS credentials, as a pod whose
+// certificates are in dir ("" for a bootstrap without any).
+func dialSecure(t testing.TB, a *testAgent, target, certs string) *grpc.ClientConn {
+	t.Helper()
+	bs, err := bootstrap.JSON(bootstrap.Options{Server: a.Addr, NodeID: fmt.Sprintf("test/%s/%d", t.Name(), dials.Add(1)), Zone: "a", Region: "r1", Certs: certs, CertRefresh: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := xds.NewXDSResolverWithConfigForTesting(bs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	creds, err := xdscreds.NewClientCredentials(xdscreds.ClientOptions{FallbackCreds: insecure.NewCredentials()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := grpc.NewClient("xds:///"+target, grpc.WithResolvers(r), grpc.WithTransportCredentials(creds))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	return cc
+}
+
+func withHandover(d time.Duration) func(*serve.Options) {
+	return func(o *serve.Options) { o.Handover = d }
+}
+
+// cartServer runs shop/cart with annotations and one xDS-enabled server
+// whose certificate is of service account sa of shop.
+func cartServer(t *testing.T, sa string, annotations map[string]string) (*identities, *world, *service, *testAgent) {
+	id := newIdentities(t)
+	w := newWorld(t)
+	cart := w.addService("shop", "cart", func(s *service) { s.Annotations = annotations })
+	a := startAgent(t, w)
+	w.startXDSBackend(a, cart, sa, id.certs("shop", sa))
+	return id, w, cart, a
+}
+
+func TestStrictServiceAuthorizesCallersByIdentity(t *testing.T) {
+	id, _, _, a := cartServer(t, "cart", map[string]string{trust.AnnotationMTLS: "strict", trust.AnnotationAllowFrom: "web/frontend"})
+	frontend := dialSecure(t, a, "cart.shop:8080", id.certs("web", "frontend"))
+	eventually(t, frontend, "cart")
+	other := dialSecure(t, a, "cart.shop:8080", id.certs("web", "other"))
+	eventually(t, other, "ERR PermissionDenied")
+	// A client whose bootstrap has no certificates is sent plaintext
+	// settings, which the server's TLS chain does not accept.
+	plain := dialSecure(t, a, "cart.shop:8080", "")
+	eventually(t, plain, "ERR Unavailable")
+}
+
+func TestClientRefusesAServerOutsideServerIdentities(t *testing.T) {
+	// Its certificate is of another service account of the namespace.
+	id, w, cart, a := cartServer(t, "impostor", map[string]string{trust.AnnotationMTLS: "strict", trust.AnnotationServerIdentities: "cart"})
+	frontend := dialSecure(t, a, "cart.shop:8080", id.certs("web", "frontend"))
+	eventually(t, frontend, "ERR Unavailable")
+
+	// The annotation widened to it, the same server is accepted.
+	cart.Annotations[trust.AnnotationServerIdentities] = "cart, impostor"
+	w.write()
+	eventually(t, frontend, "impostor")
+}
+
+// TestMTLSRolloutLosesNoRPC moves a Service disabled → permissive → strict
+// → disabled while a client calls it without pause: no RPC may fail, and
+// each step must really change the wire (a client without certificates
+// tells: it reaches the server only while it is plaintext). The client's
+// node has an agent of its own that hears of each change later than the
+// server's agent (it polls its source 400 ms apart), as agents of two nodes
+// do: the servers' handover is what keeps their connections from changing
+// before their clients'.
+func TestMTLSRolloutLosesNoRPC(t *testing.T) {
+	testRollout(t, 2*time.Second)
+}
+
+func testRollout(t *testing.T, handover time.Duration) (int64, int64) {
+	id := newIdentities(t)
+	w := newWorld(t)
+	cart := w.addService("shop", "cart", func(s *service) { s.Annotations = map[string]string{} })
+	server := startAgent(t, w, withHandover(handover))
+	a := startAgent(t, w, withHandover(handover), func(o *serve.Options) {
+		o.NodeName = "a2"
+		o.Source.(*discovery.FileSource).Poll = 400 * time.Millisecond
+	})
+	w.startXDSBackend(server, cart, "cart", id.certs("shop", "cart"))
+	frontend := dialSecure(t, a, "cart.shop:8080", id.certs("web", "frontend"))
+	eventually(t, frontend, "cart")
+
+	var sent, failed atomic.Int64
+	var firstErr atomic.Value
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for ctx.Err() == nil {
+			sent.Add(1)
+			if got := hit(frontend); got != "cart" {
+				failed.Add(1)
+				firstErr.CompareAndSwap(nil, got)
+			}
+		}
+	}()
+	step := func(mode string, plaintextWorks bool) {
+		t.Helper()
+		cart.Annotations[trust.AnnotationMTLS] = mode
+		w.write()
+		plain := dialSecure(t, a, "cart.shop:8080", "")
+		if plaintextWorks {
+			eventually(t, plain, "cart")
+		} else {
+			eventually(t, plain, "ERR Unavailable")
+		}
+	}
+	step("permissive", false) // once the servers have handed over
+	step("strict", false)
+	step("disabled", true)
+	stop()
+	<-done
+	if f := failed.Load(); f > 0 {
+		t.Errorf("%d of %d RPCs failed during the rollout (first: %v)", f, sent.Load(), firstErr.Load())
+	}
+	if sent.Load() < 50 {
+		t.Fatalf("only %d RPCs were sent: the rollout was not under load", sent.Load())
+	}
+	t.Logf("%d RPCs, %d failed", sent.Load(), failed.Load())
+	return sent.Load(), failed.Load()
+}
+
+// TestAServerGetsOnlyItsOwnListener: a server's Listener is built for the
+// stream's peer, so a server that asks for another address's Listener (here
+// it listens on 127.0.0.2 but reaches the agent from 127.0.0.1, as a pod
+// naming another pod's IP would) gets none, and serves nothing; a server
+// that names its own address gets its own.
+func TestAServerGetsOnlyItsOwnListener(t *testing.T) {
+	w := newWorld(t)
+	forged := w.addService("shop", "forged")
+	own := w.addService("shop", "own")
+	a := startAgent(t, w)
+	w.startXDSBackendOn(a, forged, "forged", "", "127.0.0.2:0")
+	w.startXDSBackendOn(a, own, "own", "", "127.0.0.1:0")
+	eventually(t, dialSecure(t, a, "own.shop:8080", ""), "own")
+	eventually(t, dialSecure(t, a, "forged.shop:8080", ""), "ERR Unavailable")
+	unplaced := a.Metrics.ServersUnplaced.WithLabelValues("other_address")
+	if n := testutil.ToFloat64(unplaced); n < 1 {
+		t.Errorf("nodexds_server_listeners_unplaced_total{reason=other_address} = %v, want the forged name counted", n)
+	}
+	if n := testutil.ToFloat64(a.Metrics.ServerListeners.WithLabelValues("plaintext")); n != 1 {
+		t.Errorf("nodexds_server_listeners{transport=plaintext} = %v, want 1 (the own server's)", n)
+	}
+}
