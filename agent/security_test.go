@@ -134,7 +134,7 @@ func cartServer(t *testing.T, sa string, annotations map[string]string) (*identi
 }
 
 func TestStrictServiceAuthorizesCallersByIdentity(t *testing.T) {
-	id, _, _, a := cartServer(t, "cart", map[string]string{trust.AnnotationMTLS: "strict", trust.AnnotationAllowFrom: "web/frontend"})
+	id, w, cart, a := cartServer(t, "cart", map[string]string{trust.AnnotationMTLS: "strict", trust.AnnotationAllowFrom: "web/frontend"})
 	frontend := dialSecure(t, a, "cart.shop:8080", id.certs("web", "frontend"))
 	eventually(t, frontend, "cart")
 	other := dialSecure(t, a, "cart.shop:8080", id.certs("web", "other"))
@@ -143,6 +143,12 @@ func TestStrictServiceAuthorizesCallersByIdentity(t *testing.T) {
 	// settings, which the server's TLS chain does not accept.
 	plain := dialSecure(t, a, "cart.shop:8080", "")
 	eventually(t, plain, "ERR Unavailable")
+
+	// Allowed now: the server's new Listener takes it, no restart.
+	cart.Annotations[trust.AnnotationAllowFrom] = "web/*"
+	w.write()
+	eventually(t, other, "cart")
+	eventually(t, frontend, "cart")
 }
 
 func TestClientRefusesAServerOutsideServerIdentities(t *testing.T) {
