@@ -126,7 +126,7 @@ func (a *Agent) apply(e discovery.Event, at time.Time) {
 	if e.Route != nil && (len(ch.Routed) > 0 || e.Deleted) {
 		a.checkRoute(e.Route, e.Deleted)
 	}
-	a.markServers(ch, e)
+	a.markServers(ch, e, at)
 	switch {
 	case ch.Service != nil && e.Service != nil:
 		if e.Deleted {
@@ -152,12 +152,12 @@ func (a *Agent) apply(e discovery.Event, at time.Time) {
 // defaults are read again for its Services (their clusters), and server
 // listeners are rebuilt for a change of a Service, of a Namespace, or of
 // which Services select a pod of this node.
-func (a *Agent) markServers(ch discovery.Change, e discovery.Event) {
+func (a *Agent) markServers(ch discovery.Change, e discovery.Event, at time.Time) {
 	if ch.Namespace != "" {
 		for k, c := range a.configs {
 			if k.Namespace == ch.Namespace && c != nil {
 				delete(a.configs, k) // read again with the namespace's new defaults
-				a.markDirty(k, time.Now(), serviceChanged)
+				a.markDirty(k, at, serviceChanged)
 			}
 		}
 	}

@@ -72,13 +72,10 @@ type serverState struct {
 	server names.Server
 	// tls is the transport its connections were last given; since, when
 	// its policy first asked for the other one (zero: it does not).
-	tls   bool
-	since time.Time
-	built bool
-	// What it enforces now, for /debug/clients.
-	policy    trust.Server
-	services  []string
-	transport string // tls, plaintext or denied
+	tls       bool
+	since     time.Time
+	built     bool
+	transport string // what nodexds_server_listeners counts it as: tls, plaintext, denied or ""
 }
 
 // handover decides the transport a server is given now: the one its policy
@@ -104,7 +101,7 @@ func handover(st *serverState, want bool, now time.Time, after time.Duration) (t
 func (a *Agent) buildServer(key string, st *serverState, now time.Time) time.Time {
 	a.metrics.Builds.WithLabelValues(xds.ShortType(xds.ListenerType)).Inc()
 	s := st.server
-	policy, services, placed := a.builder.serverPolicy(s)
+	policy, placed := a.builder.serverPolicy(s)
 	if !placed {
 		a.metrics.ServersUnplaced.WithLabelValues("unknown_pod").Inc()
 		a.log.Debug("server listener for a peer that is no known pod of this node", "name", s.Name(), "peer", s.Pod)
@@ -134,7 +131,7 @@ func (a *Agent) buildServer(key string, st *serverState, now time.Time) time.Tim
 	case tls:
 		transport = "tls" // handing over to plaintext: TLS, nothing refused
 	}
-	st.tls, st.built, st.policy, st.services = tls, true, policy, services
+	st.tls, st.built = tls, true
 	a.setServer(st, transport)
 	a.set(xds.ListenerType, key, resources.ServerListener(s.Name(), s.Listening, chain), xds.Scope{}, now)
 	return due
@@ -196,24 +193,23 @@ func (a *Agent) noteServerDue(due time.Time) {
 	}
 }
 
-// serverPolicy is what a server pod's port enforces, and the Services it is
-// from; placed is false when the pod is not known to be of this node.
-func (b *builder) serverPolicy(s names.Server) (p trust.Server, services []string, placed bool) {
+// serverPolicy is what a server pod's port enforces; placed is false when
+// the pod is not known to be of this node.
+func (b *builder) serverPolicy(s names.Server) (p trust.Server, placed bool) {
 	var ps []trust.Policy
 	for _, sel := range b.selecting(s.Port()) {
 		if svc, ok := b.service(sel.Service); ok {
 			ps = append(ps, b.config(svc).trust)
-			services = append(services, sel.Service.String())
 		}
 	}
 	if len(ps) == 0 {
 		// No Service selects it (yet): its namespace's default, if the
 		// agent knows the peer is a pod of this node.
 		if !b.podsAdmitted {
-			return trust.Server{}, nil, false
+			return trust.Server{}, false
 		}
 		def, _ := trust.PolicyFor(s.Namespace, nil, b.namespaceAnnotations(s.Namespace))
 		ps = []trust.Policy{def}
 	}
-	return trust.ServerPolicy(ps), services, true
+	return trust.ServerPolicy(ps), true
 }
