@@ -147,8 +147,10 @@ func (a *Agent) view(q ViewQuery) View {
 		svc, _ := a.store.Service(k)
 		for name, typ := range clusters {
 			ref, _ := a.subs.ref(typ, name)
-			if ref.Subset != names.AllEndpoints {
-				continue // endpoint-picker clusters are shown through their Service
+			if ref.Subset != names.AllEndpoints || ref.NoRingHash || ref.MTLS {
+				// Endpoint-picker clusters are shown through their Service, a
+				// cluster's cached variants through its route and endpoints.
+				continue
 			}
 			sv := ServiceView{Cluster: name, Service: k.String(), Port: ref.port, FailOpen: a.failOpen[name], Listeners: []string{}}
 			for _, l := range byType[xds.ListenerType] {

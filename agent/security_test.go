@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
+	"reflect"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -15,7 +17,9 @@ import (
 	xdscreds "google.golang.org/grpc/credentials/xds"
 	"google.golang.org/grpc/xds"
 
+	"github.com/nodexds/nodexds/agent/admin"
 	"github.com/nodexds/nodexds/agent/bootstrap"
+	"github.com/nodexds/nodexds/agent/names"
 	"github.com/nodexds/nodexds/agent/serve"
 	"github.com/nodexds/nodexds/agent/trust"
 	"github.com/nodexds/nodexds/discovery"
@@ -248,5 +252,56 @@ func TestAServerGetsOnlyItsOwnListener(t *testing.T) {
 	}
 	if n := testutil.ToFloat64(a.Metrics.ServerListeners.WithLabelValues("plaintext")); n != 1 {
 		t.Errorf("nodexds_server_listeners{transport=plaintext} = %v, want 1 (the own server's)", n)
+	}
+}
+
+// TestDebugShowsPoliciesAndServers: /debug/services says a Service's mode
+// and identities, /debug/clients marks the xDS-enabled server and what its
+// Listener says.
+func TestDebugShowsPoliciesAndServers(t *testing.T) {
+	id := newIdentities(t)
+	w := newWorld(t)
+	cart := w.addService("shop", "cart", func(s *service) {
+		s.Annotations = map[string]string{trust.AnnotationMTLS: "strict", trust.AnnotationAllowFrom: "web/frontend, ops/*"}
+	})
+	var debug string
+	a := startAgent(t, w, withDebug(t, &debug))
+	w.startXDSBackend(a, cart, "cart", id.certs("shop", "cart"))
+	eventually(t, dialSecure(t, a, "cart.shop:8080", id.certs("web", "frontend")), "cart")
+
+	var services admin.ServicesDebug
+	getJSON(t, debug, "/debug/services?service=shop/cart", &services)
+	if len(services.Services) != 1 {
+		t.Fatalf("%d service ports, want 1", len(services.Services))
+	}
+	sv := services.Services[0]
+	if sv.MTLS != "strict" || !slices.Equal(sv.AllowFrom, []string{"ops/*", "web/frontend"}) ||
+		!slices.Equal(sv.ServerIdentities, []string{"spiffe://cluster.local/ns/shop/sa/*"}) {
+		t.Errorf("mtls %q, allowFrom %v, serverIdentities %v", sv.MTLS, sv.AllowFrom, sv.ServerIdentities)
+	}
+
+	var clients admin.ClientsDebug
+	getJSON(t, debug, "/debug/clients", &clients)
+	servers := 0
+	for _, c := range clients.Clients {
+		if !c.XDSServer {
+			continue
+		}
+		servers++
+		want := admin.ServerListenerDebug{
+			Transport: "tls", RequireClientCert: true,
+			AllowFrom: [][]string{{"spiffe://cluster.local/ns/ops/sa/*", "spiffe://cluster.local/ns/web/sa/frontend"}},
+		}
+		if len(c.ServerListeners) != 1 {
+			t.Fatalf("server %s holds %d listeners, want 1", c.Node, len(c.ServerListeners))
+		}
+		got := c.ServerListeners[0]
+		want.Name = got.Name
+		if !names.IsServer(got.Name) || !reflect.DeepEqual(got, want) {
+			t.Errorf("server listener %+v, want %+v", got, want)
+		}
+	}
+	if servers != 1 {
+		t.Errorf("%d clients marked xdsServer, want 1", servers)
 	}
 }
