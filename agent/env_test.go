@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
@@ -50,6 +51,9 @@ type world struct {
 	path     string
 	mu       sync.Mutex
 	services []*service
+	// namespaces are the annotations of Namespaces written before the
+	// Services (none: no Namespace documents).
+	namespaces map[string]map[string]string
 }
 
 type service struct {
@@ -115,6 +119,12 @@ func (w *world) write() {
 	var b strings.Builder
 	for _, n := range testNodes {
 		fmt.Fprintf(&b, "---\napiVersion: v1\nkind: Node\nmetadata:\n  name: %s\n  labels:\n    topology.kubernetes.io/zone: %s\n    topology.kubernetes.io/region: %s\n", n.Name, n.Zone, n.Region)
+	}
+	for _, ns := range slices.Sorted(maps.Keys(w.namespaces)) {
+		fmt.Fprintf(&b, "---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: %s\n  annotations:\n", ns)
+		for k, v := range w.namespaces[ns] {
+			fmt.Fprintf(&b, "    %s: %q\n", k, v)
+		}
 	}
 	for _, s := range w.services {
 		fmt.Fprintf(&b, "---\napiVersion: v1\nkind: Service\nmetadata:\n  name: %s\n  namespace: %s\n", s.Name, s.Namespace)

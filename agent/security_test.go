@@ -305,3 +305,28 @@ func TestDebugShowsPoliciesAndServers(t *testing.T) {
 		t.Errorf("%d clients marked xdsServer, want 1", servers)
 	}
 }
+
+// TestNamespaceAnnotationsAreTheServicesDefaults: a Namespace's annotations
+// set the policy of its Services that say nothing, and a change to them
+// reaches clients and servers; a Service's own annotation wins.
+func TestNamespaceAnnotationsAreTheServicesDefaults(t *testing.T) {
+	id := newIdentities(t)
+	w := newWorld(t)
+	w.namespaces = map[string]map[string]string{"shop": {trust.AnnotationMTLS: "strict", trust.AnnotationAllowFrom: "web/frontend"}}
+	cart := w.addService("shop", "cart", func(s *service) { s.Annotations = map[string]string{} })
+	a := startAgent(t, w, withHandover(500*time.Millisecond))
+	w.startXDSBackend(a, cart, "cart", id.certs("shop", "cart"))
+	other := dialSecure(t, a, "cart.shop:8080", id.certs("web", "other"))
+	eventually(t, dialSecure(t, a, "cart.shop:8080", id.certs("web", "frontend")), "cart")
+	eventually(t, other, "ERR PermissionDenied")
+
+	w.mu.Lock()
+	w.namespaces["shop"][trust.AnnotationAllowFrom] = "web/*"
+	w.mu.Unlock()
+	w.write()
+	eventually(t, other, "cart")
+
+	cart.Annotations[trust.AnnotationMTLS] = "disabled"
+	w.write()
+	eventually(t, dialSecure(t, a, "cart.shop:8080", ""), "cart")
+}
