@@ -2,6 +2,9 @@ package agent_test
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"net"
 	"path/filepath"
@@ -24,6 +27,7 @@ import (
 	"github.com/nodexds/nodexds/agent/trust"
 	"github.com/nodexds/nodexds/discovery"
 	"github.com/nodexds/nodexds/internal/echo"
+	"github.com/nodexds/nodexds/internal/poll"
 	"github.com/nodexds/nodexds/internal/spiffe"
 )
 
@@ -64,9 +68,13 @@ func (w *world) startXDSBackend(a *testAgent, svc *service, name, certs string) 
 }
 
 // startXDSBackendOn is startXDSBackend listening on listen.
-func (w *world) startXDSBackendOn(a *testAgent, svc *service, name, certs, listen string) *backend {
+func (w *world) startXDSBackendOn(a *testAgent, svc *service, name, certs, listen string, mut ...func(*bootstrap.Options)) *backend {
 	w.t.Helper()
-	bs, err := bootstrap.JSON(bootstrap.Options{Server: a.Addr, NodeID: "test/server/" + name, Certs: certs, CertRefresh: time.Second})
+	o := bootstrap.Options{Server: a.Addr, NodeID: "test/server/" + name, Certs: certs, CertRefresh: time.Second}
+	for _, m := range mut {
+		m(&o)
+	}
+	bs, err := bootstrap.JSON(o)
 	if err != nil {
 		w.t.Fatal(err)
 	}
@@ -240,15 +248,21 @@ func testRollout(t *testing.T, handover time.Duration) (int64, int64) {
 func TestAServerGetsOnlyItsOwnListener(t *testing.T) {
 	w := newWorld(t)
 	forged := w.addService("shop", "forged")
+	foreign := w.addService("shop", "foreign")
 	own := w.addService("shop", "own")
 	a := startAgent(t, w)
 	w.startXDSBackendOn(a, forged, "forged", "", "127.0.0.2:0")
+	// A server that says it runs on node b1: this agent (a1's) may be its
+	// xDS fallback, but only b1's agent knows its pod.
+	w.startXDSBackendOn(a, foreign, "foreign", "", "127.0.0.1:0", func(o *bootstrap.Options) { o.NodeName = "b1" })
 	w.startXDSBackendOn(a, own, "own", "", "127.0.0.1:0")
 	eventually(t, dialSecure(t, a, "own.shop:8080", ""), "own")
 	eventually(t, dialSecure(t, a, "forged.shop:8080", ""), "ERR Unavailable")
-	unplaced := a.Metrics.ServersUnplaced.WithLabelValues("other_address")
-	if n := testutil.ToFloat64(unplaced); n < 1 {
-		t.Errorf("nodexds_server_listeners_unplaced_total{reason=other_address} = %v, want the forged name counted", n)
+	eventually(t, dialSecure(t, a, "foreign.shop:8080", ""), "ERR Unavailable")
+	for _, reason := range []string{"other_address", "other_node"} {
+		if n := testutil.ToFloat64(a.Metrics.ServersUnplaced.WithLabelValues(reason)); n < 1 {
+			t.Errorf("nodexds_server_listeners_unplaced_total{reason=%s} = %v, want its server counted", reason, n)
+		}
 	}
 	if n := testutil.ToFloat64(a.Metrics.ServerListeners.WithLabelValues("plaintext")); n != 1 {
 		t.Errorf("nodexds_server_listeners{transport=plaintext} = %v, want 1 (the own server's)", n)
@@ -329,4 +343,94 @@ func TestNamespaceAnnotationsAreTheServicesDefaults(t *testing.T) {
 	cart.Annotations[trust.AnnotationMTLS] = "disabled"
 	w.write()
 	eventually(t, dialSecure(t, a, "cart.shop:8080", ""), "cart")
+}
+
+// TestRotatedCertificatesAreUsedWithoutAFailedRPC: the server's files are
+// re-issued while a client calls it; the server's file watcher picks them up
+// (bootstrap --cert-refresh 1s), so a new connection is handed the new
+// certificate, and no RPC fails on the way.
+func TestRotatedCertificatesAreUsedWithoutAFailedRPC(t *testing.T) {
+	id := newIdentities(t)
+	w := newWorld(t)
+	cart := w.addService("shop", "cart", func(s *service) { s.Annotations = map[string]string{trust.AnnotationMTLS: "strict"} })
+	a := startAgent(t, w)
+	serverCerts, clientCerts := id.certs("shop", "cart"), id.certs("web", "frontend")
+	be := w.startXDSBackend(a, cart, "cart", serverCerts)
+	frontend := dialSecure(t, a, "cart.shop:8080", clientCerts)
+	eventually(t, frontend, "cart")
+
+	var sent, failed atomic.Int64
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for ctx.Err() == nil {
+			sent.Add(1)
+			if hit(frontend) != "cart" {
+				failed.Add(1)
+			}
+		}
+	}()
+	before := servedSerial(t, be.addr, clientCerts)
+	if err := id.ca.Issue(serverCerts, "shop", "cart", 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := id.ca.Issue(clientCerts, "web", "frontend", 0); err != nil {
+		t.Fatal(err)
+	}
+	cert, _, _, err := spiffe.Read(serverCerts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := leafSerial(t, cert)
+	if want == before {
+		t.Fatal("the re-issued certificate has the old serial")
+	}
+	deadline := time.Now().Add(poll.Timeout)
+	for got := servedSerial(t, be.addr, clientCerts); got != want; got = servedSerial(t, be.addr, clientCerts) {
+		if time.Now().After(deadline) {
+			t.Fatalf("a new connection still gets serial %s, want the new %s", got, want)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	stop()
+	<-done
+	if failed.Load() > 0 {
+		t.Errorf("%d of %d RPCs failed across the rotation", failed.Load(), sent.Load())
+	}
+}
+
+// servedSerial opens a new TLS connection to a server, presenting the
+// certificate of dir, and returns the serial of the server's leaf.
+func servedSerial(t *testing.T, addr, dir string) string {
+	t.Helper()
+	certPEM, keyPEM, _, err := spiffe.Read(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The identity is a URI SAN, not a host name: the serial is all this
+	// reads, so the chain is not verified here (gRPC does that).
+	conn, err := tls.Dial("tcp", addr, &tls.Config{Certificates: []tls.Certificate{pair}, InsecureSkipVerify: true, NextProtos: []string{"h2"}}) //nolint:gosec // see above
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	return conn.ConnectionState().PeerCertificates[0].SerialNumber.String()
+}
+
+func leafSerial(t *testing.T, certPEM []byte) string {
+	t.Helper()
+	b, _ := pem.Decode(certPEM)
+	if b == nil {
+		t.Fatal("no PEM certificate")
+	}
+	c, err := x509.ParseCertificate(b.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c.SerialNumber.String()
 }
