@@ -531,6 +531,15 @@ func (c *Cluster) ServiceAccountToken(t testing.TB, namespace, name string) stri
 	return tr.Status.Token
 }
 
+// CreateServiceAccount creates ServiceAccount namespace/name, unless it
+// exists: what a pod needs before PodSpec.ServiceAccount may name it.
+func (c *Cluster) CreateServiceAccount(t testing.TB, namespace, name string) {
+	t.Helper()
+	if err := c.ensureServiceAccount(t.Context(), namespace, name); err != nil {
+		t.Fatalf("e2e: %v", err)
+	}
+}
+
 func (c *Cluster) ensureServiceAccount(ctx context.Context, namespace, name string) error {
 	_, err := c.client.CoreV1().ServiceAccounts(namespace).Create(ctx,
 		&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})

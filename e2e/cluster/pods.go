@@ -53,6 +53,10 @@ type PodSpec struct {
 	// process (if any) shares the node's network like every other process
 	// the harness runs in the node's namespace.
 	HostNetwork bool
+	// ServiceAccount is spec.serviceAccountName (default: the namespace's
+	// "default"). The ServiceAccount admission plugin refuses the Pod unless
+	// it exists: create it first (CreateServiceAccount).
+	ServiceAccount string
 }
 
 // Pod is a pod started by StartPod.
@@ -134,8 +138,9 @@ func (c *Cluster) createPod(t testing.TB, p *Pod, spec PodSpec) {
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Namespace: spec.Namespace, Name: spec.Name, Labels: spec.Labels},
 		Spec: corev1.PodSpec{
-			NodeName:    spec.Node,
-			HostNetwork: spec.HostNetwork,
+			NodeName:           spec.Node,
+			HostNetwork:        spec.HostNetwork,
+			ServiceAccountName: spec.ServiceAccount,
 			Containers: []corev1.Container{{
 				Name: containerName,
 				// Never pulled: nothing runs images here.
