@@ -62,6 +62,7 @@ type Env struct {
 	mu     sync.Mutex
 	probes []*Probe // running, so Step can mark phases on them
 	seq    int
+	ids    *identities // the trust domain's CA (mtls_test.go), made on first use
 }
 
 // stackSkip is why a scenario's checks of one stack skip. A stack that
@@ -425,6 +426,26 @@ type Backend struct {
 	N int
 	// NotReady starts it with Ready=False (see cluster.PodSpec).
 	NotReady bool
+
+	// XDS makes it an xDS-enabled server (gRFC A36) with xDS credentials
+	// (A29): its init step writes its bootstrap with `nodexds bootstrap`,
+	// and it serves only once its agent gave it a Listener. See
+	// xdsServerArgv (mtls_test.go), which needs the agents to listen on
+	// every address of their node (mtlsAgentArgs).
+	XDS bool
+	// Stack is the server program of an XDS backend (default Go,
+	// nodexds-echo; JS and CCore run jsclient's and pyclient's programs
+	// with `serve --xds`).
+	Stack Stack
+	// Certs is the pod's certificate directory (Env.IssueCerts), written
+	// into its bootstrap; "" for none.
+	Certs string
+	// ServiceAccount is the pod's (default "default"); IssueCerts creates it.
+	ServiceAccount string
+	// Agent is the node whose agent an XDS backend asks for its Listener:
+	// default its own; another node's is asked as a fallback server is,
+	// with its bootstrap naming its own node (--node-name).
+	Agent string
 }
 
 // Name is the pod's name.
@@ -440,12 +461,17 @@ func (e *Env) StartBackend(t testing.TB, b Backend) *cluster.Pod {
 	// stopped while the client still sends RPCs, and its failures would
 	// pollute the tables. The test is over by then: stop the clients first.
 	defer t.Cleanup(e.stopProbes)
+	argv := []string{e.Bins.Echo, "serve", "-listen", "{{IP}}:" + strconv.Itoa(backendPort), "-name", "{{NAME}}"}
+	if b.XDS {
+		argv = e.xdsServerArgv(t, b)
+	}
 	return e.StartPod(t, cluster.PodSpec{
 		Namespace: b.Namespace, Name: b.Name(), Node: b.Node,
-		Labels:   map[string]string{"app": b.Service},
-		Ports:    []corev1.ContainerPort{{Name: "grpc", ContainerPort: backendPort}},
-		Argv:     []string{e.Bins.Echo, "serve", "-listen", "{{IP}}:" + strconv.Itoa(backendPort), "-name", "{{NAME}}"},
-		NotReady: b.NotReady,
+		Labels:         map[string]string{"app": b.Service},
+		Ports:          []corev1.ContainerPort{{Name: "grpc", ContainerPort: backendPort}},
+		Argv:           argv,
+		NotReady:       b.NotReady,
+		ServiceAccount: b.ServiceAccount,
 	})
 }
 

@@ -66,6 +66,13 @@ type ProbeOptions struct {
 	Fallback string
 	// Server overrides the agent address in the bootstrap (host:port).
 	Server string
+	// Certs is the client pod's certificate directory (Env.IssueCerts),
+	// written into its bootstrap (--certs, --cert-refresh certRefresh).
+	Certs string
+	// XDSCreds gives the client's channel xDS credentials (gRFC A29): mTLS
+	// when its cluster says so, plaintext otherwise. Without them a client
+	// is plaintext whatever its cluster says.
+	XDSCreds bool
 }
 
 // RPC is one line of a probe's output.
@@ -156,6 +163,9 @@ func (e *Env) StartProbe(t testing.TB, o ProbeOptions) *Probe {
 		for _, h := range o.Headers {
 			argv = append(argv, "-header", h)
 		}
+		if o.XDSCreds {
+			argv = append(argv, "-xds-creds")
+		}
 		argv = append(argv, o.Targets[0])
 		// Warnings (xDS stream errors, NACKs) are worth having in the log.
 		env = []string{"GRPC_GO_LOG_SEVERITY_LEVEL=warning", "GRPC_GO_LOG_VERBOSITY_LEVEL=0"}
@@ -163,6 +173,9 @@ func (e *Env) StartProbe(t testing.TB, o ProbeOptions) *Probe {
 		argv = []string{e.Bins.Node, e.Bins.JSProbe, "--interval", interval, "--timeout", probeTimeout.String()}
 		for _, h := range o.Headers {
 			argv = append(argv, "--header", h)
+		}
+		if o.XDSCreds {
+			argv = append(argv, "--xds-creds")
 		}
 		argv = append(argv, o.Targets...)
 		env = []string{"GRPC_VERBOSITY=NONE"}
@@ -173,6 +186,9 @@ func (e *Env) StartProbe(t testing.TB, o ProbeOptions) *Probe {
 		argv = []string{e.Bins.Python, e.Bins.PyProbe, "--interval", interval, "--timeout", probeTimeout.String()}
 		for _, h := range o.Headers {
 			argv = append(argv, "--header", h)
+		}
+		if o.XDSCreds {
+			argv = append(argv, "--xds-creds")
 		}
 		argv = append(argv, o.Targets[0])
 		// C-core logs errors (NACKs, xDS stream errors) by default.
@@ -186,6 +202,9 @@ func (e *Env) StartProbe(t testing.TB, o ProbeOptions) *Probe {
 	}
 	if o.Server != "" {
 		extra = append(extra, "-server", o.Server)
+	}
+	if o.Certs != "" {
+		extra = append(extra, "-certs", o.Certs, "-cert-refresh", certRefresh.String())
 	}
 	env = append(env, "GRPC_XDS_BOOTSTRAP_CONFIG="+e.Bootstrap(t, o.Node, "e2e/"+id, extra...))
 
