@@ -1,8 +1,10 @@
 package e2e
 
 import (
+	"bytes"
 	"fmt"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -223,5 +225,102 @@ func TestStrictMTLSAuthorizesCallersByIdentity(t *testing.T) {
 		if a, b := e.Agents[serverNode].metric(t, otherNode), agentA.metric(t, otherNode); a != 0 || b < 1 {
 			t.Errorf("%s: node-b1 %v, node-a1 %v; want 0 and ≥ 1", otherNode, a, b)
 		}
+	})
+}
+
+// TestMTLSRolloutLosesNoRPCs: Service cart (allow-from web/frontend; its
+// server on node-b1) goes disabled → permissive → strict → disabled while
+// web/frontend's client on node-a1 calls it every 20 ms: no RPC fails,
+// though every step changes the wire — the servers hand over --mtls-handover
+// (3 s here) after the clients (two agents: node-a1's sends the clients'
+// clusters, node-b1's the server's Listener). Each step is seen to change
+// it: a client without certificates reaches cart only while it is
+// plaintext (disabled), web/other's only while it is not strict; and the
+// first bytes of a new connection, read off node-b1's veth by a packet
+// capture, are a TLS ClientHello under strict and the HTTP/2 preface once
+// disabled again.
+func TestMTLSRolloutLosesNoRPCs(t *testing.T) {
+	e := startMTLSEnv(t)
+	e.CreateService(t, shopNS, "cart", annotated(annAllowFrom, "web/frontend")) // no mode: disabled
+	cartB := e.xdsBackend(t, "cart", "cart", 1)
+	cart := e.StartBackend(t, cartB)
+	target := Target(shopNS, "cart")
+
+	frontend := e.ClientPod(t, webNS, "frontend", clientNode, true)
+	other := e.ClientPod(t, webNS, "other", clientNode, true)
+	nocerts := e.ClientPod(t, webNS, "nocerts", clientNode, false)
+	// The wire checks' clients run on a node of their own: the capture
+	// tells their connections apart by the node's address.
+	wire := e.ClientPod(t, webNS, "frontend", "node-a2", true)
+
+	steady := e.StartClients(t, frontend.to("frontend", target))
+	outsider := e.StartClients(t, other.to("other", target))
+	plain := e.StartClients(t, nocerts.to("nocerts", target))
+
+	mode := func(m string) func() {
+		return func() { e.UpdateService(t, shopNS, "cart", annotated(annMTLS, m)) }
+	}
+	// wireCheck starts a client on wire's node while capturing node-b1's
+	// veth, and checks that every connection it opened to cart's pod began
+	// with want.
+	wireCheck := func(t *testing.T, s Stack, want []byte, what string) {
+		t.Helper()
+		c := startCapture(t, e.NodeNetns(serverNode), "eth0", netip.AddrPortFrom(cart.IP, backendPort))
+		o := wire.to("wire", target)
+		o.Stack = s
+		p := e.StartProbe(t, o)
+		p.WaitServedBy(t, cart.Name)
+		p.stop()
+		flows, err := c.Stop()
+		if err != nil {
+			t.Fatalf("capture: %v", err)
+		}
+		src := e.NodeIP(wire.Node)
+		var mine []string
+		for _, f := range flows {
+			if f.Src.Addr() != src || f.First == nil {
+				continue
+			}
+			mine = append(mine, f.String())
+			if !bytes.HasPrefix(f.First, want) {
+				t.Errorf("a connection from %s to cart's pod began with %q, not %s", src, f.First, what)
+			}
+		}
+		if len(mine) == 0 {
+			t.Fatalf("the capture saw no new connection from %s to cart's pod %s with data; all it saw: %v", src, cart.IP, flows)
+		}
+		t.Logf("connections from %s to cart's pod, read off %s's veth:\n  %s", src, serverNode, strings.Join(mine, "\n  "))
+	}
+
+	e.Step(t, "disabled", nil, func(t *testing.T, s Stack) {
+		for _, cs := range []Clients{steady, outsider, plain} {
+			cs[s].WaitServedBy(t, cart.Name)
+		}
+	})
+	from := steady.Marks()
+	e.Step(t, "permissive", mode("permissive"), func(t *testing.T, s Stack) {
+		plain[s].WaitFailingWith(t, "Unavailable") // once the server has handed over to TLS
+		outsider[s].WaitServedBy(t, cart.Name)
+		steady[s].WaitServedBy(t, cart.Name)
+	})
+	e.Step(t, "strict", mode("strict"), func(t *testing.T, s Stack) {
+		outsider[s].WaitFailingWith(t, "PermissionDenied")
+		plain[s].WaitFailingWith(t, "Unavailable")
+		steady[s].WaitServedBy(t, cart.Name)
+	})
+	e.Step(t, "strict: a new connection begins with a TLS ClientHello", nil, func(t *testing.T, s Stack) {
+		wireCheck(t, s, tlsHandshake, "a TLS handshake record (16 03)")
+	})
+	e.Step(t, "disabled again", mode("disabled"), func(t *testing.T, s Stack) {
+		plain[s].WaitServedBy(t, cart.Name) // once the server has handed over to plaintext
+		outsider[s].WaitServedBy(t, cart.Name)
+		steady[s].WaitServedBy(t, cart.Name)
+	})
+	e.Step(t, "disabled: a new connection begins with the HTTP/2 preface", nil, func(t *testing.T, s Stack) {
+		wireCheck(t, s, h2Preface, "the HTTP/2 preface")
+	})
+	e.Step(t, "the rollout lost no RPC", nil, func(t *testing.T, s Stack) {
+		steady[s].AssertOnlyPods(t, from[s], "through the rollout", cart.Name)
+		steady[s].AssertNoFailures(t, from[s], "through disabled → permissive → strict → disabled")
 	})
 }
