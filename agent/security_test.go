@@ -179,23 +179,29 @@ func TestClientRefusesAServerOutsideServerIdentities(t *testing.T) {
 // → disabled while a client calls it without pause: no RPC may fail, and
 // each step must really change the wire (a client without certificates
 // tells: it reaches the server only while it is plaintext). The client's
-// node has an agent of its own that hears of each change later than the
-// server's agent (it polls its source 400 ms apart), as agents of two nodes
-// do: the servers' handover is what keeps their connections from changing
-// before their clients'.
+// node and the server's have agents of their own, and one hears of each
+// change later than the other (it polls its source 400 ms apart), as agents
+// of two nodes do: the servers' handover is what keeps their connections
+// from changing before their clients', whichever agent is first.
 func TestMTLSRolloutLosesNoRPC(t *testing.T) {
-	testRollout(t, 2*time.Second)
+	t.Run("the client's agent late", func(t *testing.T) { testRollout(t, 2*time.Second, false) })
+	t.Run("the server's agent late", func(t *testing.T) { testRollout(t, 2*time.Second, true) })
 }
 
-func testRollout(t *testing.T, handover time.Duration) (int64, int64) {
+func testRollout(t *testing.T, handover time.Duration, serverLate bool) (int64, int64) {
 	id := newIdentities(t)
 	w := newWorld(t)
 	cart := w.addService("shop", "cart", func(s *service) { s.Annotations = map[string]string{} })
-	server := startAgent(t, w, withHandover(handover))
-	a := startAgent(t, w, withHandover(handover), func(o *serve.Options) {
-		o.NodeName = "a2"
-		o.Source.(*discovery.FileSource).Poll = 400 * time.Millisecond
-	})
+	late := func(o *serve.Options) { o.Source.(*discovery.FileSource).Poll = 400 * time.Millisecond }
+	serverOpts := []func(*serve.Options){withHandover(handover)}
+	clientOpts := []func(*serve.Options){withHandover(handover), func(o *serve.Options) { o.NodeName = "a2" }}
+	if serverLate {
+		serverOpts = append(serverOpts, late)
+	} else {
+		clientOpts = append(clientOpts, late)
+	}
+	server := startAgent(t, w, serverOpts...)
+	a := startAgent(t, w, clientOpts...)
 	w.startXDSBackend(server, cart, "cart", id.certs("shop", "cart"))
 	frontend := dialSecure(t, a, "cart.shop:8080", id.certs("web", "frontend"))
 	eventually(t, frontend, "cart")

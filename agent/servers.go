@@ -106,10 +106,18 @@ func (a *Agent) buildServer(key string, st *serverState, now time.Time) time.Tim
 		a.metrics.ServersUnplaced.WithLabelValues("unknown_pod").Inc()
 		a.log.Debug("server listener for a peer that is no known pod of this node", "name", s.Name(), "peer", s.Pod)
 		a.setServer(st, "")
+		st.built = false // nothing to hand over from
 		a.set(xds.ListenerType, key, nil, xds.Scope{}, now)
 		return time.Time{}
 	}
 	tls, due := handover(st, policy.Mode.TLS() && s.Certs, now, a.cfg.Handover)
+	if !due.IsZero() {
+		// A change between plaintext and TLS is held: the server keeps the
+		// Listener it has, exactly. Any change would make it drain its
+		// connections now, and its clients, which may have moved already,
+		// would redial with what it does not speak yet.
+		return due
+	}
 	chain := resources.ServerChain{TLS: tls, Provider: xds.CertProvider}
 	transport := "plaintext"
 	switch {
@@ -128,8 +136,6 @@ func (a *Agent) buildServer(key string, st *serverState, now time.Time) time.Tim
 				}
 			}
 		}
-	case tls:
-		transport = "tls" // handing over to plaintext: TLS, nothing refused
 	}
 	st.tls, st.built = tls, true
 	a.setServer(st, transport)
