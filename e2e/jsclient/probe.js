@@ -4,7 +4,11 @@
 // end-to-end tests.
 //
 //	GRPC_XDS_BOOTSTRAP_CONFIG='{...}' node probe.js [--interval 50ms] [--timeout 1s] \
-//	    [--header name:value]... xds:///be1:8080 [xds:///be2:8080 ...]
+//	    [--header name:value]... [--xds-creds] xds:///be1:8080 [xds:///be2:8080 ...]
+//	GRPC_XDS_BOOTSTRAP_CONFIG='{...}' node probe.js serve --xds --listen IP:PORT --name NAME
+//
+// `probe.js serve` is the twin of `nodexds-echo serve` (server.js). The probe
+// alone may also be written `probe.js probe [flags] TARGET...`.
 //
 // It calls /nodexds.echo.Echo/Hello (google.protobuf.StringValue in and out,
 // encoded by hand: no protos, no codegen) once per interval, one RPC in flight
@@ -18,6 +22,10 @@
 // ADS stream: each target is probed by its own loop, and its lines end with
 // " <target>". A target starts once the previous one's first RPC is done, so
 // every later target is a subscription added to a stream that is already up.
+//
+// With --xds-creds the channels use grpc-js-xds' XdsChannelCredentials with
+// an insecure fallback, as `nodexds-echo probe -xds-creds` does: mTLS when
+// the agent's Cluster carries TLS settings, plaintext otherwise.
 //
 // The bootstrap comes from GRPC_XDS_BOOTSTRAP (a file) or, if that is unset,
 // GRPC_XDS_BOOTSTRAP_CONFIG (the JSON itself); grpc-js-xds reads both.
@@ -168,19 +176,30 @@ function parseDuration(s) {
 
 // --- command line -----------------------------------------------------------
 
+// parseBool is a Go boolean flag's value: -name alone is true, -name=v is
+// strconv.ParseBool(v). (As in Go, -name v does not take v as its value.)
+function parseBool(name, val) {
+  if (val === undefined) return true;
+  if (['1', 't', 'T', 'true', 'TRUE', 'True'].includes(val)) return true;
+  if (['0', 'f', 'F', 'false', 'FALSE', 'False'].includes(val)) return false;
+  throw new Error(`invalid boolean value ${goQuote(val)} for -${name}`);
+}
+
 function usage(msg, code = 2) {
   if (msg) process.stderr.write(`${PROG}: ${msg}\n`);
-  process.stderr.write(`usage: node probe.js [--interval 50ms] [--timeout 1s] [--header name:value]... xds:///NAME [xds:///NAME2 ...]
+  process.stderr.write(`usage: node probe.js [probe] [--interval 50ms] [--timeout 1s] [--header name:value]... [--xds-creds] xds:///NAME [xds:///NAME2 ...]
+       node probe.js serve [--xds] [--listen IP:PORT] [--name NAME] [--not-serving]
 
   --interval d        time between RPCs (default 50ms)
   --timeout d         per-RPC deadline (default 1s)
   --header name:value request metadata sent on every RPC (repeatable)
+  --xds-creds         use xDS credentials (mTLS when the agent's cluster says so, plaintext otherwise)
 `);
   process.exit(code);
 }
 
 function parseArgs(argv) {
-  const opts = { intervalMs: 50, timeoutMs: 1000, headers: [], targets: [] };
+  const opts = { intervalMs: 50, timeoutMs: 1000, headers: [], targets: [], xdsCreds: false };
   const rest = [];
   for (let i = 0; i < argv.length; i++) {
     let a = argv[i];
@@ -199,6 +218,7 @@ function parseArgs(argv) {
     };
     try {
       switch (a) {
+        case 'xds-creds': opts.xdsCreds = parseBool(a, val); break;
         case 'interval': opts.intervalMs = parseDuration(value()); break;
         case 'timeout': opts.timeoutMs = parseDuration(value()); break;
         case 'header': {
@@ -231,7 +251,11 @@ function main() {
 
   const opts = parseArgs(process.argv.slice(2));
   grpc = require('@grpc/grpc-js');
-  require('@grpc/grpc-js-xds').register();
+  const xds = require('@grpc/grpc-js-xds');
+  xds.register();
+  const creds = opts.xdsCreds
+    ? new xds.XdsChannelCredentials(grpc.credentials.createInsecure())
+    : grpc.credentials.createInsecure();
 
   const metadata = new grpc.Metadata();
   try {
@@ -245,7 +269,7 @@ function main() {
   const clients = [];
   try {
     for (const target of opts.targets) {
-      clients.push(new grpc.Client(target, grpc.credentials.createInsecure()));
+      clients.push(new grpc.Client(target, creds));
     }
   } catch (e) {
     process.stderr.write(`${PROG}: ${e.message}\n`);
@@ -343,8 +367,16 @@ function main() {
   }
 }
 
-if (require.main === module) {
-  main();
-}
+// Exported before main runs: server.js, which `probe.js serve` loads, uses
+// the helpers.
+module.exports = { encodeStringValue, decodeStringValue, goQuote, parseDuration, codeName, backendName, parseBool };
 
-module.exports = { encodeStringValue, decodeStringValue, goQuote, parseDuration, codeName, backendName };
+if (require.main === module) {
+  const argv = process.argv.slice(2);
+  if (argv[0] === 'serve') {
+    require('./server.js').main(argv.slice(1));
+  } else {
+    if (argv[0] === 'probe') process.argv.splice(2, 1);
+    main();
+  }
+}

@@ -4,7 +4,11 @@ independent xDS client stack (Python's grpcio, which is C-core underneath,
 like C++, Ruby, PHP and C#) for the end-to-end tests.
 
     GRPC_XDS_BOOTSTRAP_CONFIG='{...}' PYTHONPATH=STUBS python3 probe.py \\
-        [--interval 50ms] [--timeout 1s] [--header name:value]... xds:///be1:8080
+        [--interval 50ms] [--timeout 1s] [--header name:value]... [--xds-creds] xds:///be1:8080
+    GRPC_XDS_BOOTSTRAP_CONFIG='{...}' python3 probe.py serve --xds --listen IP:PORT --name NAME
+
+`probe.py serve` is the twin of `nodexds-echo serve` (server.py, which needs
+no stubs). The probe alone may also be written `probe.py probe [flags] TARGET`.
 
 STUBS holds echo_pb2.py and echo_pb2_grpc.py, generated from echo.proto by
 protoc and grpc_python_plugin (the e2e suite does it once per run). It calls
@@ -14,6 +18,11 @@ prints one line per RPC to stdout, exactly like the Go probe
 
     ok <backend-name> <latency-microseconds>
     err <GoCodeName> "<message>"
+
+With --xds-creds the channel uses grpc.xds_channel_credentials with an
+insecure fallback, as `nodexds-echo probe -xds-creds` does: mTLS when the
+agent's Cluster carries TLS settings, plaintext otherwise. (grpcio's default
+fallback is TLS with the system roots, so it is passed explicitly.)
 
 The bootstrap comes from GRPC_XDS_BOOTSTRAP (a file) or
 GRPC_XDS_BOOTSTRAP_CONFIG (the JSON itself), read by C-core. SIGINT and
@@ -100,12 +109,13 @@ def parse_duration(s):
 def usage(msg, code=2):
     if msg:
         sys.stderr.write("%s: %s\n" % (PROG, msg))
-    sys.stderr.write("usage: probe.py [--interval 50ms] [--timeout 1s] [--header name:value]... xds:///NAME\n")
+    sys.stderr.write("usage: probe.py [probe] [--interval 50ms] [--timeout 1s] [--header name:value]... [--xds-creds] xds:///NAME\n"
+                     "       probe.py serve [--xds] [--listen IP:PORT] [--name NAME] [--not-serving]\n")
     sys.exit(code)
 
 
 def parse_args(argv):
-    opts = {"interval": 0.05, "timeout": 1.0, "headers": []}
+    opts = {"interval": 0.05, "timeout": 1.0, "headers": [], "xds_creds": False}
     rest = []
     i = 0
     while i < len(argv):
@@ -119,6 +129,15 @@ def parse_args(argv):
             continue
         # Like Go's flag package: -name or --name, value next or after '='.
         name, eq, val = a.lstrip("-").partition("=")
+        if name == "xds-creds":
+            # A Go boolean flag: alone it is true; -xds-creds=v parses v.
+            if not eq or val in ("1", "t", "T", "true", "TRUE", "True"):
+                opts["xds_creds"] = True
+            elif val in ("0", "f", "F", "false", "FALSE", "False"):
+                opts["xds_creds"] = False
+            else:
+                usage("invalid boolean value %s for -xds-creds" % go_quote(val))
+            continue
         if not eq:
             if name in ("h", "help"):
                 usage("", 0)
@@ -159,7 +178,12 @@ def main():
 
     sys.stderr.write("%s: grpcio %s (C-core)\n" % (PROG, grpc.__version__))
     sys.stderr.flush()
-    channel = grpc.insecure_channel(opts["target"])
+    if opts["xds_creds"]:
+        import grpc.experimental
+        creds = grpc.xds_channel_credentials(grpc.experimental.insecure_channel_credentials())
+        channel = grpc.secure_channel(opts["target"], creds)
+    else:
+        channel = grpc.insecure_channel(opts["target"])
     stub = echo_pb2_grpc.EchoStub(channel)
     request = wrappers_pb2.StringValue(value="hi")
     metadata = opts["headers"] or None
@@ -191,6 +215,13 @@ def main():
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["serve"]:
+        sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+        import server  # server.py, next to this file
+        server.main(sys.argv[2:])  # runs until a signal ends the process
+        sys.exit(0)
+    if sys.argv[1:2] == ["probe"]:
+        del sys.argv[1]
     try:
         main()
     except BrokenPipeError:
