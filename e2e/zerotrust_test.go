@@ -140,6 +140,30 @@ func TestStrictMTLSAuthorizesCallersByIdentity(t *testing.T) {
 		insecureToCart[s].WaitFailingWith(t, "Unavailable")
 	})
 
+	// Servers of every stack behind one strict Service: each is sent its
+	// Listener and enforces it, for clients of every stack.
+	// Each on a node of its own (the pods of a node share its network
+	// namespace here, and grpc-js-xds binds its port on every address) and
+	// all in one tier, so that every client reaches every server.
+	e.CreateService(t, shopNS, "polyglot", annotated(append(strict, "nodexds.io/topology", "*")...))
+	var polyglot []string
+	for n, st := range []Stack{Go, JS, CCore} {
+		if !xdsCredsStacks[st] {
+			continue
+		}
+		node := []string{serverNode, "node-a2", "node-c1"}[n]
+		b := Backend{Namespace: shopNS, Service: "polyglot", Node: node, N: 1, XDS: true, ServiceAccount: "polyglot", Stack: st}
+		b.Certs = e.IssueCerts(t, shopNS, "polyglot", b.Name())
+		e.StartBackend(t, b)
+		polyglot = append(polyglot, b.Name())
+	}
+	toPolyglot := e.StartClients(t, frontend.to("frontend-polyglot", Target(shopNS, "polyglot")))
+	otherToPolyglot := e.StartClients(t, other.to("other-polyglot", Target(shopNS, "polyglot")))
+	e.Step(t, "polyglot strict: servers of every stack authorize by identity", nil, func(t *testing.T, s Stack) {
+		toPolyglot[s].WaitServedBy(t, polyglot...)
+		otherToPolyglot[s].WaitFailingWith(t, "PermissionDenied")
+	})
+
 	e.Step(t, "payments' server is shop/impostor, outside server-identities", nil, func(t *testing.T, s Stack) {
 		toPayments[s].WaitFailingWith(t, "Unavailable")
 	})

@@ -96,6 +96,16 @@ func (c *Cluster) StartPod(t testing.TB, spec PodSpec) *Pod {
 	c.podIP(t, p, nn, spec.HostNetwork)
 	c.createPod(t, p, spec)
 	if len(spec.Argv) > 0 {
+		if len(spec.Ports) > 0 {
+			// As a kubelet does, the pod has its IP (Running, not Ready)
+			// before its ports are waited on: a process may need the API to
+			// know it first — an xDS-enabled server is admitted by its
+			// node's agent by that IP, and opens its port only once the
+			// agent has given it a Listener.
+			if err := c.updatePodStatus(ctx, p, func(pod *corev1.Pod) { c.setRunning(pod, p, false) }); err != nil {
+				t.Fatalf("e2e: %v", err)
+			}
+		}
 		c.runWorkload(t, p, nn, spec)
 	}
 	if err := c.updatePodStatus(ctx, p, func(pod *corev1.Pod) {
