@@ -392,7 +392,7 @@ func mustJSON(v any) string {
 // rawADS opens an ADS stream as node, asks for names of typ, and waits for
 // the answer, so the agent has the subscription once it returns. dialer,
 // when given, picks the connection's source address.
-func rawADS(t *testing.T, addr, node, typ string, dialer *net.Dialer, names ...string) discoveryv3.AggregatedDiscoveryService_StreamAggregatedResourcesClient {
+func rawADS(t testing.TB, addr, node, typ string, dialer *net.Dialer, names ...string) discoveryv3.AggregatedDiscoveryService_StreamAggregatedResourcesClient {
 	t.Helper()
 	opts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
 	if dialer != nil {
@@ -408,7 +408,7 @@ func rawADS(t *testing.T, addr, node, typ string, dialer *net.Dialer, names ...s
 	return rawStream(t, conn, node, typ, names...)
 }
 
-func rawStream(t *testing.T, conn *grpc.ClientConn, node, typ string, names ...string) discoveryv3.AggregatedDiscoveryService_StreamAggregatedResourcesClient {
+func rawStream(t testing.TB, conn *grpc.ClientConn, node, typ string, names ...string) discoveryv3.AggregatedDiscoveryService_StreamAggregatedResourcesClient {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
