@@ -30,16 +30,20 @@ func commonTLS(provider string, sans []trust.Match) *tlsv3.CommonTlsContext {
 	instance := &tlsv3.CertificateProviderPluginInstance{InstanceName: provider}
 	vc := &tlsv3.CertificateValidationContext{CaCertificateProviderInstance: instance}
 	for _, m := range sans {
-		sm := &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: m.Value}}
-		if m.Prefix {
-			sm.MatchPattern = &matcherv3.StringMatcher_Prefix{Prefix: m.Value}
-		}
-		vc.MatchSubjectAltNames = append(vc.MatchSubjectAltNames, sm)
+		vc.MatchSubjectAltNames = append(vc.MatchSubjectAltNames, stringMatcher(m))
 	}
 	return &tlsv3.CommonTlsContext{
 		TlsCertificateProviderInstance: instance,
 		ValidationContextType:          &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: vc},
 	}
+}
+
+// stringMatcher matches a SPIFFE ID as m says: exactly, or by prefix.
+func stringMatcher(m trust.Match) *matcherv3.StringMatcher {
+	if m.Prefix {
+		return &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Prefix{Prefix: m.Value}}
+	}
+	return &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: m.Value}}
 }
 
 // UpstreamTLS is the transport socket of a cluster whose servers speak
@@ -141,12 +145,8 @@ func serverRBAC(c ServerChain) *rbacv3.RBAC {
 		for i, list := range c.Allow {
 			one := make([]*rbacconfigv3.Principal, len(list))
 			for j, m := range list {
-				sm := &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: m.Value}}
-				if m.Prefix {
-					sm.MatchPattern = &matcherv3.StringMatcher_Prefix{Prefix: m.Value}
-				}
 				one[j] = &rbacconfigv3.Principal{Identifier: &rbacconfigv3.Principal_Authenticated_{
-					Authenticated: &rbacconfigv3.Principal_Authenticated{PrincipalName: sm},
+					Authenticated: &rbacconfigv3.Principal_Authenticated{PrincipalName: stringMatcher(m)},
 				}}
 			}
 			all[i] = &rbacconfigv3.Principal{Identifier: &rbacconfigv3.Principal_OrIds{OrIds: &rbacconfigv3.Principal_Set{Ids: one}}}
