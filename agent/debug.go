@@ -213,11 +213,7 @@ func (a *Agent) fillView(sv *ServiceView, svc *discovery.Service, p discovery.Po
 			sv.AllowFrom = append(sv.AllowFrom, p.String())
 		}
 		for _, m := range cfg.trust.ServerMatches(a.cfg.TrustDomain) {
-			id := m.Value
-			if m.Prefix {
-				id += "*"
-			}
-			sv.ServerIdentities = append(sv.ServerIdentities, id)
+			sv.ServerIdentities = append(sv.ServerIdentities, m.String())
 		}
 	}
 	for _, pr := range topology.Prioritize(a.store.Endpoints(svc.Key, p.Name), policy, a.here) {

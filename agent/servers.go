@@ -129,18 +129,13 @@ func (a *Agent) buildServer(key string, st *serverState, now time.Time) time.Tim
 		transport = "tls"
 		chain.RequireClientCert = policy.Mode == trust.Strict
 		if policy.Mode == trust.Strict {
-			chain.Allow = make([][]trust.Match, len(policy.Allow))
-			for i, l := range policy.Allow {
-				for _, p := range l {
-					chain.Allow[i] = append(chain.Allow[i], p.Matches(a.cfg.TrustDomain))
-				}
-			}
+			chain.Allow = policy.AllowMatches(a.cfg.TrustDomain)
 		}
 	}
 	st.tls, st.built = tls, true
 	a.setServer(st, transport)
 	a.set(xds.ListenerType, key, resources.ServerListener(s.Name(), s.Listening, chain), xds.Scope{}, now)
-	return due
+	return time.Time{}
 }
 
 // setServer moves a server listener between the counts of

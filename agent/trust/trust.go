@@ -221,6 +221,14 @@ type Match struct {
 	Prefix bool
 }
 
+// String spells the match as people read it: the ID, or its prefix and "*".
+func (m Match) String() string {
+	if m.Prefix {
+		return m.Value + "*"
+	}
+	return m.Value
+}
+
 // Matches are the peer's identities a list stands for, as URI SAN matchers.
 func (p Peer) Matches(trustDomain string) Match {
 	switch {
@@ -254,6 +262,18 @@ type Server struct {
 	// Allow are the Services' allow lists, deduplicated: a caller must
 	// match one entry of each. Empty unless Mode is Strict.
 	Allow [][]Peer
+}
+
+// AllowMatches are the allow lists as SPIFFE ID matchers, for the server's
+// authorization.
+func (s Server) AllowMatches(trustDomain string) [][]Match {
+	out := make([][]Match, len(s.Allow))
+	for i, l := range s.Allow {
+		for _, p := range l {
+			out[i] = append(out[i], p.Matches(trustDomain))
+		}
+	}
+	return out
 }
 
 // ServerPolicy merges the policies of the Services selecting one server

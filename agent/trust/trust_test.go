@@ -103,6 +103,15 @@ func TestMatches(t *testing.T) {
 			t.Errorf("%v.Matches = %+v, want %+v", tc.peer, got, tc.want)
 		}
 	}
+	s := Server{Mode: Strict, Allow: [][]Peer{{{"ops", "x"}}, {{"web", ""}, {"web", "a"}}}}
+	got := s.AllowMatches("td")
+	want := [][]Match{{{"spiffe://td/ns/ops/sa/x", false}}, {{"spiffe://td/ns/web/sa/", true}, {"spiffe://td/ns/web/sa/a", false}}}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("AllowMatches = %v, want %v", got, want)
+	}
+	if got, want := want[1][0].String()+" "+want[1][1].String(), "spiffe://td/ns/web/sa/* spiffe://td/ns/web/sa/a"; got != want {
+		t.Errorf("String = %q, want %q", got, want)
+	}
 	p := Policy{Namespace: "shop"}
 	if got, want := p.ServerMatches("cluster.local"), []Match{{"spiffe://cluster.local/ns/shop/sa/", true}}; !reflect.DeepEqual(got, want) {
 		t.Errorf("default server matches = %v, want %v", got, want)
