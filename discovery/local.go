@@ -85,9 +85,7 @@ func (s *Store) Selecting(ap netip.AddrPort) []Selection {
 }
 
 func compareSelections(a, b Selection) int {
-	return cmp.Or(
-		strings.Compare(a.Service.Namespace, b.Service.Namespace), strings.Compare(a.Service.Name, b.Service.Name),
-		cmp.Compare(a.Port.Port, b.Port.Port), strings.Compare(a.Port.Name, b.Port.Name))
+	return cmp.Or(a.Service.Compare(b.Service), cmp.Compare(a.Port.Port, b.Port.Port), strings.Compare(a.Port.Name, b.Port.Name))
 }
 
 // update replaces prev by next in the index (either may be nil: a slice

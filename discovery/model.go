@@ -6,9 +6,11 @@
 package discovery
 
 import (
+	"cmp"
 	"fmt"
 	"net/netip"
 	"strconv"
+	"strings"
 )
 
 // AnnotationPrefix marks the Service and Namespace annotations nodexds reads;
@@ -26,6 +28,11 @@ const (
 type ServiceKey struct{ Namespace, Name string }
 
 func (k ServiceKey) String() string { return k.Namespace + "/" + k.Name }
+
+// Compare orders keys by namespace, then name.
+func (k ServiceKey) Compare(o ServiceKey) int {
+	return cmp.Or(strings.Compare(k.Namespace, o.Namespace), strings.Compare(k.Name, o.Name))
+}
 
 // Port is a named port: a Service port, or an EndpointSlice target port.
 type Port struct {

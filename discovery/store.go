@@ -6,7 +6,6 @@ import (
 	"net/netip"
 	"reflect"
 	"slices"
-	"strings"
 )
 
 // Store merges Events into the current model. It is not safe for concurrent
@@ -250,12 +249,7 @@ func (s *Store) Node(name string) (Node, bool) {
 // ServiceKeys returns the keys of all Services, sorted.
 func (s *Store) ServiceKeys() []ServiceKey {
 	keys := slices.Collect(maps.Keys(s.services))
-	slices.SortFunc(keys, func(a, b ServiceKey) int {
-		if c := strings.Compare(a.Namespace, b.Namespace); c != 0 {
-			return c
-		}
-		return strings.Compare(a.Name, b.Name)
-	})
+	slices.SortFunc(keys, ServiceKey.Compare)
 	return keys
 }
 
