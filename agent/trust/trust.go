@@ -8,6 +8,7 @@
 package trust
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -145,32 +146,12 @@ func ParseMode(s string) (Mode, error) {
 // "namespace/serviceaccount", "namespace/*" or "*". The result is sorted,
 // without duplicates; "*" makes every other entry moot.
 func ParseAllowFrom(s string) ([]Peer, error) {
-	var out []Peer
-	for _, f := range splitList(s) {
-		if f == "*" {
-			return anyone, nil
-		}
-		ns, sa, ok := strings.Cut(f, "/")
-		if !ok {
-			return nil, fmt.Errorf("%q: want namespace/serviceaccount, namespace/* or *", f)
-		}
-		if errs := validation.IsDNS1123Label(ns); len(errs) > 0 {
-			return nil, fmt.Errorf("%q: namespace %q: %s", f, ns, errs[0])
-		}
-		p := Peer{Namespace: ns}
-		if sa != "*" {
-			if errs := validation.IsDNS1123Subdomain(sa); len(errs) > 0 {
-				return nil, fmt.Errorf("%q: service account %q: %s", f, sa, errs[0])
-			}
-			p.ServiceAccount = sa
-		}
-		out = append(out, p)
+	out, err := parseList(s, "identities", `no identities (to allow every identity of the trust domain, write "*")`, parsePeer)
+	if err != nil {
+		return nil, err
 	}
-	switch {
-	case len(out) == 0:
-		return nil, fmt.Errorf("no identities (to allow every identity of the trust domain, write \"*\")")
-	case len(out) > maxIdentities:
-		return nil, fmt.Errorf("%d identities, more than %d", len(out), maxIdentities)
+	if slices.Contains(out, Peer{}) {
+		return anyone, nil
 	}
 	slices.SortFunc(out, func(a, b Peer) int { return strings.Compare(a.String(), b.String()) })
 	out = slices.Compact(out)
@@ -180,24 +161,62 @@ func ParseAllowFrom(s string) ([]Peer, error) {
 	}), nil
 }
 
+// parsePeer reads one entry of an allow list; "*" is the zero Peer.
+func parsePeer(f string) (Peer, error) {
+	if f == "*" {
+		return Peer{}, nil
+	}
+	ns, sa, ok := strings.Cut(f, "/")
+	if !ok {
+		return Peer{}, fmt.Errorf("%q: want namespace/serviceaccount, namespace/* or *", f)
+	}
+	if errs := validation.IsDNS1123Label(ns); len(errs) > 0 {
+		return Peer{}, fmt.Errorf("%q: namespace %q: %s", f, ns, errs[0])
+	}
+	if sa == "*" {
+		return Peer{Namespace: ns}, nil
+	}
+	if errs := validation.IsDNS1123Subdomain(sa); len(errs) > 0 {
+		return Peer{}, fmt.Errorf("%q: service account %q: %s", f, sa, errs[0])
+	}
+	return Peer{Namespace: ns, ServiceAccount: sa}, nil
+}
+
 // ParseServerIdentities reads nodexds.io/server-identities: service
 // accounts of the Service's namespace, comma-separated.
 func ParseServerIdentities(s string) ([]string, error) {
-	var out []string
-	for _, f := range splitList(s) {
+	out, err := parseList(s, "service accounts", "no service accounts", func(f string) (string, error) {
 		if errs := validation.IsDNS1123Subdomain(f); len(errs) > 0 {
-			return nil, fmt.Errorf("service account %q: %s", f, errs[0])
+			return "", fmt.Errorf("service account %q: %s", f, errs[0])
 		}
-		out = append(out, f)
-	}
-	switch {
-	case len(out) == 0:
-		return nil, fmt.Errorf("no service accounts")
-	case len(out) > maxIdentities:
-		return nil, fmt.Errorf("%d service accounts, more than %d", len(out), maxIdentities)
+		return f, nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	slices.Sort(out)
 	return slices.Compact(out), nil
+}
+
+// parseList reads a comma-separated list of at most maxIdentities entries,
+// at least one, each read by parse.
+func parseList[T any](s, what, none string, parse func(string) (T, error)) ([]T, error) {
+	fields := splitList(s)
+	switch {
+	case len(fields) == 0:
+		return nil, errors.New(none)
+	case len(fields) > maxIdentities:
+		return nil, fmt.Errorf("%d %s, more than %d", len(fields), what, maxIdentities)
+	}
+	out := make([]T, 0, len(fields))
+	for _, f := range fields {
+		v, err := parse(f)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, nil
 }
 
 func splitList(s string) []string {

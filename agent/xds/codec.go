@@ -110,10 +110,7 @@ func decodeRequest(b []byte, req *discoveryv3.DiscoveryRequest) error {
 		case 1:
 			req.VersionInfo, err = text(v)
 		case 2:
-			if req.Node == nil {
-				req.Node = &corev3.Node{}
-			}
-			err = decodeNode(v, req.Node)
+			err = decodeNode(v, orNew(&req.Node))
 		case 3:
 			if !utf8.Valid(v) {
 				return errUTF8
@@ -125,13 +122,19 @@ func decodeRequest(b []byte, req *discoveryv3.DiscoveryRequest) error {
 		case 5:
 			req.ResponseNonce, err = text(v)
 		case 6:
-			if req.ErrorDetail == nil {
-				req.ErrorDetail = &status.Status{}
-			}
-			err = decodeStatus(v, req.ErrorDetail)
+			err = decodeStatus(v, orNew(&req.ErrorDetail))
 		}
 		return err
 	})
+}
+
+// orNew returns *p, first setting it to a new T if nil: a repeated message
+// field merges into the one decoded before, as the proto codec does.
+func orNew[T any](p **T) *T {
+	if *p == nil {
+		*p = new(T)
+	}
+	return *p
 }
 
 // decodeNode decodes the Node fields trimNode keeps.
@@ -145,17 +148,15 @@ func decodeNode(b []byte, n *corev3.Node) error {
 		case 3:
 			n.Metadata, err = keptMetadata(v, n.Metadata)
 		case 4:
-			if n.Locality == nil {
-				n.Locality = &corev3.Locality{}
-			}
+			l := orNew(&n.Locality)
 			err = bytesFields(v, func(num protowire.Number, v []byte) (err error) {
 				switch num {
 				case 1:
-					n.Locality.Region, err = text(v)
+					l.Region, err = text(v)
 				case 2:
-					n.Locality.Zone, err = text(v)
+					l.Zone, err = text(v)
 				case 3:
-					n.Locality.SubZone, err = text(v)
+					l.SubZone, err = text(v)
 				}
 				return err
 			})
