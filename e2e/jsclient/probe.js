@@ -185,6 +185,33 @@ function parseBool(name, val) {
   throw new Error(`invalid boolean value ${goQuote(val)} for -${name}`);
 }
 
+// forEachFlag reads argv like Go's flag package: -name or --name, a value as
+// the next argument or after '='. onFlag(name, val, value) gets val (what
+// followed '=', if anything) and value() (val, else the next argument);
+// onArg gets every other argument, and all after '--'. An error thrown by
+// onFlag goes to usage.
+function forEachFlag(argv, usage, onFlag, onArg) {
+  for (let i = 0; i < argv.length; i++) {
+    let a = argv[i];
+    if (a === '--') { argv.slice(i + 1).forEach(onArg); break; }
+    if (!a.startsWith('-') || a === '-') { onArg(a); continue; }
+    a = a.replace(/^--?/, '');
+    let val;
+    const eq = a.indexOf('=');
+    if (eq >= 0) { val = a.slice(eq + 1); a = a.slice(0, eq); }
+    const value = () => {
+      if (val !== undefined) return val;
+      if (i + 1 >= argv.length) usage(`flag needs an argument: -${a}`);
+      return argv[++i];
+    };
+    try {
+      onFlag(a, val, value);
+    } catch (e) {
+      usage(e.message);
+    }
+  }
+}
+
 function usage(msg, code = 2) {
   if (msg) process.stderr.write(`${PROG}: ${msg}\n`);
   process.stderr.write(`usage: node probe.js [probe] [--interval 50ms] [--timeout 1s] [--header name:value]... [--xds-creds] xds:///NAME [xds:///NAME2 ...]
@@ -201,40 +228,22 @@ function usage(msg, code = 2) {
 function parseArgs(argv) {
   const opts = { intervalMs: 50, timeoutMs: 1000, headers: [], targets: [], xdsCreds: false };
   const rest = [];
-  for (let i = 0; i < argv.length; i++) {
-    let a = argv[i];
-    if (a === '--') { rest.push(...argv.slice(i + 1)); break; }
-    if (!a.startsWith('-') || a === '-') { rest.push(a); continue; }
-    // Like Go's flag package: -name or --name, value as the next argument
-    // or after '='.
-    a = a.replace(/^--?/, '');
-    let val;
-    const eq = a.indexOf('=');
-    if (eq >= 0) { val = a.slice(eq + 1); a = a.slice(0, eq); }
-    const value = () => {
-      if (val !== undefined) return val;
-      if (i + 1 >= argv.length) usage(`flag needs an argument: -${a}`);
-      return argv[++i];
-    };
-    try {
-      switch (a) {
-        case 'xds-creds': opts.xdsCreds = parseBool(a, val); break;
-        case 'interval': opts.intervalMs = parseDuration(value()); break;
-        case 'timeout': opts.timeoutMs = parseDuration(value()); break;
-        case 'header': {
-          const h = value();
-          const c = h.indexOf(':');
-          if (c <= 0) usage(`--header ${goQuote(h)}: want name:value`);
-          opts.headers.push([h.slice(0, c).trim().toLowerCase(), h.slice(c + 1).trim()]);
-          break;
-        }
-        case 'h': case 'help': usage('', 0); break;
-        default: usage(`flag provided but not defined: -${a}`);
+  forEachFlag(argv, usage, (a, val, value) => {
+    switch (a) {
+      case 'xds-creds': opts.xdsCreds = parseBool(a, val); break;
+      case 'interval': opts.intervalMs = parseDuration(value()); break;
+      case 'timeout': opts.timeoutMs = parseDuration(value()); break;
+      case 'header': {
+        const h = value();
+        const c = h.indexOf(':');
+        if (c <= 0) usage(`--header ${goQuote(h)}: want name:value`);
+        opts.headers.push([h.slice(0, c).trim().toLowerCase(), h.slice(c + 1).trim()]);
+        break;
       }
-    } catch (e) {
-      usage(e.message);
+      case 'h': case 'help': usage('', 0); break;
+      default: usage(`flag provided but not defined: -${a}`);
     }
-  }
+  }, (a) => rest.push(a));
   if (rest.length < 1) usage('want a target, e.g. xds:///be1:8080');
   opts.targets = rest;
   if (!(opts.intervalMs > 0)) usage('--interval must be positive');
@@ -369,7 +378,7 @@ function main() {
 
 // Exported before main runs: server.js, which `probe.js serve` loads, uses
 // the helpers.
-module.exports = { encodeStringValue, decodeStringValue, goQuote, parseDuration, codeName, backendName, parseBool };
+module.exports = { encodeStringValue, decodeStringValue, goQuote, parseDuration, codeName, backendName, parseBool, forEachFlag };
 
 if (require.main === module) {
   const argv = process.argv.slice(2);

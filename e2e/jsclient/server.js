@@ -31,7 +31,7 @@
 'use strict';
 
 const os = require('os');
-const { encodeStringValue, decodeStringValue, goQuote, parseBool } = require('./probe.js');
+const { encodeStringValue, decodeStringValue, goQuote, parseBool, forEachFlag } = require('./probe.js');
 
 const PROG = 'nodexds-js-echo';
 
@@ -62,32 +62,16 @@ function usage(msg, code = 2) {
 
 function parseArgs(argv) {
   const opts = { listen: ':50051', name: process.env.POD_NAME || '', notServing: false, xds: false };
-  for (let i = 0; i < argv.length; i++) {
-    let a = argv[i];
-    if (a === '--') { if (i + 1 < argv.length) usage(`unexpected argument ${goQuote(argv[i + 1])}`); break; }
-    if (!a.startsWith('-') || a === '-') usage(`unexpected argument ${goQuote(a)}`);
-    a = a.replace(/^--?/, '');
-    let val;
-    const eq = a.indexOf('=');
-    if (eq >= 0) { val = a.slice(eq + 1); a = a.slice(0, eq); }
-    const value = () => {
-      if (val !== undefined) return val;
-      if (i + 1 >= argv.length) usage(`flag needs an argument: -${a}`);
-      return argv[++i];
-    };
-    try {
-      switch (a) {
-        case 'listen': opts.listen = value(); break;
-        case 'name': opts.name = value(); break;
-        case 'not-serving': opts.notServing = parseBool(a, val); break;
-        case 'xds': opts.xds = parseBool(a, val); break;
-        case 'h': case 'help': usage('', 0); break;
-        default: usage(`flag provided but not defined: -${a}`);
-      }
-    } catch (e) {
-      usage(e.message);
+  forEachFlag(argv, usage, (a, val, value) => {
+    switch (a) {
+      case 'listen': opts.listen = value(); break;
+      case 'name': opts.name = value(); break;
+      case 'not-serving': opts.notServing = parseBool(a, val); break;
+      case 'xds': opts.xds = parseBool(a, val); break;
+      case 'h': case 'help': usage('', 0); break;
+      default: usage(`flag provided but not defined: -${a}`);
     }
-  }
+  }, (a) => usage(`unexpected argument ${goQuote(a)}`));
   if (!opts.name) opts.name = os.hostname();
   return opts;
 }
