@@ -2,6 +2,7 @@ package health
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"math/rand/v2"
 	"net"
@@ -247,22 +248,61 @@ func (c *checker) scheduleCheck(s *stream, now time.Time) {
 // that the dialer's frame is off the stack while the connection waits.
 func (c *checker) connect(ctx context.Context) (*grpcConn, error) {
 	cfg := &c.p.cfg
+	t := c.pr.target
+	conn, err := c.dial(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if t.Identity != "" && cfg.TLS != nil {
+		var plain bool
+		if conn, plain, err = c.secure(ctx, conn); plain {
+			// A server between plaintext and TLS (its Service changed, its
+			// Listener not yet): what it says of its health still counts.
+			conn, err = c.dial(ctx)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	g, err := newGRPCConn(conn, t.Addr.String(), cfg.Timeout)
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return g, nil
+}
+
+func (c *checker) dial(ctx context.Context) (net.Conn, error) {
+	cfg := &c.p.cfg
 	d := net.Dialer{Timeout: cfg.Timeout, KeepAliveConfig: net.KeepAliveConfig{
 		Enable:   true,
 		Idle:     cfg.Interval,
 		Interval: cfg.Timeout,
 		Count:    cfg.UnhealthyThreshold,
 	}}
-	conn, err := d.DialContext(ctx, "tcp", c.pr.target.Addr.String())
-	if err != nil {
-		return nil, err
-	}
-	g, err := newGRPCConn(conn, c.pr.target.Addr.String(), cfg.Timeout)
+	return d.DialContext(ctx, "tcp", c.pr.target.Addr.String())
+}
+
+// secure makes conn TLS. plain reports that the server answered the TLS
+// handshake with something that is not TLS: gRPC servers start with their
+// HTTP/2 settings, so a plaintext server is told apart from one that
+// refused the handshake. conn is closed unless it is returned.
+func (c *checker) secure(ctx context.Context, conn net.Conn) (_ net.Conn, plain bool, err error) {
+	cfg := &c.p.cfg
+	tc, err := cfg.TLS(c.pr.target.Identity)
 	if err != nil {
 		conn.Close()
-		return nil, err
+		return nil, false, err
 	}
-	return g, nil
+	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+	defer cancel()
+	s := tls.Client(conn, tc)
+	if err := s.HandshakeContext(ctx); err != nil {
+		conn.Close()
+		var rh tls.RecordHeaderError
+		return nil, errors.As(err, &rh), err
+	}
+	return s, false, nil
 }
 
 func isServing(msg []byte) bool {

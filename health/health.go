@@ -33,6 +33,11 @@ func (s Status) String() string {
 type Target struct {
 	Addr    netip.AddrPort
 	Service string
+	// Identity, when not empty, makes the checks TLS, with the settings
+	// Config.TLS gives for it: the servers of an mTLS Service. A server that
+	// answers in plaintext (it has not handed over to TLS yet) is checked
+	// in plaintext.
+	Identity string
 }
 
 // Checker checks endpoints the agent tells it to, and reports changes.

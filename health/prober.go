@@ -2,6 +2,7 @@ package health
 
 import (
 	"context"
+	"crypto/tls"
 	"log/slog"
 	"maps"
 	"slices"
@@ -47,6 +48,11 @@ type Config struct {
 	// still knows, not an endpoint it last saw healthy. 0 stops checks at
 	// once.
 	Linger time.Duration
+	// TLS gives the TLS settings of the checks of targets with an Identity
+	// (the agent's certificate, and the server certificates it accepts),
+	// read at every connection so that rotated files are used. nil: such
+	// targets are checked in plaintext.
+	TLS func(identity string) (*tls.Config, error)
 }
 
 // ConfirmInterval is the pace of the Check calls that confirm a result which

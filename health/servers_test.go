@@ -2,6 +2,7 @@ package health
 
 import (
 	"context"
+	"crypto/tls"
 	"io"
 	"log/slog"
 	"net"
@@ -15,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
@@ -89,6 +91,7 @@ type serverOption func(*serverOptions)
 type serverOptions struct {
 	noWatch, noHealth, scripted bool
 	addr                        string
+	tls                         *tls.Config
 }
 
 // withoutWatch serves Check only: Watch is UNIMPLEMENTED, as in servers
@@ -97,6 +100,9 @@ func withoutWatch() serverOption { return func(o *serverOptions) { o.noWatch = t
 
 // withoutHealth serves no health service at all.
 func withoutHealth() serverOption { return func(o *serverOptions) { o.noHealth = true } }
+
+// withTLS serves TLS only, with cfg.
+func withTLS(cfg *tls.Config) serverOption { return func(o *serverOptions) { o.tls = cfg } }
 
 // at listens on addr (e.g. "127.0.0.2:0").
 func at(addr string) serverOption { return func(o *serverOptions) { o.addr = addr } }
@@ -111,7 +117,11 @@ func startHealthServer(t testing.TB, opts ...serverOption) *healthServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &healthServer{Server: health.NewServer(), grpc: grpc.NewServer(), lis: &countingListener{Listener: lis}, hang: make(chan struct{})}
+	var sopts []grpc.ServerOption
+	if o.tls != nil {
+		sopts = append(sopts, grpc.Creds(credentials.NewTLS(o.tls)))
+	}
+	s := &healthServer{Server: health.NewServer(), grpc: grpc.NewServer(sopts...), lis: &countingListener{Listener: lis}, hang: make(chan struct{})}
 	s.Target = Target{Addr: netip.MustParseAddrPort(lis.Addr().String())}
 	switch {
 	case o.noHealth:

@@ -248,6 +248,41 @@ func (m Match) String() string {
 	return m.Value
 }
 
+// Matches reports whether the SPIFFE ID id is matched.
+func (m Match) Matches(id string) bool {
+	if m.Prefix {
+		return strings.HasPrefix(id, m.Value)
+	}
+	return id == m.Value
+}
+
+// SpellMatches spells matches as one string, each as Match.String spells
+// it, space-separated (a SPIFFE ID has no space): the form in which a
+// health check target carries the server identities it accepts.
+func SpellMatches(ms []Match) string {
+	out := make([]string, len(ms))
+	for i, m := range ms {
+		out[i] = m.String()
+	}
+	return strings.Join(out, " ")
+}
+
+// ParseMatches reads what SpellMatches wrote.
+func ParseMatches(s string) ([]Match, error) {
+	var out []Match
+	for _, f := range strings.Fields(s) {
+		v, prefix := strings.CutSuffix(f, "*")
+		if !strings.HasPrefix(v, "spiffe://") {
+			return nil, fmt.Errorf("%q is not a SPIFFE ID match", f)
+		}
+		out = append(out, Match{Value: v, Prefix: prefix})
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no SPIFFE ID match")
+	}
+	return out, nil
+}
+
 // Matches are the peer's identities a list stands for, as URI SAN matchers.
 func (p Peer) Matches(trustDomain string) Match {
 	switch {
