@@ -50,6 +50,12 @@ type Config struct {
 	// connections change between plaintext and TLS (DefaultHandover when
 	// zero; see servers.go).
 	Handover time.Duration
+	// HealthIdentity is the SPIFFE ID with which the agent's health checks
+	// present themselves to mTLS servers (the Checker was given its
+	// certificate): their Listeners allow it the health service. Empty: the
+	// agent has no certificate, and the endpoints of mTLS Services are not
+	// checked (Kubernetes' readiness decides alone).
+	HealthIdentity string
 	// PodsAdmitted says every client is known to be a pod of this node (or
 	// of the node it names): admission checked it. Without it, a server
 	// listener is served only to a pod some Service's endpoints place here.

@@ -188,9 +188,13 @@ func (b *builder) status(cfg *serviceConfig, failOpen bool) func(netip.AddrPort)
 	if !cfg.health.Enabled || failOpen {
 		return nil
 	}
-	return func(ap netip.AddrPort) health.Status {
-		return b.health(health.Target{Addr: ap, Service: cfg.health.Name})
-	}
+	return func(ap netip.AddrPort) health.Status { return b.health(b.target(cfg, ap)) }
+}
+
+// target is what the agent checks of an endpoint: mTLS Services' servers
+// over mTLS, accepting the server identities their clients accept.
+func (b *builder) target(cfg *serviceConfig, ap netip.AddrPort) health.Target {
+	return health.Target{Addr: ap, Service: cfg.health.Name, Identity: cfg.checkIdentity}
 }
 
 // loadAssignment prioritizes a Service port's endpoints for the view's node,
@@ -202,7 +206,7 @@ func (b *builder) loadAssignment(svc *discovery.Service, p discovery.Port, name,
 	if cfg.health.Enabled {
 		for _, pr := range prios {
 			for _, e := range pr.Endpoints {
-				c.targets = append(c.targets, health.Target{Addr: e.Addr, Service: cfg.health.Name})
+				c.targets = append(c.targets, b.target(cfg, e.Addr))
 			}
 		}
 	}

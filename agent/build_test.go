@@ -142,7 +142,7 @@ func testBuilder(t *testing.T, ann map[string]string, unhealthy []string) *build
 		names:   p,
 		service: store.Service,
 		config: func(s *discovery.Service) *serviceConfig {
-			return readConfig(s, nil, topology.DefaultTiers, VisibilityCluster)
+			return readConfig(s, nil, topology.DefaultTiers, VisibilityCluster, false, "")
 		},
 		endpoints: func(k discovery.ServiceKey, port string) *portEndpoints {
 			return &portEndpoints{list: store.Endpoints(k, port)}

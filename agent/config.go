@@ -46,6 +46,9 @@ type serviceConfig struct {
 	lb     resources.LBConfig
 	scope  xds.Scope
 	trust  trust.Policy
+	// checkIdentity is what the agent's health checks accept of a server
+	// of an mTLS Service (health.Target.Identity); "" when plaintext.
+	checkIdentity string
 	// errs are the annotations that could not be used; exportErrs those of
 	// the export list, reported apart.
 	errs, exportErrs []*discovery.AnnotationError
@@ -53,19 +56,24 @@ type serviceConfig struct {
 
 // readConfig reads a Service's annotations.
 //
-// nsAnnotations are its namespace's (defaults for the mTLS policy).
-func readConfig(svc *discovery.Service, nsAnnotations map[string]string, tiers topology.Tiers, vis Visibility) *serviceConfig {
+// nsAnnotations are its namespace's (defaults for the mTLS policy);
+// tlsChecks says the agent can check the health of mTLS servers, whose
+// identities are of trustDomain.
+func readConfig(svc *discovery.Service, nsAnnotations map[string]string, tiers topology.Tiers, vis Visibility, tlsChecks bool, trustDomain string) *serviceConfig {
 	policy, errs := topology.PolicyFor(svc, tiers)
 	hc, herrs := health.ConfigFor(svc)
 	lb, lerrs := resources.LBConfigFor(svc)
 	tp, terrs := trust.PolicyFor(svc.Key.Namespace, svc.Annotations, nsAnnotations)
-	if tp.Mode.TLS() {
+	if tp.Mode.TLS() && !tlsChecks {
 		// The agent has no identity of its own to present: its plaintext
 		// checks would fail against a TLS server and eject every endpoint.
 		// Kubernetes' readiness decides instead.
 		hc.Enabled = false
 	}
 	c := &serviceConfig{of: svc, policy: policy, health: hc, lb: lb, trust: tp, errs: slices.Concat(errs, herrs, lerrs, terrs)}
+	if tp.Mode.TLS() {
+		c.checkIdentity = trust.SpellMatches(tp.ServerMatches(trustDomain))
+	}
 	var err *discovery.AnnotationError
 	if c.scope, err = scopeFor(svc, vis); err != nil {
 		c.exportErrs = []*discovery.AnnotationError{err}
@@ -80,7 +88,7 @@ func (a *Agent) config(svc *discovery.Service) *serviceConfig {
 	if c := a.configs[svc.Key]; c != nil && c.of == svc {
 		return c // the store hands out a new Service for every change
 	}
-	c := readConfig(svc, a.namespaceAnnotations(svc.Key.Namespace), a.cfg.DefaultTiers, a.cfg.Visibility)
+	c := readConfig(svc, a.namespaceAnnotations(svc.Key.Namespace), a.cfg.DefaultTiers, a.cfg.Visibility, a.cfg.HealthIdentity != "", a.cfg.TrustDomain)
 	a.report(svc.Key.String(), svc, c.errs)
 	a.report(svc.Key.String()+"/export", svc, c.exportErrs)
 	a.configs[svc.Key] = c

@@ -16,12 +16,17 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	xdscreds "google.golang.org/grpc/credentials/xds"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/xds"
 
 	"github.com/nodexds/nodexds/agent/admin"
 	"github.com/nodexds/nodexds/agent/bootstrap"
+	"github.com/nodexds/nodexds/agent/identity"
 	"github.com/nodexds/nodexds/agent/names"
 	"github.com/nodexds/nodexds/agent/serve"
 	"github.com/nodexds/nodexds/agent/trust"
@@ -439,4 +444,51 @@ func leafSerial(t *testing.T, certPEM []byte) string {
 		t.Fatal(err)
 	}
 	return c.SerialNumber.String()
+}
+
+// TestStrictServersAreHealthCheckedOverMTLS: an agent with a certificate of
+// its own checks the health of a strict Service's servers over mTLS, and
+// their Listeners let its identity call the health service, and nothing
+// else: a NOT_SERVING server is avoided as with plaintext Services.
+func TestStrictServersAreHealthCheckedOverMTLS(t *testing.T) {
+	id := newIdentities(t)
+	self, err := identity.Open(id.certs("nodexds-system", "nodexds"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := newWorld(t)
+	cart := w.addService("shop", "cart", func(s *service) {
+		s.Annotations = map[string]string{trust.AnnotationMTLS: "strict", trust.AnnotationAllowFrom: "web/frontend"}
+	})
+	checks := fastHealth
+	checks.TLS = self.ClientConfig
+	a := startAgent(t, w, withHealth(t, checks), func(o *serve.Options) { o.HealthIdentity = self.ID() })
+	one := w.startXDSBackend(a, cart, "cart", id.certs("shop", "cart"))
+	w.startXDSBackend(a, cart, "cart-2", id.certs("shop", "cart"))
+	frontend := dialSecure(t, a, "cart.shop:8080", id.certs("web", "frontend"))
+	eventually(t, frontend, "cart", "cart-2")
+
+	one.srv.Health.SetServingStatus("", notServing)
+	eventually(t, frontend, "cart-2")
+	one.srv.Health.SetServingStatus("", serving)
+	eventually(t, frontend, "cart", "cart-2")
+
+	// What the server's RBAC lets the agent's identity do, asked directly.
+	agentTLS, err := self.ClientConfig(trust.SpellMatches([]trust.Match{{Value: spiffe.ID(trust.DefaultTrustDomain, "shop", "cart")}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := grpc.NewClient(one.addr, grpc.WithTransportCredentials(credentials.NewTLS(agentTLS)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), poll.Timeout)
+	defer cancel()
+	if _, err := healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {
+		t.Errorf("the agent's health check: %v, want it allowed", err)
+	}
+	if _, err := echo.Hello(ctx, cc); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("the agent's identity calling the service: %v, want PermissionDenied", err)
+	}
 }

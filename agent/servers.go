@@ -130,6 +130,7 @@ func (a *Agent) buildServer(key string, st *serverState, now time.Time) time.Tim
 		chain.RequireClientCert = policy.Mode == trust.Strict
 		if policy.Mode == trust.Strict {
 			chain.Allow = policy.AllowMatches(a.cfg.TrustDomain)
+			chain.HealthChecker = a.cfg.HealthIdentity
 		}
 	}
 	st.tls, st.built = tls, true

@@ -72,6 +72,10 @@ type ServerChain struct {
 	// Service's server that cannot do TLS).
 	Allow   [][]trust.Match
 	DenyAll bool
+	// HealthChecker, with Allow, is the SPIFFE ID of the nodexds agents,
+	// allowed the gRPC health service's methods whatever Allow says: the
+	// agents check the health of the servers their clients use.
+	HealthChecker string
 }
 
 // ServerListener is the Listener of an xDS-enabled gRPC server (gRFC A36),
@@ -156,13 +160,32 @@ func serverRBAC(c ServerChain) *rbacv3.RBAC {
 			who = &rbacconfigv3.Principal{Identifier: &rbacconfigv3.Principal_AndIds{AndIds: &rbacconfigv3.Principal_Set{Ids: all}}}
 		}
 	}
-	return &rbacv3.RBAC{Rules: &rbacconfigv3.RBAC{
-		Action: rbacconfigv3.RBAC_ALLOW,
-		Policies: map[string]*rbacconfigv3.Policy{"nodexds": {
-			Permissions: []*rbacconfigv3.Permission{{Rule: &rbacconfigv3.Permission_Any{Any: true}}},
-			Principals:  []*rbacconfigv3.Principal{who},
-		}},
+	policies := map[string]*rbacconfigv3.Policy{"nodexds": {
+		Permissions: []*rbacconfigv3.Permission{{Rule: &rbacconfigv3.Permission_Any{Any: true}}},
+		Principals:  []*rbacconfigv3.Principal{who},
 	}}
+	if c.HealthChecker != "" && !c.DenyAll {
+		policies["nodexds-health-checks"] = &rbacconfigv3.Policy{
+			Permissions: []*rbacconfigv3.Permission{methodPermission(HealthCheck), methodPermission(HealthWatch)},
+			Principals: []*rbacconfigv3.Principal{{Identifier: &rbacconfigv3.Principal_Authenticated_{
+				Authenticated: &rbacconfigv3.Principal_Authenticated{PrincipalName: stringMatcher(trust.Match{Value: c.HealthChecker})},
+			}}},
+		}
+	}
+	return &rbacv3.RBAC{Rules: &rbacconfigv3.RBAC{Action: rbacconfigv3.RBAC_ALLOW, Policies: policies}}
+}
+
+// The gRPC health service's methods, which the agents call.
+const (
+	HealthCheck = "/grpc.health.v1.Health/Check"
+	HealthWatch = "/grpc.health.v1.Health/Watch"
+)
+
+// methodPermission permits the calls of one method (its :path).
+func methodPermission(path string) *rbacconfigv3.Permission {
+	return &rbacconfigv3.Permission{Rule: &rbacconfigv3.Permission_UrlPath{UrlPath: &matcherv3.PathMatcher{
+		Rule: &matcherv3.PathMatcher_Path{Path: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: path}}},
+	}}}
 }
 
 func anyPrincipal() *rbacconfigv3.Principal {

@@ -2,6 +2,7 @@ package resources
 
 import (
 	"net/netip"
+	"slices"
 	"testing"
 
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
@@ -78,6 +79,26 @@ func TestServerListener(t *testing.T) {
 		if len(lists) != 2 || lists[0].GetOrIds().GetIds()[0].GetAuthenticated().GetPrincipalName().GetPrefix() != web[0].Value ||
 			lists[1].GetOrIds().GetIds()[0].GetAuthenticated().GetPrincipalName().GetExact() != ops[0].Value {
 			t.Errorf("principals %v: want both lists, ANDed", who)
+		}
+	})
+	t.Run("strict, with the agents' identity: it may call the health service", func(t *testing.T) {
+		agents := "spiffe://td/ns/nodexds-system/sa/nodexds"
+		_, _, rbac := serverParts(t, ServerListener(name, addr, ServerChain{TLS: true, Provider: "nodexds", RequireClientCert: true, Allow: [][]trust.Match{web}, HealthChecker: agents}))
+		p := rbac.GetRules().GetPolicies()["nodexds-health-checks"]
+		var paths []string
+		for _, perm := range p.GetPermissions() {
+			paths = append(paths, perm.GetUrlPath().GetPath().GetExact())
+		}
+		if !slices.Equal(paths, []string{HealthCheck, HealthWatch}) || len(p.GetPrincipals()) != 1 ||
+			p.GetPrincipals()[0].GetAuthenticated().GetPrincipalName().GetExact() != agents {
+			t.Errorf("health policy %v: want %s allowed Check and Watch", p, agents)
+		}
+		if _, ok := rbac.GetRules().GetPolicies()["nodexds"]; !ok {
+			t.Error("the allow-from policy is gone")
+		}
+		_, _, denied := serverParts(t, ServerListener(name, addr, ServerChain{DenyAll: true, HealthChecker: agents}))
+		if len(denied.GetRules().GetPolicies()) != 1 {
+			t.Errorf("a server that denies every call lets the agents in: %v", denied.GetRules().GetPolicies())
 		}
 	})
 	t.Run("permissive: TLS, a certificate optional, every call", func(t *testing.T) {

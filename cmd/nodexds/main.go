@@ -28,6 +28,7 @@ import (
 
 	"github.com/nodexds/nodexds/agent"
 	"github.com/nodexds/nodexds/agent/bootstrap"
+	"github.com/nodexds/nodexds/agent/identity"
 	"github.com/nodexds/nodexds/agent/mesh"
 	"github.com/nodexds/nodexds/agent/metrics"
 	"github.com/nodexds/nodexds/agent/names"
@@ -113,6 +114,7 @@ type serveFlags struct {
 	// Zero trust (agent/trust, agent/servers.go).
 	trustDomain string
 	handover    time.Duration
+	certs       string
 }
 
 func (f *serveFlags) register(fs *flag.FlagSet) {
@@ -138,6 +140,7 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.statusNamespace, "status-lease-namespace", os.Getenv("POD_NAMESPACE"), "namespace of the -status-lease Lease (default $POD_NAMESPACE, the agent's own); empty disables status writing")
 
 	fs.StringVar(&f.trustDomain, "trust-domain", trust.DefaultTrustDomain, "SPIFFE trust domain of the workload identities (spiffe://<trust-domain>/ns/<namespace>/sa/<serviceaccount>), as the certificates' issuer writes them (csi-driver-spiffe's default is cluster.local)")
+	fs.StringVar(&f.certs, "certs", "", "the agent's own certificate files (tls.crt, tls.key, ca.crt: a csi-driver-spiffe volume): with them it checks the health of mTLS Services' servers over mTLS, and their Listeners let its SPIFFE ID call the health service; without, those endpoints are not checked")
 	fs.DurationVar(&f.handover, "mtls-handover", agent.DefaultHandover, "when a Service's nodexds.io/mtls moves between disabled and permissive or strict, its clients change at once and its servers this long after (gRPC servers cannot accept TLS and plaintext on one port): longer than any agent takes to see the change")
 	fs.StringVar(&f.admit, "admit", "", `who may open ADS streams: "node-pods" (only Pods on this node, by peer IP; the default with -source=kube) or "any" (the default with -source=file:PATH)`)
 	fs.StringVar(&f.visibility, "visibility", string(agent.VisibilityCluster), `which Services a client sees: "cluster" (all, as cluster DNS tells any pod) or "namespace" (its own namespace's, and those exporting themselves with the nodexds.io/export-to annotation; needs -admit=node-pods)`)
@@ -227,6 +230,19 @@ func runServe(ctx context.Context, args []string) error {
 			return err
 		}
 	}
+	healthIdentity := ""
+	if f.certs != "" {
+		id, err := identity.Open(f.certs)
+		if err != nil {
+			return fmt.Errorf("-certs: %w", err)
+		}
+		if !strings.HasPrefix(id.ID(), "spiffe://"+f.trustDomain+"/") {
+			return fmt.Errorf("-certs: the certificate's SPIFFE ID %s is not of -trust-domain=%s", id.ID(), f.trustDomain)
+		}
+		if f.healthChecks {
+			f.health.TLS, healthIdentity = id.ClientConfig, id.ID()
+		}
+	}
 	tiers, err := topology.ParseTiers(f.defaultTopology)
 	if err != nil {
 		return fmt.Errorf("-default-topology: %w", err)
@@ -240,6 +256,7 @@ func runServe(ctx context.Context, args []string) error {
 			MaxPickerEndpoints: f.maxPicker,
 			TrustDomain:        f.trustDomain,
 			Handover:           f.handover,
+			HealthIdentity:     healthIdentity,
 		},
 		Log:             log,
 		Pprof:           f.pprof,
