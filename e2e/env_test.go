@@ -85,6 +85,10 @@ func StartEnv(t *testing.T, namespaces ...string) *Env {
 type EnvOptions struct {
 	// AgentArgs are more flags for every agent (later flags win).
 	AgentArgs []string
+	// AgentCerts gives the agents a certificate of their service account
+	// (--certs), as the DaemonSet's csi-driver-spiffe volume would: they
+	// then check mTLS servers' health over mTLS.
+	AgentCerts bool
 }
 
 // StartEnvWith is StartEnv with options.
@@ -100,6 +104,9 @@ func StartEnvWith(t *testing.T, o EnvOptions, namespaces ...string) *Env {
 	e.kubectl(t, "apply", "-k", e.Bins.Repo+"/deploy")
 	e.waitRBACEffective(t)
 	kubeconfig := c.WriteKubeconfig(t, c.ServiceAccountToken(t, "nodexds", "nodexds"))
+	if o.AgentCerts {
+		e.agentArgs = append(e.agentArgs, "--certs="+e.IssueCerts(t, "nodexds", "nodexds", "agents"))
+	}
 
 	for _, n := range clusterNodes {
 		e.Agents[n.Name] = e.startAgent(t, n.Name, kubeconfig)

@@ -48,6 +48,7 @@ health:
   interval: 2s
   jitter: 0
   maxEndpoints: 1000
+certs: {enabled: true}
 extraArgs: ["--coalesce=50ms"]
 `
 
@@ -109,7 +110,7 @@ func TestHelmChart(t *testing.T) {
 
 	custom := decodeAll(t, strings.NewReader(stdout(helmCmd("template", "nodexds", chart, "--namespace", "nodexds-custom", "--values", valuesFile))))
 	t.Run("agent flags with defaults are passed only when set", func(t *testing.T) {
-		optional := regexp.MustCompile(`^--(admit|visibility|health-|default-topology|default-namespace|cluster-domain|log-level)`)
+		optional := regexp.MustCompile(`^--(admit|visibility|health-|default-topology|default-namespace|cluster-domain|log-level|certs)`)
 		for _, a := range daemonSetArgs(t, defaults) {
 			if optional.MatchString(a) {
 				t.Errorf("default render passes %s", a)
@@ -118,7 +119,7 @@ func TestHelmChart(t *testing.T) {
 		got := daemonSetArgs(t, custom)
 		for _, want := range []string{"--admit=any", "--visibility=namespace", "--xds-listen=:19000", "--admin-listen=:19001",
 			"--default-topology=zone,*", "--default-namespace=apps", "--cluster-domain=example.org", "--log-level=debug",
-			"--health-checks=false", "--health-interval=2s", "--health-jitter=0", "--health-max-endpoints=1000", "--coalesce=50ms"} {
+			"--health-checks=false", "--health-interval=2s", "--health-jitter=0", "--health-max-endpoints=1000", "--certs=/var/run/secrets/spiffe.io", "--coalesce=50ms"} {
 			if !slices.Contains(got, want) {
 				t.Errorf("non-default render lacks %s; args %q", want, got)
 			}

@@ -49,7 +49,7 @@ var xdsCredsStacks = map[Stack]bool{Go: true, JS: true, CCore: true}
 // xdsCredsStacks (the others' checks skip, saying why).
 func startMTLSEnv(t *testing.T) *Env {
 	t.Helper()
-	e := StartEnvWith(t, EnvOptions{AgentArgs: mtlsAgentArgs}, shopNS, webNS)
+	e := StartEnvWith(t, EnvOptions{AgentArgs: mtlsAgentArgs, AgentCerts: true}, shopNS, webNS)
 	for _, s := range []Stack{JS, CCore} {
 		if xdsCredsStacks[s] {
 			e.WithStack(t, s)
@@ -163,6 +163,11 @@ func TestStrictMTLSAuthorizesCallersByIdentity(t *testing.T) {
 		toPolyglot[s].WaitServedBy(t, polyglot...)
 		otherToPolyglot[s].WaitFailingWith(t, "PermissionDenied")
 	})
+	// The clients' agent checks them over mTLS with its own certificate,
+	// which their Listeners allow the health service alone: a server whose
+	// RBAC refused the check would be UNHEALTHY (PERMISSION_DENIED), one the
+	// agent could not reach over TLS likewise.
+	e.waitHealthy(t, clientNode, shopNS+"/polyglot", polyglot)
 
 	e.Step(t, "payments' server is shop/impostor, outside server-identities", nil, func(t *testing.T, s Stack) {
 		toPayments[s].WaitFailingWith(t, "Unavailable")
@@ -370,3 +375,28 @@ func TestMTLSRolloutLosesNoRPCs(t *testing.T) {
 // where grpc-go keeps the connections it has: only grpc-go's rollout can
 // lose no RPC while the servers hand over.
 var redialsOnTLSChange = map[Stack]bool{JS: true, CCore: true}
+
+// waitHealthy waits until node's agent shows every one of pods among
+// service's endpoints, HEALTHY (checked, and passing).
+func (e *Env) waitHealthy(t testing.TB, node, service string, pods []string) {
+	t.Helper()
+	var health map[string]string
+	for deadline := time.Now().Add(waitTimeout); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		health = map[string]string{}
+		for _, s := range e.fetchDebug(t, node, service).Services {
+			for _, p := range s.Priorities {
+				for _, ep := range p.Endpoints {
+					health[ep.Pod] = ep.Health
+				}
+			}
+		}
+		ok := true
+		for _, p := range pods {
+			ok = ok && health[p] == "HEALTHY"
+		}
+		if ok {
+			return
+		}
+	}
+	t.Fatalf("%s's agent shows %s's endpoints %v, want %v all HEALTHY", node, service, health, pods)
+}

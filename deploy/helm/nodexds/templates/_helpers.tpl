@@ -50,6 +50,9 @@ set (not null), so the default render passes none of them.
 {{- else if ne $v.routeStatus.lease "nodexds-route-status" }}
 - --status-lease={{ $v.routeStatus.lease }}
 {{- end }}
+{{- if $v.certs.enabled }}
+- --certs=/var/run/secrets/spiffe.io
+{{- end }}
 {{- range $v.extraArgs }}
 - {{ . | quote }}
 {{- end }}
