@@ -2,7 +2,6 @@ package health
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"path/filepath"
 	"testing"
 
@@ -45,16 +44,10 @@ func (p *pki) issue(t *testing.T, ns, sa string) string {
 // client certificate from the CA required.
 func (p *pki) serverTLS(t *testing.T, ns, sa string) *tls.Config {
 	t.Helper()
-	certPEM, keyPEM, _, err := spiffe.Read(p.issue(t, ns, sa))
+	cert, roots, err := spiffe.Load(p.issue(t, ns, sa))
 	if err != nil {
 		t.Fatal(err)
 	}
-	cert, err := tls.X509KeyPair(certPEM, keyPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
-	roots := x509.NewCertPool()
-	roots.AddCert(p.ca.Root())
 	return &tls.Config{Certificates: []tls.Certificate{cert}, ClientCAs: roots, ClientAuth: tls.RequireAndVerifyClientCert}
 }
 
@@ -68,11 +61,10 @@ func cartIdentity(sa string) string {
 	return trust.SpellMatches([]trust.Match{{Value: spiffe.ID("cluster.local", "shop", sa)}})
 }
 
-// A strict server (TLS only, a client certificate required) is checked over
-// TLS with the agent's certificate: its status flips are seen.
-func TestTLSChecksOfAStrictServer(t *testing.T) {
-	p := newPKI(t)
-	s := startHealthServer(t, withTLS(p.serverTLS(t, "shop", "cart")))
+// checksFollowFlips tracks s as a server of shop/cart and waits for the
+// prober to see its status flip.
+func checksFollowFlips(t *testing.T, p *pki, s *healthServer) *testProber {
+	t.Helper()
 	pr := startProber(t, p.config())
 	target := s.Target
 	target.Identity = cartIdentity("cart")
@@ -82,6 +74,15 @@ func TestTLSChecksOfAStrictServer(t *testing.T) {
 	waitStatus(t, pr, target, Unhealthy)
 	s.SetServingStatus("", serving)
 	waitStatus(t, pr, target, Healthy)
+	return pr
+}
+
+// A strict server (TLS only, a client certificate required) is checked over
+// TLS with the agent's certificate: its status flips are seen.
+func TestTLSChecksOfAStrictServer(t *testing.T) {
+	p := newPKI(t)
+	s := startHealthServer(t, withTLS(p.serverTLS(t, "shop", "cart")))
+	pr := checksFollowFlips(t, p, s)
 
 	// Without an identity, the same server is checked in plaintext, which
 	// it refuses.
@@ -93,15 +94,7 @@ func TestTLSChecksOfAStrictServer(t *testing.T) {
 // A server of an mTLS Service that has not handed over to TLS yet answers
 // the handshake in plaintext HTTP/2: it is checked in plaintext.
 func TestTLSTargetStillInPlaintextIsCheckedInPlaintext(t *testing.T) {
-	p := newPKI(t)
-	s := startHealthServer(t)
-	pr := startProber(t, p.config())
-	target := s.Target
-	target.Identity = cartIdentity("cart")
-	pr.Track("cart", []Target{target})
-	waitStatus(t, pr, target, Healthy)
-	s.SetServingStatus("", notServing)
-	waitStatus(t, pr, target, Unhealthy)
+	checksFollowFlips(t, newPKI(t), startHealthServer(t))
 }
 
 // A server whose certificate is not of the identities the Service's

@@ -1,7 +1,9 @@
 package identity
 
 import (
-	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -77,17 +79,21 @@ func TestOpenRefusesWhatIsNotAnIdentity(t *testing.T) {
 	}
 }
 
-// selfSigned is a certificate and key with no URI SAN, in PEM.
+// selfSigned is a certificate and key with no URI SAN, in PEM: httptest's.
 func selfSigned(t *testing.T) [2][]byte {
 	t.Helper()
-	cert, key, err := testPEM()
+	srv := httptest.NewUnstartedServer(nil)
+	srv.StartTLS()
+	defer srv.Close()
+	c := srv.TLS.Certificates[0]
+	key, err := x509.MarshalPKCS8PrivateKey(c.PrivateKey)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := tls.X509KeyPair(cert, key); err != nil {
-		t.Fatal(err)
+	return [2][]byte{
+		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Certificate[0]}),
+		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: key}),
 	}
-	return [2][]byte{cert, key}
 }
 
 func TestMatchesSpellAndParseBack(t *testing.T) {

@@ -34,6 +34,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -283,4 +284,22 @@ func Read(dir string) (cert, key, ca []byte, err error) {
 		// Rotated and removed between the readlink and the reads.
 	}
 	return nil, nil, nil, fmt.Errorf("spiffe: %s keeps rotating: %w", dir, err)
+}
+
+// Load reads dir's files (Read) as a certificate with its key, and the
+// roots of ca.crt.
+func Load(dir string) (tls.Certificate, *x509.CertPool, error) {
+	certPEM, keyPEM, caPEM, err := Read(dir)
+	if err != nil {
+		return tls.Certificate{}, nil, err
+	}
+	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return tls.Certificate{}, nil, err
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(caPEM) {
+		return tls.Certificate{}, nil, fmt.Errorf("spiffe: no certificate in %s", filepath.Join(dir, CAFile))
+	}
+	return pair, roots, nil
 }
