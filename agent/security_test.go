@@ -492,3 +492,36 @@ func TestStrictServersAreHealthCheckedOverMTLS(t *testing.T) {
 		t.Errorf("the agent's identity calling the service: %v, want PermissionDenied", err)
 	}
 }
+
+// TestAnUnplacedServerIsCountedOnce: a server whose pod no Service's
+// endpoints list (the agent admits any peer, so it cannot know the pod
+// otherwise) gets no Listener and is counted once, not again at every
+// rebuild while it waits; listed again, it is served.
+func TestAnUnplacedServerIsCountedOnce(t *testing.T) {
+	w := newWorld(t)
+	cart := w.addService("shop", "cart")
+	a := startAgent(t, w)
+	b := w.startXDSBackend(a, cart, "cart", "")
+	cc := dialSecure(t, a, "cart.shop:8080", "")
+	eventually(t, cc, "cart")
+	unplaced := func() float64 { return testutil.ToFloat64(a.Metrics.ServersUnplaced.WithLabelValues("unknown_pod")) }
+	// It may have been counted already, if it asked before the agent read
+	// the file that lists it.
+	before := unplaced()
+
+	w.remove(cart, b)
+	w.write()
+	eventually(t, cc, "ERR Unavailable") // its Service has no endpoint
+	waitFor(t, "the server counted unplaced", func() bool { return unplaced() > before })
+	// Other Services' changes rebuild the server listeners; each rebuild
+	// is seen done when the Service's client is served.
+	for i := range 3 {
+		other := w.addService("shop", fmt.Sprintf("other-%d", i))
+		w.startBackend(other, fmt.Sprintf("other-%d", i), "a1")
+		w.write()
+		eventually(t, dial(t, a, fmt.Sprintf("other-%d.shop:8080", i)), fmt.Sprintf("other-%d", i))
+	}
+	if n := unplaced(); n != before+1 {
+		t.Errorf("nodexds_server_listeners_unplaced_total{reason=unknown_pod} = %v after three rebuilds, want %v", n, before+1)
+	}
+}

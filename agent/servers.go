@@ -76,6 +76,7 @@ type serverState struct {
 	since     time.Time
 	built     bool
 	transport string // what nodexds_server_listeners counts it as: tls, plaintext, denied or ""
+	unplaced  bool   // no Service places its pod (counted in nodexds_server_listeners_unplaced_total)
 }
 
 // handover decides the transport a server is given now: the one its policy
@@ -103,13 +104,19 @@ func (a *Agent) buildServer(key string, st *serverState, now time.Time) time.Tim
 	s := st.server
 	policy, placed := a.builder.serverPolicy(s)
 	if !placed {
-		a.metrics.ServersUnplaced.WithLabelValues("unknown_pod").Inc()
-		a.log.Debug("server listener for a peer that is no known pod of this node", "name", s.Name(), "peer", s.Pod)
+		if !st.unplaced {
+			// Counted once, when it becomes unplaced: rebuilds while it
+			// waits (any Service's change) are not more servers.
+			st.unplaced = true
+			a.metrics.ServersUnplaced.WithLabelValues("unknown_pod").Inc()
+			a.log.Debug("server listener for a peer that is no known pod of this node", "name", s.Name(), "peer", s.Pod)
+		}
 		a.setServer(st, "")
 		st.built = false // nothing to hand over from
 		a.set(xds.ListenerType, key, nil, xds.Scope{}, now)
 		return time.Time{}
 	}
+	st.unplaced = false
 	tls, due := handover(st, policy.Mode.TLS() && s.Certs, now, a.cfg.Handover)
 	if !due.IsZero() {
 		// A change between plaintext and TLS is held: the server keeps the
