@@ -31,7 +31,6 @@ func newBuilder(a *Agent) *builder {
 		namespaceAnnotations: a.namespaceAnnotations,
 		podsAdmitted:         a.cfg.PodsAdmitted,
 		trustDomain:          a.cfg.TrustDomain,
-		lateTLS:              a.lateTLS,
 	}
 }
 
