@@ -116,6 +116,12 @@ type Agent struct {
 	servers      map[string]*serverState
 	serverDue    time.Time
 	serversDirty bool
+	// tlsMoves are the Services moving between plaintext and TLS whose
+	// late clients wait for the servers (latetls.go); wasTLS what a
+	// Service whose configuration was dropped (its namespace changed)
+	// wanted, until it is read again.
+	tlsMoves map[discovery.ServiceKey]tlsMove
+	wasTLS   map[discovery.ServiceKey]bool
 }
 
 // queued is an Event, or a barrier (done) that Sync waits on.
@@ -174,6 +180,8 @@ func New(cfg Config, cache *xds.Cache, checker health.Checker, reporter Reporter
 		merged:   map[portKey]*portEndpoints{},
 		configs:  map[discovery.ServiceKey]*serviceConfig{},
 		servers:  map[string]*serverState{},
+		tlsMoves: map[discovery.ServiceKey]tlsMove{},
+		wasTLS:   map[discovery.ServiceKey]bool{},
 	}
 	a.store.SetLocalNode(cfg.NodeName) // which Services select a server pod of this node
 	a.builder = newBuilder(a)

@@ -43,6 +43,9 @@ type builder struct {
 	namespaceAnnotations func(string) map[string]string
 	podsAdmitted         bool
 	trustDomain          string
+	// lateTLS is whether the clusters of a Service's late clients (see
+	// latetls.go) are TLS, when its policy wants want.
+	lateTLS func(k discovery.ServiceKey, want bool) bool
 }
 
 // built is one resource, and what building it asks of the agent.
@@ -107,7 +110,7 @@ func (b *builder) build(k discovery.ServiceKey, typ, name string, ref portRef) b
 		return out
 	}
 	unmarked := ref.Resource
-	unmarked.NoRingHash, unmarked.MTLS = false, false
+	unmarked.NoRingHash, unmarked.MTLS, unmarked.LateTLS = false, false, false
 	switch {
 	case typ == xds.RouteType:
 		out.resource, out.picker = b.route(name, svc, p, ref, cfg)
@@ -134,7 +137,11 @@ func (b *builder) build(k discovery.ServiceKey, typ, name string, ref portRef) b
 // use them (the #mtls variant); the others are sent plaintext, which a
 // Service's servers accept until they hand over to TLS.
 func (b *builder) secure(c *clusterv3.Cluster, ref portRef, cfg *serviceConfig) *clusterv3.Cluster {
-	if ref.MTLS && cfg.trust.Mode.TLS() {
+	tls := cfg.trust.Mode.TLS()
+	if ref.LateTLS && b.lateTLS != nil {
+		tls = b.lateTLS(cfg.of.Key, tls)
+	}
+	if ref.MTLS && tls {
 		c.TransportSocket = resources.UpstreamTLS(xds.CertProvider, cfg.trust.ServerMatches(b.trustDomain))
 	}
 	return c

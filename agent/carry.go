@@ -31,6 +31,7 @@ func newBuilder(a *Agent) *builder {
 		namespaceAnnotations: a.namespaceAnnotations,
 		podsAdmitted:         a.cfg.PodsAdmitted,
 		trustDomain:          a.cfg.TrustDomain,
+		lateTLS:              a.lateTLS,
 	}
 }
 

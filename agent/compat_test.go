@@ -2,15 +2,19 @@ package agent_test
 
 import (
 	"testing"
+	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/nodexds/nodexds/agent/resources"
+	"github.com/nodexds/nodexds/agent/trust"
 	"github.com/nodexds/nodexds/agent/xds"
+	"github.com/nodexds/nodexds/internal/poll"
 )
 
 // clusterAs fetches one cluster over a raw ADS stream as a client with the
@@ -66,6 +70,98 @@ func TestCCore151GetsRoundRobinForARingHashService(t *testing.T) {
 		c := clusterAs(t, a.Addr, tc.ua, tc.version, name)
 		if c.GetName() != name || c.GetLbPolicy() != tc.want {
 			t.Errorf("%s: cluster %q with %v, want %q with %v", tc.client, c.GetName(), c.GetLbPolicy(), name, tc.want)
+		}
+	}
+}
+
+// tlsWatch subscribes to one cluster over a raw ADS stream as a client
+// with certificates and the given user agent would, ACKing every response,
+// and sends on the channel whether each cluster received has TLS settings.
+func tlsWatch(t *testing.T, addr, uaName, name string) <-chan bool {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	st, err := discoveryv3.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	node := &corev3.Node{Id: uaName, UserAgentName: uaName, Metadata: &structpb.Struct{Fields: map[string]*structpb.Value{
+		xds.MetadataCertProvider: structpb.NewStringValue(xds.CertProvider),
+	}}}
+	req := &discoveryv3.DiscoveryRequest{Node: node, TypeUrl: xds.ClusterType, ResourceNames: []string{name}}
+	if err := st.Send(req); err != nil {
+		t.Fatal(err)
+	}
+	out := make(chan bool, 16)
+	go func() {
+		for {
+			resp, err := st.Recv()
+			if err != nil {
+				return
+			}
+			for _, r := range resp.GetResources() {
+				var c clusterv3.Cluster
+				if r.UnmarshalTo(&c) == nil {
+					out <- c.GetTransportSocket() != nil
+				}
+			}
+			req.VersionInfo, req.ResponseNonce = resp.GetVersionInfo(), resp.GetNonce()
+			if st.Send(req) != nil {
+				return
+			}
+		}
+	}()
+	return out
+}
+
+// waitTLS waits for a cluster whose TLS settings are want, and returns when
+// it came.
+func waitTLS(t *testing.T, who string, c <-chan bool, want bool) time.Time {
+	t.Helper()
+	timeout := time.After(poll.Timeout)
+	for {
+		select {
+		case got := <-c:
+			if got == want {
+				return time.Now()
+			}
+		case <-timeout:
+			t.Fatalf("%s: no cluster with TLS %v", who, want)
+		}
+	}
+}
+
+// TestRedialingClientsMoveToTLSWithTheServers: when a Service moves between
+// plaintext and TLS, a grpc-go client's cluster changes at once (it keeps
+// its open connections until the servers hand over), and a grpc-js-xds or
+// C-core client's, which would dial anew at once with what the servers do
+// not speak yet, only after the servers' handover.
+func TestRedialingClientsMoveToTLSWithTheServers(t *testing.T) {
+	const handover = 500 * time.Millisecond
+	w := newWorld(t)
+	cart := w.addService("shop", "cart")
+	w.startBackend(cart, "cart", "a1")
+	a := startAgent(t, w, withHandover(handover))
+	const name = "cart.shop.svc.cluster.local:8080"
+	clients := map[string]<-chan bool{}
+	for _, ua := range []string{"gRPC Go", "gRPC Node Pure JS", "gRPC C-core"} {
+		clients[ua] = tlsWatch(t, a.Addr, ua, name)
+		waitTLS(t, ua, clients[ua], false)
+	}
+	for _, step := range []struct {
+		mode string
+		tls  bool
+	}{{"strict", true}, {"disabled", false}} {
+		cart.Annotations = map[string]string{trust.AnnotationMTLS: step.mode}
+		w.write()
+		moved := waitTLS(t, "gRPC Go", clients["gRPC Go"], step.tls)
+		for _, ua := range []string{"gRPC Node Pure JS", "gRPC C-core"} {
+			if late := waitTLS(t, ua, clients[ua], step.tls).Sub(moved); late < handover-50*time.Millisecond {
+				t.Errorf("%s: %s: its cluster moved %v after grpc-go's, want the handover (%v) or more", step.mode, ua, late, handover)
+			}
 		}
 	}
 }

@@ -4,6 +4,7 @@ package agent
 
 import (
 	"slices"
+	"time"
 
 	"github.com/nodexds/nodexds/agent/resources"
 	"github.com/nodexds/nodexds/agent/topology"
@@ -89,6 +90,14 @@ func (a *Agent) config(svc *discovery.Service) *serviceConfig {
 		return c // the store hands out a new Service for every change
 	}
 	c := readConfig(svc, a.namespaceAnnotations(svc.Key.Namespace), a.cfg.DefaultTiers, a.cfg.Visibility, a.cfg.HealthIdentity != "", a.cfg.TrustDomain)
+	was, known := a.wasTLS[svc.Key]
+	if prev := a.configs[svc.Key]; prev != nil {
+		was, known = prev.trust.Mode.TLS(), true
+	}
+	if known {
+		delete(a.wasTLS, svc.Key)
+		a.movedTLS(svc.Key, was, c.trust.Mode.TLS(), time.Now())
+	}
 	a.report(svc.Key.String(), svc, c.errs)
 	a.report(svc.Key.String()+"/export", svc, c.exportErrs)
 	a.configs[svc.Key] = c

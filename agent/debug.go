@@ -147,7 +147,7 @@ func (a *Agent) view(q ViewQuery) View {
 		svc, _ := a.store.Service(k)
 		for name, typ := range clusters {
 			ref, _ := a.subs.ref(typ, name)
-			if ref.Subset != names.AllEndpoints || ref.NoRingHash || ref.MTLS {
+			if ref.Subset != names.AllEndpoints || ref.NoRingHash || ref.MTLS || ref.LateTLS {
 				// Endpoint-picker clusters are shown through their Service, a
 				// cluster's cached variants through its route and endpoints.
 				continue

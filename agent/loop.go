@@ -156,6 +156,7 @@ func (a *Agent) markServers(ch discovery.Change, e discovery.Event, at time.Time
 	if ch.Namespace != "" {
 		for k, c := range a.configs {
 			if k.Namespace == ch.Namespace && c != nil {
+				a.wasTLS[k] = c.trust.Mode.TLS()
 				delete(a.configs, k) // read again with the namespace's new defaults
 				a.markDirty(k, at, serviceChanged)
 			}
@@ -237,6 +238,13 @@ func (a *Agent) flush(now time.Time, force bool) (next time.Time, held bool) {
 			delete(a.pushed, k)
 		}
 	}
+	a.dueMoves(now)
+	// Building may start moves (config): when the next is due is asked last.
+	defer func() {
+		if due := a.nextMove(); !due.IsZero() && (!held || due.Before(next)) {
+			next, held = due, true
+		}
+	}()
 	a.rebuildServers(now, a.serversDirty)
 	a.serversDirty = false
 	if !a.serverDue.IsZero() && (!held || a.serverDue.Before(next)) {

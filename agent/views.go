@@ -57,7 +57,7 @@ func (a *Agent) CacheKey(c xds.Client, typ, name string) string {
 			break
 		}
 		if r, err := names.ParseResource(name); err == nil {
-			r.NoRingHash, r.MTLS = ring, certs
+			r.NoRingHash, r.MTLS, r.LateTLS = ring, certs, certs && redialsOnTLSChange(c.Node)
 			return r.String()
 		}
 	}

@@ -372,8 +372,9 @@ func TestMTLSRolloutLosesNoRPCs(t *testing.T) {
 // redialsOnTLSChange are the stacks whose clients open new connections
 // with the new settings at once when a cluster's TLS settings change
 // (grpc-js-xds 1.14 rebuilds its subchannels; C-core 1.51 did here too),
-// where grpc-go keeps the connections it has: only grpc-go's rollout can
-// lose no RPC while the servers hand over.
+// where grpc-go keeps the connections it has. The agent moves their
+// clusters with the servers (agent/latetls.go), so they lose the calls of
+// that moment only; only grpc-go's rollout can lose none.
 var redialsOnTLSChange = map[Stack]bool{JS: true, CCore: true}
 
 // waitHealthy waits until node's agent shows every one of pods among

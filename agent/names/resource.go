@@ -36,6 +36,11 @@ type Resource struct {
 	// has nodexds' certificate provider: only they may be sent TLS
 	// settings naming it (the others would NACK them). Cache-only too.
 	MTLS bool
+	// LateTLS marks the cache name of a cluster for mTLS clients that dial
+	// anew as soon as their TLS settings change (grpc-js-xds, C-core): they
+	// are moved between plaintext and TLS with the servers, not before
+	// them. Cache-only.
+	LateTLS bool
 }
 
 // Subset tells the Service port's own resources from the endpoint picker's.
@@ -61,6 +66,7 @@ const (
 	subsetNone     = "none"
 	noRingHash     = "#no-ring-hash"
 	mtls           = "#mtls"
+	lateTLS        = "#late"
 )
 
 func (r Resource) String() string {
@@ -88,6 +94,9 @@ func (r Resource) String() string {
 	if r.MTLS {
 		b.WriteString(mtls)
 	}
+	if r.LateTLS {
+		b.WriteString(lateTLS)
+	}
 	return b.String()
 }
 
@@ -106,7 +115,9 @@ func ParseResource(name string) (Resource, error) {
 		return Resource{}, fmt.Errorf("name of %d bytes: %w", len(name), errNotHandedOut)
 	}
 	var r Resource
-	rest, secure := strings.CutSuffix(name, mtls)
+	rest, late := strings.CutSuffix(name, lateTLS)
+	r.LateTLS = late
+	rest, secure := strings.CutSuffix(rest, mtls)
 	r.MTLS = secure
 	rest, compat := strings.CutSuffix(rest, noRingHash)
 	r.NoRingHash = compat

@@ -99,7 +99,7 @@ func FuzzResource(f *testing.F) {
 		}
 		_ = ParseListener(name)
 
-		r := Resource{Base: base, View: view, Subset: Subset(subset % 3), NoRingHash: compat}
+		r := Resource{Base: base, View: view, Subset: Subset(subset % 3), NoRingHash: compat, MTLS: subset&8 != 0, LateTLS: subset&16 != 0}
 		if subset&4 != 0 {
 			r.Client = view + "-ns" // a namespace, from the fuzzer's bytes
 		}
