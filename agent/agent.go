@@ -120,8 +120,9 @@ type Agent struct {
 	// late clients wait for the servers (latetls.go); wasTLS what a
 	// Service whose configuration was dropped (its namespace changed)
 	// wanted, until it is read again.
-	tlsMoves map[discovery.ServiceKey]tlsMove
-	wasTLS   map[discovery.ServiceKey]bool
+	tlsMoves  map[discovery.ServiceKey]tlsMove
+	wasTLS    map[discovery.ServiceKey]bool
+	changedAt map[discovery.ServiceKey]time.Time // when a read Service changed, until read again
 }
 
 // queued is an Event, or a barrier (done) that Sync waits on.
@@ -160,28 +161,29 @@ func New(cfg Config, cache *xds.Cache, checker health.Checker, reporter Reporter
 		m.DiscoveryEvents.WithLabelValues(kind, "delete")
 	}
 	a := &Agent{
-		cfg:      cfg,
-		cache:    cache,
-		checker:  checker,
-		reporter: reporter,
-		metrics:  m,
-		log:      log,
-		queue:    make(chan queued, 4096),
-		debug:    make(chan viewRequest),
-		reads:    make(chan func()),
-		beat:     newHeartbeat(),
-		store:    discovery.NewStore(),
-		here:     topology.Here{Node: cfg.NodeName},
-		subs:     newSubscriptions(),
-		dirty:    map[discovery.ServiceKey]pending{},
-		pushed:   map[discovery.ServiceKey]time.Time{},
-		reported: map[string]string{},
-		failOpen: map[string]bool{},
-		merged:   map[portKey]*portEndpoints{},
-		configs:  map[discovery.ServiceKey]*serviceConfig{},
-		servers:  map[string]*serverState{},
-		tlsMoves: map[discovery.ServiceKey]tlsMove{},
-		wasTLS:   map[discovery.ServiceKey]bool{},
+		cfg:       cfg,
+		cache:     cache,
+		checker:   checker,
+		reporter:  reporter,
+		metrics:   m,
+		log:       log,
+		queue:     make(chan queued, 4096),
+		debug:     make(chan viewRequest),
+		reads:     make(chan func()),
+		beat:      newHeartbeat(),
+		store:     discovery.NewStore(),
+		here:      topology.Here{Node: cfg.NodeName},
+		subs:      newSubscriptions(),
+		dirty:     map[discovery.ServiceKey]pending{},
+		pushed:    map[discovery.ServiceKey]time.Time{},
+		reported:  map[string]string{},
+		failOpen:  map[string]bool{},
+		merged:    map[portKey]*portEndpoints{},
+		configs:   map[discovery.ServiceKey]*serviceConfig{},
+		servers:   map[string]*serverState{},
+		tlsMoves:  map[discovery.ServiceKey]tlsMove{},
+		wasTLS:    map[discovery.ServiceKey]bool{},
+		changedAt: map[discovery.ServiceKey]time.Time{},
 	}
 	a.store.SetLocalNode(cfg.NodeName) // which Services select a server pod of this node
 	a.builder = newBuilder(a)

@@ -94,9 +94,14 @@ func (a *Agent) config(svc *discovery.Service) *serviceConfig {
 	if prev := a.configs[svc.Key]; prev != nil {
 		was, known = prev.trust.Mode.TLS(), true
 	}
+	at, seen := a.changedAt[svc.Key]
+	if !seen {
+		at = time.Now()
+	}
+	delete(a.changedAt, svc.Key)
 	if known {
 		delete(a.wasTLS, svc.Key)
-		a.movedTLS(svc.Key, was, c.trust.Mode.TLS(), time.Now())
+		a.movedTLS(svc.Key, was, c.trust.Mode.TLS(), at)
 	}
 	a.report(svc.Key.String(), svc, c.errs)
 	a.report(svc.Key.String()+"/export", svc, c.exportErrs)
