@@ -28,8 +28,9 @@ type tlsMove struct {
 	until time.Time
 }
 
-// movedTLS records that a Service's configuration, read again at at, wants
-// TLS (now) or not, where it wanted was before.
+// movedTLS records that a Service whose change was seen at at (its
+// configuration read again since) wants TLS (now) or not, where it wanted
+// was before.
 func (a *Agent) movedTLS(k discovery.ServiceKey, was, now bool, at time.Time) {
 	if m, ok := a.tlsMoves[k]; ok {
 		was = m.old // still moving: its late clients have what it had before
