@@ -121,6 +121,7 @@ type Agent struct {
 	// Service whose configuration was dropped (its namespace changed)
 	// wanted, until it is read again.
 	tlsMoves  map[discovery.ServiceKey]tlsMove
+	lateGens  map[discovery.ServiceKey]uint32 // kept: a name reused soon could meet a client's stale cluster
 	wasTLS    map[discovery.ServiceKey]bool
 	changedAt map[discovery.ServiceKey]time.Time // when a read Service changed, until read again
 }
@@ -182,6 +183,7 @@ func New(cfg Config, cache *xds.Cache, checker health.Checker, reporter Reporter
 		configs:   map[discovery.ServiceKey]*serviceConfig{},
 		servers:   map[string]*serverState{},
 		tlsMoves:  map[discovery.ServiceKey]tlsMove{},
+		lateGens:  map[discovery.ServiceKey]uint32{},
 		wasTLS:    map[discovery.ServiceKey]bool{},
 		changedAt: map[discovery.ServiceKey]time.Time{},
 	}

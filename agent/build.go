@@ -11,6 +11,7 @@ import (
 	"net/netip"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/nodexds/nodexds/agent/mesh"
@@ -43,9 +44,13 @@ type builder struct {
 	namespaceAnnotations func(string) map[string]string
 	podsAdmitted         bool
 	trustDomain          string
-	// lateTLS is whether the clusters of a Service's late clients (see
-	// latetls.go) are TLS, when its policy wants want.
-	lateTLS func(k discovery.ServiceKey, want bool) bool
+	// Late clients (latetls.go): whether generation gen of a Service's
+	// clusters is TLS for them when its policy wants want, whether that
+	// generation's load assignments are held back, and the generation
+	// their routes name.
+	lateTLS  func(k discovery.ServiceKey, want bool, gen uint32) bool
+	withheld func(k discovery.ServiceKey, gen uint32) bool
+	lateGen  func(k discovery.ServiceKey) uint32
 }
 
 // built is one resource, and what building it asks of the agent.
@@ -113,7 +118,12 @@ func (b *builder) build(k discovery.ServiceKey, typ, name string, ref portRef) b
 	unmarked.NoRingHash, unmarked.MTLS, unmarked.LateTLS = false, false, false
 	switch {
 	case typ == xds.RouteType:
-		out.resource, out.picker = b.route(name, svc, p, ref, cfg)
+		out.resource, out.picker = b.route(unmarked.String(), svc, p, ref, cfg)
+		if ref.LateTLS && b.lateGen != nil {
+			b.lateNames(out.resource)
+		}
+	case typ == xds.EndpointType && ref.Gen != 0 && b.withheld != nil && b.withheld(k, ref.Gen):
+		// A move's fresh cluster, filled once the servers have moved.
 	case typ == xds.ClusterType && ref.Subset == names.AllEndpoints:
 		lb := cfg.lb
 		if ref.NoRingHash && lb.Policy == resources.RingHash {
@@ -139,12 +149,36 @@ func (b *builder) build(k discovery.ServiceKey, typ, name string, ref portRef) b
 func (b *builder) secure(c *clusterv3.Cluster, ref portRef, cfg *serviceConfig) *clusterv3.Cluster {
 	tls := cfg.trust.Mode.TLS()
 	if ref.LateTLS && b.lateTLS != nil {
-		tls = b.lateTLS(cfg.of.Key, tls)
+		tls = b.lateTLS(cfg.of.Key, tls, ref.Gen)
 	}
 	if ref.MTLS && tls {
 		c.TransportSocket = resources.UpstreamTLS(xds.CertProvider, cfg.trust.ServerMatches(b.trustDomain))
 	}
 	return c
+}
+
+// lateNames gives the clusters a late client's route names the generation
+// their Service is at (latetls.go). The route is built anew for each call.
+func (b *builder) lateNames(rc proto.Message) {
+	gen := func(cluster string) string {
+		k, ref, err := parseCanonical(cluster, b.names)
+		if err != nil || ref.Subset == names.NoEndpoint { // no endpoints, so no transport to move
+			return cluster
+		}
+		ref.Gen = b.lateGen(k)
+		return ref.String()
+	}
+	for _, vh := range rc.(*routev3.RouteConfiguration).GetVirtualHosts() {
+		for _, r := range vh.GetRoutes() {
+			a := r.GetRoute()
+			if c := a.GetCluster(); c != "" {
+				a.ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: gen(c)}
+			}
+			for _, wc := range a.GetWeightedClusters().GetClusters() {
+				wc.Name = gen(wc.Name)
+			}
+		}
+	}
 }
 
 // absent is what clients are told of a name whose Service port does not

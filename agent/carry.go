@@ -32,6 +32,8 @@ func newBuilder(a *Agent) *builder {
 		podsAdmitted:         a.cfg.PodsAdmitted,
 		trustDomain:          a.cfg.TrustDomain,
 		lateTLS:              a.lateTLS,
+		withheld:             a.withheld,
+		lateGen:              a.lateGen,
 	}
 }
 

@@ -1,11 +1,16 @@
 package agent_test
 
 import (
+	"cmp"
+	"slices"
+	"strconv"
 	"testing"
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -163,5 +168,180 @@ func TestRedialingClientsMoveToTLSWithTheServers(t *testing.T) {
 				t.Errorf("%s: %s: its cluster moved %v after grpc-go's, want the handover (%v) or more", step.mode, ua, late, handover)
 			}
 		}
+	}
+}
+
+// follow is what a client that follows a route learns, each thing when it
+// came: the clusters the route names, whether each has TLS settings, and
+// how many endpoints each cluster's load assignment has.
+type follow struct {
+	at   time.Time
+	what string // "route", "cluster" or "endpoints"
+	name string // the cluster
+	tls  bool
+	eps  int
+}
+
+// followRoute subscribes to one route configuration over a raw ADS stream
+// as a client with certificates and the given user agent would, and to the
+// clusters it names and their load assignments, ACKing every response.
+func followRoute(t *testing.T, addr, uaName, route string) <-chan follow {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	st, err := discoveryv3.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	node := &corev3.Node{Id: uaName, UserAgentName: uaName, Metadata: &structpb.Struct{Fields: map[string]*structpb.Value{
+		xds.MetadataCertProvider: structpb.NewStringValue(xds.CertProvider),
+	}}}
+	acked := map[string]*discoveryv3.DiscoveryRequest{}
+	ask := func(typ string, names []string) error {
+		r := acked[typ]
+		if r == nil {
+			r = &discoveryv3.DiscoveryRequest{Node: node, TypeUrl: typ}
+			acked[typ] = r
+		}
+		r.ResourceNames = names
+		return st.Send(r)
+	}
+	if err := ask(xds.RouteType, []string{route}); err != nil {
+		t.Fatal(err)
+	}
+	out := make(chan follow, 64)
+	go func() {
+		for {
+			resp, err := st.Recv()
+			if err != nil {
+				return
+			}
+			now, typ := time.Now(), resp.GetTypeUrl()
+			acked[typ].VersionInfo, acked[typ].ResponseNonce = resp.GetVersionInfo(), resp.GetNonce()
+			var next []string // what the response makes the client ask for
+			for _, r := range resp.GetResources() {
+				switch typ {
+				case xds.RouteType:
+					var rc routev3.RouteConfiguration
+					if r.UnmarshalTo(&rc) != nil {
+						return
+					}
+					for _, vh := range rc.GetVirtualHosts() {
+						for _, rt := range vh.GetRoutes() {
+							if c := rt.GetRoute().GetCluster(); c != "" && !slices.Contains(next, c) {
+								next = append(next, c)
+								out <- follow{at: now, what: "route", name: c}
+							}
+						}
+					}
+				case xds.ClusterType:
+					var c clusterv3.Cluster
+					if r.UnmarshalTo(&c) != nil {
+						return
+					}
+					next = append(next, cmp.Or(c.GetEdsClusterConfig().GetServiceName(), c.GetName()))
+					out <- follow{at: now, what: "cluster", name: c.GetName(), tls: c.GetTransportSocket() != nil}
+				case xds.EndpointType:
+					var la endpointv3.ClusterLoadAssignment
+					if r.UnmarshalTo(&la) != nil {
+						return
+					}
+					eps := 0
+					for _, l := range la.GetEndpoints() {
+						eps += len(l.GetLbEndpoints())
+					}
+					out <- follow{at: now, what: "endpoints", name: la.GetClusterName(), eps: eps}
+				}
+			}
+			if st.Send(acked[typ]) != nil {
+				return
+			}
+			follows := map[string]string{xds.RouteType: xds.ClusterType, xds.ClusterType: xds.EndpointType}[typ]
+			if follows != "" && next != nil && !slices.Equal(next, acked[follows].GetResourceNames()) && ask(follows, next) != nil {
+				return
+			}
+		}
+	}()
+	return out
+}
+
+// TestALateClientMovesToAFreshClusterFilledAfterTheServers: a client that
+// redials when its TLS settings change (C-core) is moved, when its Service
+// moves between plaintext and TLS, to a fresh cluster: its route names it
+// before the servers' handover, with the new TLS settings and no endpoints,
+// so that its calls wait; its endpoints come only after the handover, once
+// the servers speak what it will dial with. A grpc-go client's route keeps
+// the cluster it had.
+func TestALateClientMovesToAFreshClusterFilledAfterTheServers(t *testing.T) {
+	const handover = 500 * time.Millisecond
+	w := newWorld(t)
+	cart := w.addService("shop", "cart")
+	w.startBackend(cart, "cart", "a1")
+	a := startAgent(t, w, withHandover(handover))
+	const name = "cart.shop.svc.cluster.local:8080"
+	late := followRoute(t, a.Addr, "gRPC C-core", name)
+	goClient := followRoute(t, a.Addr, "gRPC Go", name)
+	// next waits for what the client learns of cluster, from its route.
+	next := func(c <-chan follow, what, cluster string) follow {
+		t.Helper()
+		timeout := time.After(poll.Timeout)
+		for {
+			select {
+			case f := <-c:
+				if f.what == what && f.name == cluster {
+					return f
+				}
+			case <-timeout:
+				t.Fatalf("no %s of %s", what, cluster)
+			}
+		}
+	}
+	if f := next(late, "endpoints", name); f.eps != 1 {
+		t.Fatalf("cart's load assignment has %d endpoints, want 1", f.eps)
+	}
+	next(goClient, "endpoints", name)
+	for i, step := range []struct {
+		mode string
+		tls  bool
+	}{{"strict", true}, {"disabled", false}} {
+		fresh := name + "!" + strconv.Itoa(i+1)
+		seen := time.Now() // the agent sees the change after this
+		cart.Annotations = map[string]string{trust.AnnotationMTLS: step.mode}
+		w.write()
+		named := next(late, "route", fresh)
+		if min := seen.Add(handover - 100*time.Millisecond); named.at.Before(min) {
+			t.Errorf("%s: the route named %s %v after the change, before the handover's lead (%v)", step.mode, fresh, named.at.Sub(seen), handover-100*time.Millisecond)
+		}
+		c := next(late, "cluster", fresh)
+		if c.tls != step.tls {
+			t.Errorf("%s: %s has TLS %v, want %v", step.mode, fresh, c.tls, step.tls)
+		}
+		filled := next(late, "endpoints", fresh)
+		if filled.eps != 1 {
+			t.Errorf("%s: %s's load assignment has %d endpoints, want 1", step.mode, fresh, filled.eps)
+		}
+		if min := seen.Add(handover + 100*time.Millisecond); filled.at.Before(min) {
+			t.Errorf("%s: %s was filled %v after the change, before the servers' handover and lag (%v)", step.mode, fresh, filled.at.Sub(seen), handover+100*time.Millisecond)
+		}
+		if filled.at.Before(c.at) {
+			t.Errorf("%s: %s was filled before its cluster came", step.mode, fresh)
+		}
+		// grpc-go's cluster takes the new settings, under its old name.
+		for f := next(goClient, "cluster", name); f.tls != step.tls; f = next(goClient, "cluster", name) {
+		}
+	}
+	for {
+		select {
+		case f := <-goClient:
+			if f.name != name {
+				t.Errorf("grpc-go's route named %s, want only %s", f.name, name)
+			}
+			continue
+		default:
+		}
+		break
 	}
 }

@@ -155,7 +155,7 @@ func (a *Agent) view(q ViewQuery) View {
 			sv := ServiceView{Cluster: name, Service: k.String(), Port: ref.port, FailOpen: a.failOpen[name], Listeners: []string{}}
 			for _, l := range byType[xds.ListenerType] {
 				lr := names.ParseListener(l)
-				if c, _, err := a.builder.resolve(lr.Base, svc); err == nil && (names.Resource{Base: c, View: lr.View}).String() == name {
+				if c, _, err := a.builder.resolve(lr.Base, svc); err == nil && (names.Resource{Base: c, View: lr.View}) == ref.Port() { // a moved generation too
 					sv.Listeners = append(sv.Listeners, l)
 				}
 			}

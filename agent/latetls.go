@@ -2,10 +2,18 @@
 // (grpc-js-xds and C-core; see redialsOnTLSChange) cannot keep their
 // connections through a Service's move between plaintext and TLS, as
 // grpc-go's do while the servers hand over (servers.go): moved with the
-// other clients, they would fail every call until the servers follow. So
-// their clusters (cached apart, names.Resource.LateTLS) move with the
-// servers instead, just after them: what they lose is the calls of that
-// moment, not of the whole handover.
+// other clients, they would fail every call until the servers follow, and
+// moved with the servers, every call of the moment between.
+//
+// So a move gives their routes fresh clusters (a new generation of the
+// Service's cluster names, names.Resource.Gen) a little before the servers
+// hand over, with the new TLS settings and no endpoints yet, and fills them
+// a little after. To C-core a new cluster without endpoints is one whose
+// calls wait (its cluster manager queues them); grpc-js-xds holds the whole
+// new configuration back until the endpoints come, so it moves when they
+// do, as before. Until the fresh clusters are named, every generation keeps
+// the TLS settings the late clients had; once the move is over, every
+// generation has the Service's own.
 
 package agent
 
@@ -15,58 +23,109 @@ import (
 	"github.com/nodexds/nodexds/discovery"
 )
 
-// lateAfter is how long after the servers' handover the late clients move:
-// long enough for every agent to have moved its servers (they saw the
-// change within milliseconds of each other), short, since their calls fail
-// meanwhile.
-const lateAfter = 100 * time.Millisecond
+// lateLead and lateLag are how long before the servers' handover a move's
+// fresh clusters are named, and how long after it they are filled: long
+// enough for every agent to have moved its servers (they see a change
+// within milliseconds of each other), short, since calls wait meanwhile.
+const lateLead, lateLag = 100 * time.Millisecond, 100 * time.Millisecond
 
 // tlsMove is a Service's move between plaintext and TLS, as its late
-// clients see it: old until then.
+// clients see it.
 type tlsMove struct {
-	old   bool
-	until time.Time
+	old bool      // their TLS settings before the move
+	at  time.Time // when the change was seen: servers hand over a Handover later
+	gen uint32    // the fresh generation, once named (0: not yet)
 }
 
-// movedTLS records that a Service whose change was seen at at (its
-// configuration read again since) wants TLS (now) or not, where it wanted
-// was before.
+func (m tlsMove) nameAt(handover time.Duration) time.Time {
+	return m.at.Add(handover - lateLead)
+}
+
+func (m tlsMove) fillAt(handover time.Duration) time.Time {
+	return m.at.Add(handover + lateLag)
+}
+
+// movedTLS records that a Service whose change was seen at at wants TLS
+// (now) or not, where it wanted was before.
 func (a *Agent) movedTLS(k discovery.ServiceKey, was, now bool, at time.Time) {
-	if m, ok := a.tlsMoves[k]; ok {
-		was = m.old // still moving: its late clients have what it had before
-	}
-	if was == now {
+	m, moving := a.tlsMoves[k]
+	switch {
+	case !moving && was != now:
+		a.tlsMoves[k] = tlsMove{old: was, at: at}
+	case !moving || now != m.old:
+		// No move, or the move goes on (permissive → strict).
+	case m.gen != 0 && !at.Before(m.at.Add(a.cfg.Handover)):
+		// Turned back once the servers had moved: they move back a
+		// handover from now, and the late clients with them, from the
+		// fresh clusters, which are filled now.
+		a.tlsMoves[k] = tlsMove{old: !m.old, at: at}
+	default:
+		// Turned back before the servers moved: they never will, and every
+		// generation, the fresh one too, has what the late clients had.
 		delete(a.tlsMoves, k)
-		return
 	}
-	a.tlsMoves[k] = tlsMove{old: was, until: at.Add(a.cfg.Handover + lateAfter)}
 }
 
-// lateTLS is whether a Service's late clients' clusters are TLS, when its
-// policy wants want.
-func (a *Agent) lateTLS(k discovery.ServiceKey, want bool) bool {
-	if m, ok := a.tlsMoves[k]; ok {
-		return m.old
+// lateTLS is whether generation gen of a Service's late clients' clusters
+// is TLS, when its policy wants want.
+func (a *Agent) lateTLS(k discovery.ServiceKey, want bool, gen uint32) bool {
+	m, ok := a.tlsMoves[k]
+	switch {
+	case !ok:
+		return want
+	case m.gen != 0 && gen == m.gen:
+		return !m.old
 	}
-	return want
+	return m.old
 }
 
-// dueMoves marks for rebuilding the Services whose late clients' move is
-// due.
+// withheld reports whether the load assignments of generation gen of a
+// Service's clusters are held back: the move that named it is not over.
+func (a *Agent) withheld(k discovery.ServiceKey, gen uint32) bool {
+	m, ok := a.tlsMoves[k]
+	return ok && m.gen != 0 && gen == m.gen
+}
+
+// lateGen is the generation of a Service's clusters that late clients'
+// routes name (0: it never moved).
+func (a *Agent) lateGen(k discovery.ServiceKey) uint32 { return a.lateGens[k] }
+
+// dueMoves names and fills the fresh clusters of the moves that are due,
+// marking for rebuilding what that changes: the Service's resources, and
+// the routes of the Services whose Gateway API routes send to it.
 func (a *Agent) dueMoves(now time.Time) {
+	h := a.cfg.Handover
 	for k, m := range a.tlsMoves {
-		if !now.Before(m.until) {
+		changed := false
+		if m.gen == 0 && !now.Before(m.nameAt(h)) {
+			a.lateGens[k]++
+			m.gen = a.lateGens[k]
+			a.tlsMoves[k] = m
+			changed = true
+			for _, p := range a.store.ParentsOf(k) {
+				a.markDirty(p, now, routesChanged)
+			}
+		}
+		if m.gen != 0 && !now.Before(m.fillAt(h)) {
 			delete(a.tlsMoves, k)
+			changed = true
+		}
+		if changed {
 			a.markDirty(k, now, serviceChanged)
 		}
 	}
 }
 
-// nextMove is when the next move is due (zero: none).
+// nextMove is when the next move is due to be named or filled (zero:
+// none).
 func (a *Agent) nextMove() (next time.Time) {
 	for _, m := range a.tlsMoves {
-		if next.IsZero() || m.until.Before(next) {
-			next = m.until
+		due := m.fillAt(a.cfg.Handover)
+		if m.gen == 0 {
+			due = m.nameAt(a.cfg.Handover)
+		}
+		if next.IsZero() || due.Before(next) {
+			next = due
 		}
 	}
 	return next

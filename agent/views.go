@@ -42,13 +42,21 @@ func (a *Agent) viewOf(n *corev3.Node) string {
 //
 // Clusters are cached apart for clients that can do mTLS (their bootstrap
 // has nodexds' certificate provider), and for clients with a known bug
-// (see compat.go).
+// (see compat.go); routes for mTLS clients that redial when their TLS
+// settings change.
 func (a *Agent) CacheKey(c xds.Client, typ, name string) string {
 	switch {
 	case typ == xds.ListenerType && names.IsServer(name):
 		return a.serverKey(c, name)
 	case typ == xds.ListenerType:
 		if r := (names.Resource{Base: name, View: a.viewOf(c.Node), Client: clientNamespace(c.Node, c.Namespaces)}); r.View != "" || r.Client != "" {
+			return r.String()
+		}
+	case typ == xds.RouteType && hasCerts(c.Node) && redialsOnTLSChange(c.Node):
+		// Its routes name the clusters of the generation their Services
+		// are at (latetls.go).
+		if r, err := names.ParseResource(name); err == nil {
+			r.LateTLS = true
 			return r.String()
 		}
 	case typ == xds.ClusterType:

@@ -216,6 +216,11 @@ func (x *routeIndex) applyGrant(g *Grant, deleted bool) []ServiceKey {
 	return touched
 }
 
+// ParentsOf returns the parents of the routes that send to backend.
+func (s *Store) ParentsOf(backend ServiceKey) []ServiceKey {
+	return s.routes.parentsOfBackend(backend)
+}
+
 // parentsOfBackend returns the parents of the routes that send to svc.
 func (x *routeIndex) parentsOfBackend(svc ServiceKey) []ServiceKey {
 	var touched []ServiceKey

@@ -4,13 +4,14 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strconv"
 	"strings"
 )
 
 // Resource is the name of a resource the agent hands out, in its parts. The
 // one format, written by String and read by ParseResource and ParseListener:
 //
-//	base[@view][~client][|endpoint|IP:PORT or |none][#no-ring-hash][#mtls]
+//	base[@view][~client][|endpoint|IP:PORT or |none][!gen][#no-ring-hash][#mtls][#late]
 //
 // For a route configuration, cluster or load assignment, base is a Service
 // port's canonical name (Parser.Canonical); for a listener it is the name the
@@ -28,6 +29,12 @@ type Resource struct {
 	Subset Subset
 	// Endpoint is the picked endpoint when Subset is OneEndpoint.
 	Endpoint netip.AddrPort
+	// Gen is the generation of a cluster (and its load assignment) handed
+	// to clients that redial when their TLS settings change: a new one for
+	// each move of its Service between plaintext and TLS (latetls.go), since
+	// to those clients a new name is a new cluster, whose calls wait for
+	// its endpoints. 0: the Service has not moved.
+	Gen uint32
 	// NoRingHash marks the cache name of a cluster served with round_robin to
 	// a client that crashes on ring_hash. Clients never see this mark: it is
 	// how their variant is cached apart.
@@ -64,6 +71,7 @@ const (
 	subsetSep      = "|"
 	subsetEndpoint = "endpoint|"
 	subsetNone     = "none"
+	genSep         = "!"
 	noRingHash     = "#no-ring-hash"
 	mtls           = "#mtls"
 	lateTLS        = "#late"
@@ -88,6 +96,10 @@ func (r Resource) String() string {
 		b.WriteString(subsetSep + subsetEndpoint)
 		b.WriteString(r.Endpoint.String())
 	}
+	if r.Gen != 0 {
+		b.WriteString(genSep)
+		b.WriteString(strconv.FormatUint(uint64(r.Gen), 10))
+	}
 	if r.NoRingHash {
 		b.WriteString(noRingHash)
 	}
@@ -101,7 +113,8 @@ func (r Resource) String() string {
 }
 
 // Port is the Service port's own resource of the same view: what a picker's
-// cluster belongs to, without the cache-only marks or a client namespace.
+// cluster belongs to, without its generation, the cache-only marks or a
+// client namespace.
 func (r Resource) Port() Resource { return Resource{Base: r.Base, View: r.View} }
 
 var errNotHandedOut = errors.New("not a name this agent hands out")
@@ -121,6 +134,14 @@ func ParseResource(name string) (Resource, error) {
 	r.MTLS = secure
 	rest, compat := strings.CutSuffix(rest, noRingHash)
 	r.NoRingHash = compat
+	rest, gen, hasGen := strings.Cut(rest, genSep)
+	if hasGen {
+		n, err := strconv.ParseUint(gen, 10, 32)
+		if err != nil || n == 0 || strconv.FormatUint(n, 10) != gen { // one spelling per generation
+			return Resource{}, fmt.Errorf("%q: %w", name, errNotHandedOut)
+		}
+		r.Gen = uint32(n)
+	}
 	rest, subset, hasSubset := strings.Cut(rest, subsetSep)
 	var hasClient, hasView bool
 	rest, r.Client, hasClient = strings.Cut(rest, clientSep)

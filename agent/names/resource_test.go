@@ -22,6 +22,8 @@ func TestResource(t *testing.T) {
 		{base + "@node-b#no-ring-hash", Resource{Base: base, View: "node-b", NoRingHash: true}},
 		{base + "#mtls", Resource{Base: base, MTLS: true}},
 		{base + "|endpoint|10.0.0.1:8080#no-ring-hash#mtls", Resource{Base: base, Subset: OneEndpoint, Endpoint: ep, NoRingHash: true, MTLS: true}},
+		{base + "!1", Resource{Base: base, Gen: 1}},
+		{base + "@node-b|endpoint|10.0.0.1:8080!12#mtls#late", Resource{Base: base, View: "node-b", Subset: OneEndpoint, Endpoint: ep, Gen: 12, MTLS: true, LateTLS: true}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := ParseResource(tc.name)
@@ -52,6 +54,12 @@ func TestResourceRefusesWhatTheAgentNeverHandsOut(t *testing.T) {
 		"be1:80@a#b",
 		"be1:80|none|none",
 		"be1:80#mtls#no-ring-hash", // marks in the other order
+		"be1:80!0",                 // generations start at 1
+		"be1:80!01",                // another spelling of a generation
+		"be1:80!x",
+		"be1:80!1!2",
+		"be1:80!4294967296", // beyond 32 bits
+		"be1:80#mtls!1",     // a generation after a mark
 		strings.Repeat("a", maxResourceLen+1),
 	} {
 		if r, err := ParseResource(name); err == nil {
@@ -61,7 +69,7 @@ func TestResourceRefusesWhatTheAgentNeverHandsOut(t *testing.T) {
 }
 
 func TestPortDropsSubsetAndMark(t *testing.T) {
-	r, err := ParseResource("be1.ns.svc.cluster.local:80@node-b|endpoint|10.0.0.1:80#no-ring-hash")
+	r, err := ParseResource("be1.ns.svc.cluster.local:80@node-b|endpoint|10.0.0.1:80!3#no-ring-hash")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,6 +99,7 @@ func FuzzResource(f *testing.F) {
 	f.Add("be1.ns.svc.cluster.local:8080@node-b|endpoint|10.0.0.1:80#no-ring-hash", "b", "v", uint8(2), []byte{10, 0, 0, 1}, uint16(80), true)
 	f.Add("x|none", "b", "", uint8(1), []byte{}, uint16(0), false)
 	f.Add("be1.ns.svc.cluster.local:8080@node-b~consumer", "b", "v", uint8(0), []byte{}, uint16(0), false)
+	f.Add("be1.ns.svc.cluster.local:8080|endpoint|10.0.0.1:80!3#mtls#late", "b", "v", uint8(26), []byte{10, 0, 0, 1}, uint16(80), false)
 	f.Fuzz(func(t *testing.T, name, base, view string, subset uint8, ip []byte, port uint16, compat bool) {
 		if r, err := ParseResource(name); err == nil {
 			if s := r.String(); s != name {
@@ -99,7 +108,7 @@ func FuzzResource(f *testing.F) {
 		}
 		_ = ParseListener(name)
 
-		r := Resource{Base: base, View: view, Subset: Subset(subset % 3), NoRingHash: compat, MTLS: subset&8 != 0, LateTLS: subset&16 != 0}
+		r := Resource{Base: base, View: view, Subset: Subset(subset % 3), NoRingHash: compat, MTLS: subset&8 != 0, LateTLS: subset&16 != 0, Gen: uint32(port) * uint32(subset>>5)}
 		if subset&4 != 0 {
 			r.Client = view + "-ns" // a namespace, from the fuzzer's bytes
 		}
@@ -110,7 +119,7 @@ func FuzzResource(f *testing.F) {
 			}
 			r.Endpoint = netip.AddrPortFrom(addr, port)
 		}
-		if base == "" || strings.ContainsAny(base, "@|#~") || strings.ContainsAny(view, "@|#~") || len(r.String()) > maxResourceLen {
+		if base == "" || strings.ContainsAny(base, "@|#~!") || strings.ContainsAny(view, "@|#~!") || len(r.String()) > maxResourceLen {
 			return // parts the agent never writes
 		}
 		got, err := ParseResource(r.String())

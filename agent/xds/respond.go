@@ -90,18 +90,17 @@ func (st *stream) prepare(d dirty) []outgoing {
 }
 
 // changedNames are the subscribed names of the changed cache keys of an
-// incremental type, sorted. Route and Endpoint names are their own cache
-// keys (only Listener and Cluster keys carry a view or variant); a key that
-// is not is looked up through every name.
+// incremental type, sorted. Route and Endpoint names are mostly their own
+// cache keys; a key that is not a name of the stream cached under itself
+// (a variant, or a name no longer subscribed) is looked up through every
+// name.
 func (st *stream) changedNames(typ string, ts *typeState, keys map[string]struct{}) []string {
 	names := make([]string, 0, len(keys))
 	for k := range keys {
-		if st.keyOf(typ, k) != k {
+		if _, ok := ts.names[k]; !ok || st.keyOf(typ, k) != k {
 			return ts.sortedNames()
 		}
-		if _, ok := ts.names[k]; ok { // else no longer subscribed: nothing to say
-			names = append(names, k)
-		}
+		names = append(names, k)
 	}
 	slices.Sort(names)
 	return names
