@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
@@ -46,11 +47,12 @@ type builder struct {
 	trustDomain          string
 	// Late clients (latetls.go): whether generation gen of a Service's
 	// clusters is TLS for them when its policy wants want, whether that
-	// generation's load assignments are held back, and the generation
-	// their routes name.
+	// generation's load assignments are held back, the generation their
+	// routes name, and whether the Service is moving.
 	lateTLS  func(k discovery.ServiceKey, want bool, gen uint32) bool
 	withheld func(k discovery.ServiceKey, gen uint32) bool
 	lateGen  func(k discovery.ServiceKey) uint32
+	moving   func(k discovery.ServiceKey) bool
 }
 
 // built is one resource, and what building it asks of the agent.
@@ -120,7 +122,7 @@ func (b *builder) build(k discovery.ServiceKey, typ, name string, ref portRef) b
 	case typ == xds.RouteType:
 		out.resource, out.picker = b.route(unmarked.String(), svc, p, ref, cfg)
 		if ref.LateTLS && b.lateGen != nil {
-			b.lateNames(out.resource)
+			b.lateRoute(out.resource)
 		}
 	case typ == xds.EndpointType && ref.Gen != 0 && b.withheld != nil && b.withheld(k, ref.Gen):
 		// A move's fresh cluster, filled once the servers have moved.
@@ -157,29 +159,47 @@ func (b *builder) secure(c *clusterv3.Cluster, ref portRef, cfg *serviceConfig) 
 	return c
 }
 
-// lateNames gives the clusters a late client's route names the generation
-// their Service is at (latetls.go). The route is built anew for each call.
-func (b *builder) lateNames(rc proto.Message) {
-	gen := func(cluster string) string {
+// lateRoute readies a route configuration for late clients (latetls.go):
+// each cluster it names is of the generation its Service is at, and while
+// one is moving, calls that fail UNAVAILABLE are retried (moveRetry), unless
+// the Service has retries of its own. The route is built anew for each
+// call.
+func (b *builder) lateRoute(rc proto.Message) {
+	gen := func(cluster string) (string, bool) {
 		k, ref, err := parseCanonical(cluster, b.names)
 		if err != nil || ref.Subset == names.NoEndpoint { // no endpoints, so no transport to move
-			return cluster
+			return cluster, false
 		}
 		ref.Gen = b.lateGen(k)
-		return ref.String()
+		return ref.String(), b.moving(k)
 	}
 	for _, vh := range rc.(*routev3.RouteConfiguration).GetVirtualHosts() {
 		for _, r := range vh.GetRoutes() {
 			a := r.GetRoute()
+			moving := false
 			if c := a.GetCluster(); c != "" {
-				a.ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: gen(c)}
+				c, moving = gen(c)
+				a.ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: c}
 			}
 			for _, wc := range a.GetWeightedClusters().GetClusters() {
-				wc.Name = gen(wc.Name)
+				var m bool
+				wc.Name, m = gen(wc.Name)
+				moving = moving || m
+			}
+			if moving && a.RetryPolicy == nil {
+				a.RetryPolicy = resources.RetryPolicy(moveRetry)
 			}
 		}
 	}
 }
+
+// moveRetry is how a late client's calls are retried while a Service they
+// go to moves between plaintext and TLS. grpc-js-xds holds a fresh
+// cluster back until it has endpoints, so its calls of the moment after the
+// servers moved fail on the old cluster's connections; by the time these
+// retries run out (0.1 + 0.2 + 0.4 + 0.8 s at most, each a random part of
+// that), the old cluster has the new TLS settings too.
+var moveRetry = resources.Retry{On: []string{"unavailable"}, Attempts: 5, BaseBackoff: 100 * time.Millisecond, MaxBackoff: time.Second}
 
 // absent is what clients are told of a name whose Service port does not
 // exist (and, by the ADS server, of one they may not see). Clients keep

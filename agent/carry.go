@@ -34,6 +34,7 @@ func newBuilder(a *Agent) *builder {
 		lateTLS:              a.lateTLS,
 		withheld:             a.withheld,
 		lateGen:              a.lateGen,
+		moving:               a.moving,
 	}
 }
 

@@ -90,6 +90,12 @@ func (a *Agent) withheld(k discovery.ServiceKey, gen uint32) bool {
 // routes name (0: it never moved).
 func (a *Agent) lateGen(k discovery.ServiceKey) uint32 { return a.lateGens[k] }
 
+// moving reports whether a Service's late clients are moving.
+func (a *Agent) moving(k discovery.ServiceKey) bool {
+	_, ok := a.tlsMoves[k]
+	return ok
+}
+
 // dueMoves names and fills the fresh clusters of the moves that are due,
 // marking for rebuilding what that changes: the Service's resources, and
 // the routes of the Services whose Gateway API routes send to it.
@@ -102,9 +108,6 @@ func (a *Agent) dueMoves(now time.Time) {
 			m.gen = a.lateGens[k]
 			a.tlsMoves[k] = m
 			changed = true
-			for _, p := range a.store.ParentsOf(k) {
-				a.markDirty(p, now, routesChanged)
-			}
 		}
 		if m.gen != 0 && !now.Before(m.fillAt(h)) {
 			delete(a.tlsMoves, k)
@@ -112,6 +115,9 @@ func (a *Agent) dueMoves(now time.Time) {
 		}
 		if changed {
 			a.markDirty(k, now, serviceChanged)
+			for _, p := range a.store.ParentsOf(k) {
+				a.markDirty(p, now, routesChanged)
+			}
 		}
 	}
 }

@@ -113,12 +113,13 @@ func TestLateClientsBuild(t *testing.T) {
 	b.lateGen = func(discovery.ServiceKey) uint32 { return 2 }
 	b.withheld = func(_ discovery.ServiceKey, gen uint32) bool { return gen == 2 }
 	b.lateTLS = func(_ discovery.ServiceKey, _ bool, gen uint32) bool { return gen == 2 }
+	b.moving = func(k discovery.ServiceKey) bool { return k.Name == "be1" }
 	key := discovery.ServiceKey{Namespace: "default", Name: "be1"}
 	for _, tc := range []struct {
 		typ, res string
 		want     string
 	}{
-		{xds.RouteType, be1 + "#late", "route → " + be1 + "!2"},
+		{xds.RouteType, be1 + "#late", "route → " + be1 + "!2, retried on unavailable"},
 		{xds.RouteType, be1, "route → " + be1},
 		{xds.ClusterType, be1 + "!2#mtls#late", "cluster " + be1 + "!2 TLS"},
 		{xds.ClusterType, be1 + "!1#mtls#late", "cluster " + be1 + "!1 plaintext"},
@@ -134,6 +135,9 @@ func TestLateClientsBuild(t *testing.T) {
 		switch m := built.(type) {
 		case *routev3.RouteConfiguration:
 			got = "route → " + strings.Join(routeClusters(m), ", ")
+			if p := m.GetVirtualHosts()[0].GetRoutes()[0].GetRoute().GetRetryPolicy(); p != nil {
+				got += ", retried on " + p.GetRetryOn()
+			}
 		case *clusterv3.Cluster:
 			got = "cluster " + m.GetName() + " plaintext"
 			if m.GetTransportSocket() != nil {
@@ -147,13 +151,18 @@ func TestLateClientsBuild(t *testing.T) {
 
 	// A split's backends, each at its Service's generation; the cluster
 	// with no endpoints for unresolved backends has no transport to move.
+	// Calls are retried where a backend moves (be1 does), and only there.
 	rc := resources.RoutedConfig(be1, []resources.Routed{{Match: mesh.Match{Path: mesh.Path{Kind: mesh.PrefixPath, Value: "/shop.Cart"}}, Clusters: []resources.WeightedCluster{{Name: be1, Weight: 70}, {Name: "be2.default.svc.cluster.local:80", Weight: 30}}}}, resources.LBConfig{}, be1+"|none")
 	b.lateGen = func(k discovery.ServiceKey) uint32 { return map[string]uint32{"be1": 3}[k.Name] }
-	b.lateNames(rc)
+	b.lateRoute(rc)
 	// (A prefix is two routes sharing one action: named once.)
 	split := be1 + "!3, be2.default.svc.cluster.local:80, "
 	if got, want := strings.Join(routeClusters(rc), ", "), split+split+be1+"|none"; got != want {
 		t.Errorf("a late client's split names %s, want %s", got, want)
+	}
+	routes := rc.GetVirtualHosts()[0].GetRoutes()
+	if routes[0].GetRoute().GetRetryPolicy() == nil || routes[len(routes)-1].GetRoute().GetRetryPolicy() != nil {
+		t.Errorf("retries on the split %v and on the catch-all %v, want on the split only", routes[0].GetRoute().GetRetryPolicy(), routes[len(routes)-1].GetRoute().GetRetryPolicy())
 	}
 }
 

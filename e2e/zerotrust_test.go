@@ -358,10 +358,12 @@ func TestMTLSRolloutLosesNoRPCs(t *testing.T) {
 	})
 	e.Step(t, "the rollout lost no RPC", nil, func(t *testing.T, s Stack) {
 		steady[s].AssertOnlyPods(t, from[s], "through the rollout", cart.Name)
-		if redialsOnTLSChange[s] {
+		if losesCallsOnTLSChange[s] {
 			// It dials anew as soon as its cluster's TLS settings change,
 			// so it cannot keep its connection through the servers'
-			// handover: what it lost is reported, not asserted
+			// handover, and holds its whole configuration back until a
+			// fresh cluster has endpoints, so its calls cannot wait in
+			// one: what it lost is reported, not asserted
 			// (docs/compatibility.md).
 			rpcs := steady[s].RPCs(from[s])
 			failed := 0
@@ -377,13 +379,15 @@ func TestMTLSRolloutLosesNoRPCs(t *testing.T) {
 	})
 }
 
-// redialsOnTLSChange are the stacks whose clients open new connections
-// with the new settings at once when a cluster's TLS settings change
-// (grpc-js-xds 1.14 rebuilds its subchannels; C-core 1.51 did here too),
-// where grpc-go keeps the connections it has. The agent moves their
-// clusters with the servers (agent/latetls.go), so they lose the calls of
-// that moment only; only grpc-go's rollout can lose none.
-var redialsOnTLSChange = map[Stack]bool{JS: true, CCore: true}
+// losesCallsOnTLSChange are the stacks whose clients lose calls when a
+// Service moves between plaintext and TLS. grpc-js-xds 1.14 and C-core 1.51
+// open new connections with the new settings at once when a cluster's TLS
+// settings change, where grpc-go keeps the connections it has; the agent
+// moves them to fresh clusters around the servers' handover instead
+// (agent/latetls.go), in which C-core's calls wait, but grpc-js-xds holds
+// its whole configuration back until the fresh cluster has endpoints, so
+// it loses the calls of the moment after the servers moved.
+var losesCallsOnTLSChange = map[Stack]bool{JS: true}
 
 // waitHealthy waits until node's agent shows every one of pods among
 // service's endpoints, HEALTHY (checked, and passing).

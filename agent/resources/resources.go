@@ -199,13 +199,18 @@ func routeAction(lb LBConfig, timeout time.Duration) *routev3.RouteAction {
 		a.MaxStreamDuration = &routev3.RouteAction_MaxStreamDuration{MaxStreamDuration: durationpb.New(timeout)}
 	}
 	if r := lb.Retry; r != nil {
-		a.RetryPolicy = &routev3.RetryPolicy{
-			RetryOn:      strings.Join(r.On, ","),
-			NumRetries:   wrapperspb.UInt32(r.Attempts - 1),
-			RetryBackOff: &routev3.RetryPolicy_RetryBackOff{BaseInterval: durationpb.New(r.BaseBackoff), MaxInterval: durationpb.New(r.MaxBackoff)},
-		}
+		a.RetryPolicy = RetryPolicy(*r)
 	}
 	return a
+}
+
+// RetryPolicy is a route's retry policy.
+func RetryPolicy(r Retry) *routev3.RetryPolicy {
+	return &routev3.RetryPolicy{
+		RetryOn:      strings.Join(r.On, ","),
+		NumRetries:   wrapperspb.UInt32(r.Attempts - 1),
+		RetryBackOff: &routev3.RetryPolicy_RetryBackOff{BaseInterval: durationpb.New(r.BaseBackoff), MaxInterval: durationpb.New(r.MaxBackoff)},
+	}
 }
 
 // exactHeader matches a header equal to value with the deprecated
