@@ -10,10 +10,12 @@
 // hand over, with the new TLS settings and no endpoints yet, and fills them
 // a little after. To C-core a new cluster without endpoints is one whose
 // calls wait (its cluster manager queues them); grpc-js-xds holds the whole
-// new configuration back until the endpoints come, so it moves when they
-// do, as before. Until the fresh clusters are named, every generation keeps
-// the TLS settings the late clients had; once the move is over, every
-// generation has the Service's own.
+// new configuration back until the endpoints come, so its calls of the
+// moment after the servers moved fail on its old connections, and are
+// retried while the move lasts (build.go, moveRetry). Until the fresh
+// clusters are named, every generation keeps the TLS settings the late
+// clients had; once the move is over, every generation has the Service's
+// own.
 
 package agent
 
