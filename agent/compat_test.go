@@ -79,10 +79,10 @@ func TestCCore151GetsRoundRobinForARingHashService(t *testing.T) {
 	}
 }
 
-// tlsWatch subscribes to one cluster over a raw ADS stream as a client
-// with certificates and the given user agent would, ACKing every response,
-// and sends on the channel whether each cluster received has TLS settings.
-func tlsWatch(t *testing.T, addr, uaName, name string) <-chan bool {
+// certClientStream opens a raw ADS stream as a client with certificates
+// (nodexds bootstrap --certs) and the given user agent, and returns the
+// node its requests are to carry.
+func certClientStream(t *testing.T, addr, uaName string) (discoveryv3.AggregatedDiscoveryService_StreamAggregatedResourcesClient, *corev3.Node) {
 	t.Helper()
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -93,29 +93,21 @@ func tlsWatch(t *testing.T, addr, uaName, name string) <-chan bool {
 	if err != nil {
 		t.Fatal(err)
 	}
-	node := &corev3.Node{Id: uaName, UserAgentName: uaName, Metadata: &structpb.Struct{Fields: map[string]*structpb.Value{
+	return st, &corev3.Node{Id: uaName, UserAgentName: uaName, Metadata: &structpb.Struct{Fields: map[string]*structpb.Value{
 		xds.MetadataCertProvider: structpb.NewStringValue(xds.CertProvider),
 	}}}
-	req := &discoveryv3.DiscoveryRequest{Node: node, TypeUrl: xds.ClusterType, ResourceNames: []string{name}}
-	if err := st.Send(req); err != nil {
-		t.Fatal(err)
-	}
+}
+
+// tlsWatch subscribes to one cluster as a client with certificates and
+// the given user agent would, and sends on the channel whether each cluster
+// received has TLS settings.
+func tlsWatch(t *testing.T, addr, uaName, name string) <-chan bool {
 	out := make(chan bool, 16)
+	in := followFrom(t, addr, uaName, xds.ClusterType, name)
 	go func() {
-		for {
-			resp, err := st.Recv()
-			if err != nil {
-				return
-			}
-			for _, r := range resp.GetResources() {
-				var c clusterv3.Cluster
-				if r.UnmarshalTo(&c) == nil {
-					out <- c.GetTransportSocket() != nil
-				}
-			}
-			req.VersionInfo, req.ResponseNonce = resp.GetVersionInfo(), resp.GetNonce()
-			if st.Send(req) != nil {
-				return
+		for f := range in {
+			if f.what == "cluster" {
+				out <- f.tls
 			}
 		}
 	}()
@@ -139,6 +131,15 @@ func waitTLS(t *testing.T, who string, c <-chan bool, want bool) time.Time {
 	}
 }
 
+// movingCart runs shop/cart with one plaintext backend, on an agent whose
+// servers hand over after handover.
+func movingCart(t *testing.T, handover time.Duration) (*world, *service, *testAgent) {
+	w := newWorld(t)
+	cart := w.addService("shop", "cart")
+	w.startBackend(cart, "cart", "a1")
+	return w, cart, startAgent(t, w, withHandover(handover))
+}
+
 // TestRedialingClientsMoveToTLSWithTheServers: when a Service moves between
 // plaintext and TLS, a grpc-go client's cluster changes at once (it keeps
 // its open connections until the servers hand over), and a grpc-js-xds or
@@ -146,10 +147,7 @@ func waitTLS(t *testing.T, who string, c <-chan bool, want bool) time.Time {
 // not speak yet, only after the servers' handover.
 func TestRedialingClientsMoveToTLSWithTheServers(t *testing.T) {
 	const handover = 500 * time.Millisecond
-	w := newWorld(t)
-	cart := w.addService("shop", "cart")
-	w.startBackend(cart, "cart", "a1")
-	a := startAgent(t, w, withHandover(handover))
+	w, cart, a := movingCart(t, handover)
 	const name = "cart.shop.svc.cluster.local:8080"
 	clients := map[string]<-chan bool{}
 	for _, ua := range []string{"gRPC Go", "gRPC Node Pure JS", "gRPC C-core"} {
@@ -182,23 +180,13 @@ type follow struct {
 	eps  int
 }
 
-// followRoute subscribes to one route configuration over a raw ADS stream
-// as a client with certificates and the given user agent would, and to the
-// clusters it names and their load assignments, ACKing every response.
-func followRoute(t *testing.T, addr, uaName, route string) <-chan follow {
+// followFrom subscribes to one route configuration or cluster over a raw
+// ADS stream as a client with certificates and the given user agent would,
+// and to the clusters it names and their load assignments, ACKing every
+// response. The channel is closed when the stream ends.
+func followFrom(t *testing.T, addr, uaName, typ, name string) <-chan follow {
 	t.Helper()
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	st, err := discoveryv3.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	node := &corev3.Node{Id: uaName, UserAgentName: uaName, Metadata: &structpb.Struct{Fields: map[string]*structpb.Value{
-		xds.MetadataCertProvider: structpb.NewStringValue(xds.CertProvider),
-	}}}
+	st, node := certClientStream(t, addr, uaName)
 	acked := map[string]*discoveryv3.DiscoveryRequest{}
 	ask := func(typ string, names []string) error {
 		r := acked[typ]
@@ -209,11 +197,12 @@ func followRoute(t *testing.T, addr, uaName, route string) <-chan follow {
 		r.ResourceNames = names
 		return st.Send(r)
 	}
-	if err := ask(xds.RouteType, []string{route}); err != nil {
+	if err := ask(typ, []string{name}); err != nil {
 		t.Fatal(err)
 	}
 	out := make(chan follow, 64)
 	go func() {
+		defer close(out)
 		for {
 			resp, err := st.Recv()
 			if err != nil {
@@ -277,20 +266,20 @@ func followRoute(t *testing.T, addr, uaName, route string) <-chan follow {
 // the cluster it had.
 func TestALateClientMovesToAFreshClusterFilledAfterTheServers(t *testing.T) {
 	const handover = 500 * time.Millisecond
-	w := newWorld(t)
-	cart := w.addService("shop", "cart")
-	w.startBackend(cart, "cart", "a1")
-	a := startAgent(t, w, withHandover(handover))
+	w, cart, a := movingCart(t, handover)
 	const name = "cart.shop.svc.cluster.local:8080"
-	late := followRoute(t, a.Addr, "gRPC C-core", name)
-	goClient := followRoute(t, a.Addr, "gRPC Go", name)
+	late := followFrom(t, a.Addr, "gRPC C-core", xds.RouteType, name)
+	goClient := followFrom(t, a.Addr, "gRPC Go", xds.RouteType, name)
 	// next waits for what the client learns of cluster, from its route.
 	next := func(c <-chan follow, what, cluster string) follow {
 		t.Helper()
 		timeout := time.After(poll.Timeout)
 		for {
 			select {
-			case f := <-c:
+			case f, ok := <-c:
+				if !ok {
+					t.Fatalf("the stream ended before a %s of %s", what, cluster)
+				}
 				if f.what == what && f.name == cluster {
 					return f
 				}
@@ -333,15 +322,14 @@ func TestALateClientMovesToAFreshClusterFilledAfterTheServers(t *testing.T) {
 		for f := next(goClient, "cluster", name); f.tls != step.tls; f = next(goClient, "cluster", name) {
 		}
 	}
-	for {
+	for drained := false; !drained; {
 		select {
-		case f := <-goClient:
-			if f.name != name {
+		case f, ok := <-goClient:
+			if drained = !ok; ok && f.name != name {
 				t.Errorf("grpc-go's route named %s, want only %s", f.name, name)
 			}
-			continue
 		default:
+			drained = true
 		}
-		break
 	}
 }
