@@ -121,7 +121,7 @@ type Agent struct {
 	// Service whose configuration was dropped (its namespace changed)
 	// wanted, until it is read again.
 	tlsMoves  map[discovery.ServiceKey]tlsMove
-	lateGens  map[discovery.ServiceKey]uint32 // kept: a name reused soon could meet a client's stale cluster
+	lateGens  map[discovery.ServiceKey]uint32 // kept: a name reused could meet a client's stale cluster
 	wasTLS    map[discovery.ServiceKey]bool
 	changedAt map[discovery.ServiceKey]time.Time // when a read Service changed, until read again
 }

@@ -3,7 +3,6 @@ package agent_test
 import (
 	"cmp"
 	"slices"
-	"strconv"
 	"testing"
 	"time"
 
@@ -16,6 +15,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/nodexds/nodexds/agent/names"
 	"github.com/nodexds/nodexds/agent/resources"
 	"github.com/nodexds/nodexds/agent/trust"
 	"github.com/nodexds/nodexds/agent/xds"
@@ -270,7 +270,8 @@ func TestALateClientMovesToAFreshClusterFilledAfterTheServers(t *testing.T) {
 	const name = "cart.shop.svc.cluster.local:8080"
 	late := followFrom(t, a.Addr, "gRPC C-core", xds.RouteType, name)
 	goClient := followFrom(t, a.Addr, "gRPC Go", xds.RouteType, name)
-	// next waits for what the client learns of cluster, from its route.
+	// next waits for what the client learns of cluster ("": any but
+	// name), from its route.
 	next := func(c <-chan follow, what, cluster string) follow {
 		t.Helper()
 		timeout := time.After(poll.Timeout)
@@ -280,7 +281,7 @@ func TestALateClientMovesToAFreshClusterFilledAfterTheServers(t *testing.T) {
 				if !ok {
 					t.Fatalf("the stream ended before a %s of %s", what, cluster)
 				}
-				if f.what == what && f.name == cluster {
+				if f.what == what && (f.name == cluster || cluster == "" && f.name != name) {
 					return f
 				}
 			case <-timeout:
@@ -292,15 +293,23 @@ func TestALateClientMovesToAFreshClusterFilledAfterTheServers(t *testing.T) {
 		t.Fatalf("cart's load assignment has %d endpoints, want 1", f.eps)
 	}
 	next(goClient, "endpoints", name)
-	for i, step := range []struct {
+	was := name
+	for _, step := range []struct {
 		mode string
 		tls  bool
 	}{{"strict", true}, {"disabled", false}} {
-		fresh := name + "!" + strconv.Itoa(i+1)
 		seen := time.Now() // the agent sees the change after this
 		cart.Annotations = map[string]string{trust.AnnotationMTLS: step.mode}
 		w.write()
-		named := next(late, "route", fresh)
+		named := next(late, "route", "")
+		for named.name == was { // the route again, as its retries end
+			named = next(late, "route", "")
+		}
+		fresh := named.name
+		if r, err := names.ParseResource(fresh); err != nil || r.Gen < uint32(seen.Unix()) || fresh == was || r.Port().String() != name {
+			t.Fatalf("%s: the route named %s after %s, want a fresh generation of %s (err %v)", step.mode, fresh, was, name, err)
+		}
+		was = fresh
 		if min := seen.Add(handover - 100*time.Millisecond); named.at.Before(min) {
 			t.Errorf("%s: the route named %s %v after the change, before the handover's lead (%v)", step.mode, fresh, named.at.Sub(seen), handover-100*time.Millisecond)
 		}

@@ -106,8 +106,11 @@ func (a *Agent) dueMoves(now time.Time) {
 	for k, m := range a.tlsMoves {
 		changed := false
 		if m.gen == 0 && !now.Before(m.nameAt(h)) {
-			a.lateGens[k]++
-			m.gen = a.lateGens[k]
+			// From the clock, so that an agent started anew does not name
+			// a generation its clients may still hold from before (C-core
+			// keeps a cluster 15 minutes after its last use).
+			m.gen = max(a.lateGens[k]+1, uint32(now.Unix()))
+			a.lateGens[k] = m.gen
 			a.tlsMoves[k] = m
 			changed = true
 		}

@@ -25,8 +25,8 @@ func TestLateClientsMoves(t *testing.T) {
 	type step struct {
 		at   time.Duration // after the first change was seen
 		want *bool         // the Service's policy changed to TLS or not; nil: no change
-		gen  uint32        // the generation late clients' routes name
-		tls  []bool        // each generation's TLS settings, from 0 to gen
+		gen  int           // the generation late clients' routes name: the first (0, the Service's own names), second, …
+		tls  []bool        // each generation's TLS settings, from the first to gen
 		held bool          // gen's load assignments are held back
 		next time.Duration // when the agent must look again (-1: never)
 	}
@@ -72,6 +72,7 @@ func TestLateClientsMoves(t *testing.T) {
 				tlsMoves: map[discovery.ServiceKey]tlsMove{}, lateGens: map[discovery.ServiceKey]uint32{}}
 			t0 := time.Now()
 			policy := false
+			gens := []uint32{0} // as named
 			for _, s := range tc.steps {
 				now := t0.Add(s.at)
 				if s.want != nil {
@@ -79,15 +80,21 @@ func TestLateClientsMoves(t *testing.T) {
 					policy = *s.want
 				}
 				a.dueMoves(now)
-				if g := a.lateGen(k); g != s.gen {
-					t.Fatalf("at %v: routes name generation %d, want %d", s.at, g, s.gen)
+				if g := a.lateGen(k); g != gens[len(gens)-1] {
+					if g < gens[len(gens)-1] || g < uint32(now.Unix()) {
+						t.Fatalf("at %v: generation %d named after %d, at Unix time %d", s.at, g, gens[len(gens)-1], now.Unix())
+					}
+					gens = append(gens, g)
 				}
-				for g, want := range s.tls {
-					if got := a.lateTLS(k, policy, uint32(g)); got != want {
-						t.Errorf("at %v: generation %d has TLS %v, want %v", s.at, g, got, want)
+				if len(gens)-1 != s.gen {
+					t.Fatalf("at %v: routes name generation %d (%v), want the %dth", s.at, len(gens)-1, gens, s.gen)
+				}
+				for i, want := range s.tls {
+					if got := a.lateTLS(k, policy, gens[i]); got != want {
+						t.Errorf("at %v: generation %d (%d) has TLS %v, want %v", s.at, i, gens[i], got, want)
 					}
 				}
-				if got := a.withheld(k, s.gen); got != s.held {
+				if got := a.withheld(k, gens[s.gen]); got != s.held {
 					t.Errorf("at %v: generation %d held back %v, want %v", s.at, s.gen, got, s.held)
 				}
 				next := time.Duration(-1)

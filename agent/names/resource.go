@@ -30,10 +30,10 @@ type Resource struct {
 	// Endpoint is the picked endpoint when Subset is OneEndpoint.
 	Endpoint netip.AddrPort
 	// Gen is the generation of a cluster (and its load assignment) handed
-	// to clients that redial when their TLS settings change: a new one for
-	// each move of its Service between plaintext and TLS (latetls.go), since
-	// to those clients a new name is a new cluster, whose calls wait for
-	// its endpoints. 0: the Service has not moved.
+	// to clients that redial when their TLS settings change: a new one, a
+	// Unix time, for each move of its Service between plaintext and TLS
+	// (latetls.go), since to those clients a new name is a new cluster,
+	// whose calls wait for its endpoints. 0: the Service has not moved.
 	Gen uint32
 	// NoRingHash marks the cache name of a cluster served with round_robin to
 	// a client that crashes on ring_hash. Clients never see this mark: it is
