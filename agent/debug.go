@@ -37,6 +37,18 @@ type ServiceView struct {
 	MTLS             string   `json:"mtls"`
 	AllowFrom        []string `json:"allowFrom,omitempty"`
 	ServerIdentities []string `json:"serverIdentities,omitempty"`
+	// LateClients is how clients that redial when their TLS settings
+	// change are moved with the servers (latetls.go); nil until the
+	// Service first moves between plaintext and TLS.
+	LateClients *LateClientsView `json:"lateClients,omitempty"`
+}
+
+// LateClientsView is where a Service's late clients are in its moves.
+type LateClientsView struct {
+	Generation uint32 `json:"generation"`       // of the clusters their routes name (name!N)
+	TLS        bool   `json:"tls"`              // what that generation's clusters have
+	Moving     string `json:"moving,omitempty"` // "" (no move), "naming" or "filling"
+	Next       string `json:"next,omitempty"`   // when the move takes its next step (RFC 3339)
 }
 
 // RoutesView is how Gateway API routes route a port for clients that get
@@ -216,6 +228,7 @@ func (a *Agent) fillView(sv *ServiceView, svc *discovery.Service, p discovery.Po
 			sv.ServerIdentities = append(sv.ServerIdentities, m.String())
 		}
 	}
+	sv.LateClients = a.lateClientsView(svc.Key, cfg.trust.Mode.TLS())
 	for _, pr := range topology.Prioritize(a.store.Endpoints(svc.Key, p.Name), policy, a.here) {
 		pv := PriorityView{Tiers: pr.Tiers.String(), EndpointsTotal: len(pr.Endpoints)}
 		for _, e := range Page(pr.Endpoints, 0, ListCap) {

@@ -92,6 +92,24 @@ func (a *Agent) withheld(k discovery.ServiceKey, gen uint32) bool {
 // routes name (0: it never moved).
 func (a *Agent) lateGen(k discovery.ServiceKey) uint32 { return a.lateGens[k] }
 
+// lateClientsView says where a Service's late clients are, for the debug
+// pages: nil if it never moved.
+func (a *Agent) lateClientsView(k discovery.ServiceKey, want bool) *LateClientsView {
+	m, moving := a.tlsMoves[k]
+	gen := a.lateGens[k]
+	if !moving && gen == 0 {
+		return nil
+	}
+	v := &LateClientsView{Generation: gen, TLS: a.lateTLS(k, want, gen)}
+	switch {
+	case moving && m.gen == 0:
+		v.Moving, v.Next = "naming", m.nameAt(a.cfg.Handover).UTC().Format(time.RFC3339Nano)
+	case moving:
+		v.Moving, v.Next = "filling", m.fillAt(a.cfg.Handover).UTC().Format(time.RFC3339Nano)
+	}
+	return v
+}
+
 // moving reports whether a Service's late clients are moving.
 func (a *Agent) moving(k discovery.ServiceKey) bool {
 	_, ok := a.tlsMoves[k]

@@ -97,6 +97,18 @@ func TestLateClientsMoves(t *testing.T) {
 				if got := a.withheld(k, gens[s.gen]); got != s.held {
 					t.Errorf("at %v: generation %d held back %v, want %v", s.at, s.gen, got, s.held)
 				}
+				// What the debug pages say of it.
+				v := a.lateClientsView(k, policy)
+				switch {
+				case v == nil:
+					if len(gens) > 1 || s.next != -1 {
+						t.Errorf("at %v: no late clients' view, for a Service that moved", s.at)
+					}
+				case v.Generation != gens[s.gen] || v.TLS != s.tls[s.gen]:
+					t.Errorf("at %v: view %+v, want generation %d, TLS %v", s.at, v, gens[s.gen], s.tls[s.gen])
+				case (v.Moving == "filling") != s.held || (v.Moving == "") != (s.next == -1):
+					t.Errorf("at %v: view %+v, with its load assignments held back %v, next look %v", s.at, v, s.held, s.next)
+				}
 				next := time.Duration(-1)
 				if due := a.nextMove(); !due.IsZero() {
 					next = due.Sub(t0)

@@ -232,3 +232,17 @@ func TestSubscribedByMatchesThroughListenersAndDerivedClusters(t *testing.T) {
 		})
 	}
 }
+
+func TestServicesTextSaysWhereLateClientsAreInAMove(t *testing.T) {
+	var b strings.Builder
+	writeServicesText(&b, ServicesDebug{Total: 2, Services: []ServiceDebug{
+		{ServiceView: agent.ServiceView{Cluster: be1, Exists: true, MTLS: "disabled"}},
+		{ServiceView: agent.ServiceView{Cluster: be2, Exists: true, MTLS: "strict", AllowFrom: []string{"web/frontend", "ops/*"},
+			LateClients: &agent.LateClientsView{Generation: 1796674153, TLS: true, Moving: "filling", Next: "2026-12-07T20:09:35.1Z"}}},
+	}})
+	got := b.String()
+	want := "  mtls strict  allow-from web/frontend, ops/*  grpc-js/C-core clients: generation 1796674153 (TLS), filling at 2026-12-07T20:09:35.1Z\n"
+	if !strings.Contains(got, want) || strings.Count(got, "  mtls ") != 1 {
+		t.Errorf("text page:\n%s\nwant one mtls line, for be2:\n%s", got, want)
+	}
+}

@@ -52,6 +52,7 @@ func writeServicesText(w io.Writer, d ServicesDebug) {
 		if r := s.Routes; r != nil {
 			writeRoutesText(w, r)
 		}
+		writeMTLSText(w, s.ServiceView)
 		if s.Exists && len(s.Priorities) == 0 {
 			fmt.Fprintln(w, "  no endpoint may be used (none ready, or none in the policy's tiers)")
 		}
@@ -134,3 +135,26 @@ func clientsText(cs []ServiceClient) string {
 }
 
 func dash(s string) string { return cmp.Or(s, "-") }
+
+// writeMTLSText writes a Service port's mTLS line, if it has one: its mode,
+// who may call it, and where its late clients are in its moves.
+func writeMTLSText(w io.Writer, s agent.ServiceView) {
+	if (s.MTLS == "" || s.MTLS == "disabled") && s.LateClients == nil {
+		return
+	}
+	fmt.Fprintf(w, "  mtls %s", dash(s.MTLS))
+	if len(s.AllowFrom) > 0 {
+		fmt.Fprintf(w, "  allow-from %s", strings.Join(s.AllowFrom, ", "))
+	}
+	if l := s.LateClients; l != nil {
+		transport := "plaintext"
+		if l.TLS {
+			transport = "TLS"
+		}
+		fmt.Fprintf(w, "  grpc-js/C-core clients: generation %d (%s)", l.Generation, transport)
+		if l.Moving != "" {
+			fmt.Fprintf(w, ", %s at %s", l.Moving, l.Next)
+		}
+	}
+	fmt.Fprintln(w)
+}
