@@ -117,13 +117,13 @@ type Agent struct {
 	serverDue    time.Time
 	serversDirty bool
 	// tlsMoves are the Services moving between plaintext and TLS whose
-	// late clients wait for the servers (latetls.go); wasTLS what a
-	// Service whose configuration was dropped (its namespace changed)
-	// wanted, until it is read again.
-	tlsMoves  map[discovery.ServiceKey]tlsMove
-	lateGens  map[discovery.ServiceKey]uint32 // kept: a name reused could meet a client's stale cluster
-	wasTLS    map[discovery.ServiceKey]bool
-	changedAt map[discovery.ServiceKey]time.Time // when a read Service changed, until read again
+	// late clients wait for the servers (latetls.go), lateGens the
+	// generation of each one's clusters that late clients' routes name,
+	// and unread the Services whose configuration changed since it was
+	// last read.
+	tlsMoves map[discovery.ServiceKey]tlsMove
+	lateGens map[discovery.ServiceKey]uint32 // kept: a name reused could meet a client's stale cluster
+	unread   map[discovery.ServiceKey]seenChange
 }
 
 // queued is an Event, or a barrier (done) that Sync waits on.
@@ -162,30 +162,29 @@ func New(cfg Config, cache *xds.Cache, checker health.Checker, reporter Reporter
 		m.DiscoveryEvents.WithLabelValues(kind, "delete")
 	}
 	a := &Agent{
-		cfg:       cfg,
-		cache:     cache,
-		checker:   checker,
-		reporter:  reporter,
-		metrics:   m,
-		log:       log,
-		queue:     make(chan queued, 4096),
-		debug:     make(chan viewRequest),
-		reads:     make(chan func()),
-		beat:      newHeartbeat(),
-		store:     discovery.NewStore(),
-		here:      topology.Here{Node: cfg.NodeName},
-		subs:      newSubscriptions(),
-		dirty:     map[discovery.ServiceKey]pending{},
-		pushed:    map[discovery.ServiceKey]time.Time{},
-		reported:  map[string]string{},
-		failOpen:  map[string]bool{},
-		merged:    map[portKey]*portEndpoints{},
-		configs:   map[discovery.ServiceKey]*serviceConfig{},
-		servers:   map[string]*serverState{},
-		tlsMoves:  map[discovery.ServiceKey]tlsMove{},
-		lateGens:  map[discovery.ServiceKey]uint32{},
-		wasTLS:    map[discovery.ServiceKey]bool{},
-		changedAt: map[discovery.ServiceKey]time.Time{},
+		cfg:      cfg,
+		cache:    cache,
+		checker:  checker,
+		reporter: reporter,
+		metrics:  m,
+		log:      log,
+		queue:    make(chan queued, 4096),
+		debug:    make(chan viewRequest),
+		reads:    make(chan func()),
+		beat:     newHeartbeat(),
+		store:    discovery.NewStore(),
+		here:     topology.Here{Node: cfg.NodeName},
+		subs:     newSubscriptions(),
+		dirty:    map[discovery.ServiceKey]pending{},
+		pushed:   map[discovery.ServiceKey]time.Time{},
+		reported: map[string]string{},
+		failOpen: map[string]bool{},
+		merged:   map[portKey]*portEndpoints{},
+		configs:  map[discovery.ServiceKey]*serviceConfig{},
+		servers:  map[string]*serverState{},
+		tlsMoves: map[discovery.ServiceKey]tlsMove{},
+		lateGens: map[discovery.ServiceKey]uint32{},
+		unread:   map[discovery.ServiceKey]seenChange{},
 	}
 	a.store.SetLocalNode(cfg.NodeName) // which Services select a server pod of this node
 	a.builder = newBuilder(a)

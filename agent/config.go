@@ -4,7 +4,6 @@ package agent
 
 import (
 	"slices"
-	"time"
 
 	"github.com/nodexds/nodexds/agent/resources"
 	"github.com/nodexds/nodexds/agent/topology"
@@ -90,18 +89,9 @@ func (a *Agent) config(svc *discovery.Service) *serviceConfig {
 		return c // the store hands out a new Service for every change
 	}
 	c := readConfig(svc, a.namespaceAnnotations(svc.Key.Namespace), a.cfg.DefaultTiers, a.cfg.Visibility, a.cfg.HealthIdentity != "", a.cfg.TrustDomain)
-	was, known := a.wasTLS[svc.Key]
-	if prev := a.configs[svc.Key]; prev != nil {
-		was, known = prev.trust.Mode.TLS(), true
-	}
-	at, seen := a.changedAt[svc.Key]
-	if !seen {
-		at = time.Now()
-	}
-	delete(a.changedAt, svc.Key)
-	if known {
-		delete(a.wasTLS, svc.Key)
-		a.movedTLS(svc.Key, was, c.trust.Mode.TLS(), at)
+	if ch, ok := a.unread[svc.Key]; ok {
+		delete(a.unread, svc.Key)
+		a.movedTLS(svc.Key, ch.tls, c.trust.Mode.TLS(), ch.at)
 	}
 	a.report(svc.Key.String(), svc, c.errs)
 	a.report(svc.Key.String()+"/export", svc, c.exportErrs)

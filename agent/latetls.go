@@ -47,6 +47,20 @@ func (m tlsMove) fillAt(handover time.Duration) time.Time {
 	return m.at.Add(handover + lateLag)
 }
 
+// seenChange is a change of a Service's configuration, not read yet: when
+// it was seen, and whether the configuration it changed wanted TLS.
+type seenChange struct {
+	at  time.Time
+	tls bool
+}
+
+// changedConfig records that a Service's configuration, last read as c,
+// changed at at: a move starts when a change is seen, not when the
+// configuration is read again (config, then movedTLS).
+func (a *Agent) changedConfig(k discovery.ServiceKey, c *serviceConfig, at time.Time) {
+	a.unread[k] = seenChange{at: at, tls: c.trust.Mode.TLS()}
+}
+
 // movedTLS records that a Service whose change was seen at at wants TLS
 // (now) or not, where it wanted was before.
 func (a *Agent) movedTLS(k discovery.ServiceKey, was, now bool, at time.Time) {

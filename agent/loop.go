@@ -131,8 +131,8 @@ func (a *Agent) apply(e discovery.Event, at time.Time) {
 	case ch.Service != nil && e.Service != nil:
 		if e.Deleted {
 			delete(a.configs, *ch.Service)
-		} else if _, read := a.configs[*ch.Service]; read {
-			a.changedAt[*ch.Service] = at // a move starts when the change was seen, not read
+		} else if c := a.configs[*ch.Service]; c != nil {
+			a.changedConfig(*ch.Service, c, at)
 		}
 		a.markDirty(*ch.Service, at, serviceChanged)
 	case ch.Service != nil:
@@ -158,7 +158,7 @@ func (a *Agent) markServers(ch discovery.Change, e discovery.Event, at time.Time
 	if ch.Namespace != "" {
 		for k, c := range a.configs {
 			if k.Namespace == ch.Namespace && c != nil {
-				a.wasTLS[k], a.changedAt[k] = c.trust.Mode.TLS(), at
+				a.changedConfig(k, c, at)
 				delete(a.configs, k) // read again with the namespace's new defaults
 				a.markDirty(k, at, serviceChanged)
 			}
