@@ -358,13 +358,12 @@ func TestMTLSRolloutLosesNoRPCs(t *testing.T) {
 	})
 	e.Step(t, "the rollout lost no RPC", nil, func(t *testing.T, s Stack) {
 		steady[s].AssertOnlyPods(t, from[s], "through the rollout", cart.Name)
-		if losesCallsOnTLSChange[s] {
-			// It dials anew as soon as its cluster's TLS settings change,
-			// so it cannot keep its connection through the servers'
-			// handover, and holds its whole configuration back until a
-			// fresh cluster has endpoints, so its calls cannot wait in
-			// one: what it lost is reported, not asserted
-			// (docs/compatibility.md).
+		if retriedOnTLSChange[s] {
+			// Its calls of the moment after the servers moved fail once
+			// and are retried with a random backoff: a call whose five
+			// attempts all fall in that moment is rare, not impossible
+			// (docs/compatibility.md). Without the retries it lost about
+			// 10 over these moves.
 			rpcs := steady[s].RPCs(from[s])
 			failed := 0
 			for _, r := range rpcs {
@@ -372,22 +371,26 @@ func TestMTLSRolloutLosesNoRPCs(t *testing.T) {
 					failed++
 				}
 			}
-			t.Logf("%s: %d of %d RPCs failed through disabled → permissive → strict → disabled (it redials when its TLS settings change)", steady[s].Label(), failed, len(rpcs))
+			t.Logf("%s: %d of %d RPCs failed through disabled → permissive → strict → disabled", steady[s].Label(), failed, len(rpcs))
+			if failed > 2 {
+				steady[s].AssertNoFailures(t, from[s], "through disabled → permissive → strict → disabled, beyond the rare call whose retries all fell in one moment")
+			}
 			return
 		}
 		steady[s].AssertNoFailures(t, from[s], "through disabled → permissive → strict → disabled")
 	})
 }
 
-// losesCallsOnTLSChange are the stacks whose clients lose calls when a
-// Service moves between plaintext and TLS. grpc-js-xds 1.14 and C-core 1.51
-// open new connections with the new settings at once when a cluster's TLS
-// settings change, where grpc-go keeps the connections it has; the agent
-// moves them to fresh clusters around the servers' handover instead
-// (agent/latetls.go), in which C-core's calls wait, but grpc-js-xds holds
-// its whole configuration back until the fresh cluster has endpoints, so
-// it loses the calls of the moment after the servers moved.
-var losesCallsOnTLSChange = map[Stack]bool{JS: true}
+// retriedOnTLSChange are the stacks whose clients lose no call through a
+// Service's move between plaintext and TLS only by retrying it. grpc-js-xds
+// 1.14 and C-core 1.51 open new connections with the new settings at once
+// when a cluster's TLS settings change, where grpc-go keeps the connections
+// it has; the agent moves them to fresh clusters around the servers'
+// handover instead (agent/latetls.go), in which C-core's calls wait, but
+// grpc-js-xds holds its whole configuration back until the fresh cluster
+// has endpoints, so its calls of the moment after the servers moved fail
+// on its old connections, and are retried.
+var retriedOnTLSChange = map[Stack]bool{JS: true}
 
 // waitHealthy waits until node's agent shows every one of pods among
 // service's endpoints, HEALTHY (checked, and passing).
