@@ -45,14 +45,9 @@ type builder struct {
 	namespaceAnnotations func(string) map[string]string
 	podsAdmitted         bool
 	trustDomain          string
-	// Late clients (latetls.go): whether generation gen of a Service's
-	// clusters is TLS for them when its policy wants want, whether that
-	// generation's load assignments are held back, the generation their
-	// routes name, and whether the Service is moving.
-	lateTLS  func(k discovery.ServiceKey, want bool, gen uint32) bool
-	withheld func(k discovery.ServiceKey, gen uint32) bool
-	lateGen  func(k discovery.ServiceKey) uint32
-	moving   func(k discovery.ServiceKey) bool
+	// late is where a Service's late clients are in its moves between
+	// plaintext and TLS (latetls.go).
+	late func(k discovery.ServiceKey) late
 }
 
 // built is one resource, and what building it asks of the agent.
@@ -121,10 +116,10 @@ func (b *builder) build(k discovery.ServiceKey, typ, name string, ref portRef) b
 	switch {
 	case typ == xds.RouteType:
 		out.resource, out.picker = b.route(unmarked.String(), svc, p, ref, cfg)
-		if ref.LateTLS && b.lateGen != nil {
+		if ref.LateTLS && b.late != nil {
 			b.lateRoute(out.resource)
 		}
-	case typ == xds.EndpointType && ref.Gen != 0 && b.withheld != nil && b.withheld(k, ref.Gen):
+	case typ == xds.EndpointType && ref.Gen != 0 && b.late != nil && b.late(k).withheld(ref.Gen):
 		// A move's fresh cluster, filled once the servers have moved.
 	case typ == xds.ClusterType && ref.Subset == names.AllEndpoints:
 		lb := cfg.lb
@@ -150,8 +145,8 @@ func (b *builder) build(k discovery.ServiceKey, typ, name string, ref portRef) b
 // Service's servers accept until they hand over to TLS.
 func (b *builder) secure(c *clusterv3.Cluster, ref portRef, cfg *serviceConfig) *clusterv3.Cluster {
 	tls := cfg.trust.Mode.TLS()
-	if ref.LateTLS && b.lateTLS != nil {
-		tls = b.lateTLS(cfg.of.Key, tls, ref.Gen)
+	if ref.LateTLS && b.late != nil {
+		tls = b.late(cfg.of.Key).tls(tls, ref.Gen)
 	}
 	if ref.MTLS && tls {
 		c.TransportSocket = resources.UpstreamTLS(xds.CertProvider, cfg.trust.ServerMatches(b.trustDomain))
@@ -170,8 +165,9 @@ func (b *builder) lateRoute(rc proto.Message) {
 		if err != nil || ref.Subset == names.NoEndpoint { // no endpoints, so no transport to move
 			return cluster, false
 		}
-		ref.Gen = b.lateGen(k)
-		return ref.String(), b.moving(k)
+		l := b.late(k)
+		ref.Gen = l.gen
+		return ref.String(), l.moving
 	}
 	for _, vh := range rc.(*routev3.RouteConfiguration).GetVirtualHosts() {
 		for _, r := range vh.GetRoutes() {

@@ -31,10 +31,7 @@ func newBuilder(a *Agent) *builder {
 		namespaceAnnotations: a.namespaceAnnotations,
 		podsAdmitted:         a.cfg.PodsAdmitted,
 		trustDomain:          a.cfg.TrustDomain,
-		lateTLS:              a.lateTLS,
-		withheld:             a.withheld,
-		lateGen:              a.lateGen,
-		moving:               a.moving,
+		late:                 a.late,
 	}
 }
 

@@ -228,7 +228,7 @@ func (a *Agent) fillView(sv *ServiceView, svc *discovery.Service, p discovery.Po
 			sv.ServerIdentities = append(sv.ServerIdentities, m.String())
 		}
 	}
-	sv.LateClients = a.lateClientsView(svc.Key, cfg.trust.Mode.TLS())
+	sv.LateClients = a.late(svc.Key).view(cfg.trust.Mode.TLS(), a.cfg.Handover)
 	for _, pr := range topology.Prioritize(a.store.Endpoints(svc.Key, p.Name), policy, a.here) {
 		pv := PriorityView{Tiers: pr.Tiers.String(), EndpointsTotal: len(pr.Endpoints)}
 		for _, e := range Page(pr.Endpoints, 0, ListCap) {

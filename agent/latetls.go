@@ -82,52 +82,53 @@ func (a *Agent) movedTLS(k discovery.ServiceKey, was, now bool, at time.Time) {
 	}
 }
 
-// lateTLS is whether generation gen of a Service's late clients' clusters
-// is TLS, when its policy wants want.
-func (a *Agent) lateTLS(k discovery.ServiceKey, want bool, gen uint32) bool {
-	m, ok := a.tlsMoves[k]
-	switch {
-	case !ok:
-		return want
-	case m.gen != 0 && gen == m.gen:
-		return !m.old
-	}
-	return m.old
+// late is where a Service's late clients are: the generation of its
+// clusters their routes name, and the move under way, if any.
+type late struct {
+	gen    uint32
+	move   tlsMove
+	moving bool
 }
 
-// withheld reports whether the load assignments of generation gen of a
-// Service's clusters are held back: the move that named it is not over.
-func (a *Agent) withheld(k discovery.ServiceKey, gen uint32) bool {
-	m, ok := a.tlsMoves[k]
-	return ok && m.gen != 0 && gen == m.gen
-}
-
-// lateGen is the generation of a Service's clusters that late clients'
-// routes name (0: it never moved).
-func (a *Agent) lateGen(k discovery.ServiceKey) uint32 { return a.lateGens[k] }
-
-// lateClientsView says where a Service's late clients are, for the debug
-// pages: nil if it never moved.
-func (a *Agent) lateClientsView(k discovery.ServiceKey, want bool) *LateClientsView {
+// late returns where a Service's late clients are.
+func (a *Agent) late(k discovery.ServiceKey) late {
 	m, moving := a.tlsMoves[k]
-	gen := a.lateGens[k]
-	if !moving && gen == 0 {
+	return late{gen: a.lateGens[k], move: m, moving: moving}
+}
+
+// tls is whether generation gen of the Service's clusters is TLS for late
+// clients, when its policy wants want: until the fresh generation is
+// named, every one keeps what they had before the move.
+func (l late) tls(want bool, gen uint32) bool {
+	switch {
+	case !l.moving:
+		return want
+	case l.move.gen != 0 && gen == l.move.gen:
+		return !l.move.old
+	}
+	return l.move.old
+}
+
+// withheld reports whether the load assignments of generation gen are held
+// back: the move that named it is not over.
+func (l late) withheld(gen uint32) bool {
+	return l.moving && l.move.gen != 0 && gen == l.move.gen
+}
+
+// view is where a Service's late clients are, for the debug pages: nil if
+// it never moved.
+func (l late) view(want bool, handover time.Duration) *LateClientsView {
+	if !l.moving && l.gen == 0 {
 		return nil
 	}
-	v := &LateClientsView{Generation: gen, TLS: a.lateTLS(k, want, gen)}
+	v := &LateClientsView{Generation: l.gen, TLS: l.tls(want, l.gen)}
 	switch {
-	case moving && m.gen == 0:
-		v.Moving, v.Next = "naming", m.nameAt(a.cfg.Handover).UTC().Format(time.RFC3339Nano)
-	case moving:
-		v.Moving, v.Next = "filling", m.fillAt(a.cfg.Handover).UTC().Format(time.RFC3339Nano)
+	case l.moving && l.move.gen == 0:
+		v.Moving, v.Next = "naming", l.move.nameAt(handover).UTC().Format(time.RFC3339Nano)
+	case l.moving:
+		v.Moving, v.Next = "filling", l.move.fillAt(handover).UTC().Format(time.RFC3339Nano)
 	}
 	return v
-}
-
-// moving reports whether a Service's late clients are moving.
-func (a *Agent) moving(k discovery.ServiceKey) bool {
-	_, ok := a.tlsMoves[k]
-	return ok
 }
 
 // dueMoves names and fills the fresh clusters of the moves that are due,

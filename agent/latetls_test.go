@@ -80,7 +80,8 @@ func TestLateClientsMoves(t *testing.T) {
 					policy = *s.want
 				}
 				a.dueMoves(now)
-				if g := a.lateGen(k); g != gens[len(gens)-1] {
+				l := a.late(k)
+				if g := l.gen; g != gens[len(gens)-1] {
 					if g < gens[len(gens)-1] || g < uint32(now.Unix()) {
 						t.Fatalf("at %v: generation %d named after %d, at Unix time %d", s.at, g, gens[len(gens)-1], now.Unix())
 					}
@@ -90,15 +91,15 @@ func TestLateClientsMoves(t *testing.T) {
 					t.Fatalf("at %v: routes name generation %d (%v), want the %dth", s.at, len(gens)-1, gens, s.gen)
 				}
 				for i, want := range s.tls {
-					if got := a.lateTLS(k, policy, gens[i]); got != want {
+					if got := l.tls(policy, gens[i]); got != want {
 						t.Errorf("at %v: generation %d (%d) has TLS %v, want %v", s.at, i, gens[i], got, want)
 					}
 				}
-				if got := a.withheld(k, gens[s.gen]); got != s.held {
+				if got := l.withheld(gens[s.gen]); got != s.held {
 					t.Errorf("at %v: generation %d held back %v, want %v", s.at, s.gen, got, s.held)
 				}
 				// What the debug pages say of it.
-				v := a.lateClientsView(k, policy)
+				v := l.view(policy, h)
 				switch {
 				case v == nil:
 					if len(gens) > 1 || s.next != -1 {
@@ -129,10 +130,12 @@ func TestLateClientsMoves(t *testing.T) {
 func TestLateClientsBuild(t *testing.T) {
 	const be1 = "be1.default.svc.cluster.local:80"
 	b := testBuilder(t, map[string]string{trust.AnnotationMTLS: "strict"}, nil)
-	b.lateGen = func(discovery.ServiceKey) uint32 { return 2 }
-	b.withheld = func(_ discovery.ServiceKey, gen uint32) bool { return gen == 2 }
-	b.lateTLS = func(_ discovery.ServiceKey, _ bool, gen uint32) bool { return gen == 2 }
-	b.moving = func(k discovery.ServiceKey) bool { return k.Name == "be1" }
+	b.late = func(k discovery.ServiceKey) late {
+		if k.Name != "be1" {
+			return late{}
+		}
+		return late{gen: 2, move: tlsMove{old: false, gen: 2}, moving: true}
+	}
 	key := discovery.ServiceKey{Namespace: "default", Name: "be1"}
 	for _, tc := range []struct {
 		typ, res string
@@ -172,7 +175,12 @@ func TestLateClientsBuild(t *testing.T) {
 	// with no endpoints for unresolved backends has no transport to move.
 	// Calls are retried where a backend moves (be1 does), and only there.
 	rc := resources.RoutedConfig(be1, []resources.Routed{{Match: mesh.Match{Path: mesh.Path{Kind: mesh.PrefixPath, Value: "/shop.Cart"}}, Clusters: []resources.WeightedCluster{{Name: be1, Weight: 70}, {Name: "be2.default.svc.cluster.local:80", Weight: 30}}}}, resources.LBConfig{}, be1+"|none")
-	b.lateGen = func(k discovery.ServiceKey) uint32 { return map[string]uint32{"be1": 3}[k.Name] }
+	b.late = func(k discovery.ServiceKey) late {
+		if k.Name != "be1" {
+			return late{}
+		}
+		return late{gen: 3, move: tlsMove{old: false, gen: 3}, moving: true}
+	}
 	b.lateRoute(rc)
 	// (A prefix is two routes sharing one action: named once.)
 	split := be1 + "!3, be2.default.svc.cluster.local:80, "
