@@ -131,6 +131,7 @@ func (a *Agent) apply(e discovery.Event, at time.Time) {
 	case ch.Service != nil && e.Service != nil:
 		if e.Deleted {
 			delete(a.configs, *ch.Service)
+			delete(a.unread, *ch.Service) // one created again anew has nothing to move from
 		} else if c := a.configs[*ch.Service]; c != nil {
 			a.changedConfig(*ch.Service, c, at)
 		}
