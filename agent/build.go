@@ -116,10 +116,10 @@ func (b *builder) build(k discovery.ServiceKey, typ, name string, ref portRef) b
 	switch {
 	case typ == xds.RouteType:
 		out.resource, out.picker = b.route(unmarked.String(), svc, p, ref, cfg)
-		if ref.LateTLS && b.late != nil {
+		if ref.LateTLS {
 			b.lateRoute(out.resource)
 		}
-	case typ == xds.EndpointType && ref.Gen != 0 && b.late != nil && b.late(k).withheld(ref.Gen):
+	case typ == xds.EndpointType && ref.Gen != 0 && b.late(k).withheld(ref.Gen):
 		// A move's fresh cluster, filled once the servers have moved.
 	case typ == xds.ClusterType && ref.Subset == names.AllEndpoints:
 		lb := cfg.lb
@@ -145,7 +145,7 @@ func (b *builder) build(k discovery.ServiceKey, typ, name string, ref portRef) b
 // Service's servers accept until they hand over to TLS.
 func (b *builder) secure(c *clusterv3.Cluster, ref portRef, cfg *serviceConfig) *clusterv3.Cluster {
 	tls := cfg.trust.Mode.TLS()
-	if ref.LateTLS && b.late != nil {
+	if ref.LateTLS {
 		tls = b.late(cfg.of.Key).tls(tls, ref.Gen)
 	}
 	if ref.MTLS && tls {

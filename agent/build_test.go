@@ -159,6 +159,7 @@ func testBuilder(t *testing.T, ann map[string]string, unhealthy []string) *build
 		},
 		failOpen:  func(string) bool { return false },
 		maxPicker: DefaultMaxPickerEndpoints,
+		late:      func(discovery.ServiceKey) late { return late{} }, // no Service has moved
 	}
 }
 

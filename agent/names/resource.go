@@ -43,10 +43,10 @@ type Resource struct {
 	// has nodexds' certificate provider: only they may be sent TLS
 	// settings naming it (the others would NACK them). Cache-only too.
 	MTLS bool
-	// LateTLS marks the cache name of a cluster for mTLS clients that dial
-	// anew as soon as their TLS settings change (grpc-js-xds, C-core): they
-	// are moved between plaintext and TLS with the servers, not before
-	// them. Cache-only.
+	// LateTLS marks the cache name of a cluster or route configuration for
+	// mTLS clients that dial anew as soon as their TLS settings change
+	// (grpc-js-xds, C-core): they are moved between plaintext and TLS with
+	// the servers, not before them. Cache-only.
 	LateTLS bool
 }
 
