@@ -1167,7 +1167,9 @@ var attacks = map[string]func(a *attacker){
 	},
 	// (j) server listener names (gRFC A36), 10,000 a stream: another pod's
 	// address, garbage after the prefix, and the peer's own wildcard
-	// address on ports no Service lists.
+	// address on ports no Service lists: below Linux's ephemeral range
+	// (32768 and up), where the test's backends, which share the
+	// attacker's address, listen.
 	"j": func(a *attacker) {
 		const per = 10000
 		a.parallel(a.spec.N/per, 8, func(i int) {
@@ -1180,7 +1182,7 @@ var attacks = map[string]func(a *attacker){
 				case 1:
 					names[k] = serverPrefix + garbage(40)
 				default:
-					names[k] = fmt.Sprintf("%s0.0.0.0:%d", serverPrefix, 1+n%65535)
+					names[k] = fmt.Sprintf("%s0.0.0.0:%d", serverPrefix, 1+n%32767)
 				}
 			}
 			st.s.Send(&discoveryv3.DiscoveryRequest{Node: node("attacker-j"), TypeUrl: listenerType, ResourceNames: names})
