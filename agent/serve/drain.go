@@ -4,8 +4,6 @@ import (
 	"log/slog"
 	"net"
 	"time"
-
-	"google.golang.org/grpc"
 )
 
 // goAwayGrace is how long RPCs may go on after GOAWAY before they are cut,
@@ -27,7 +25,7 @@ const goAwayGrace = time.Second
 // The cut comes by 90% of timeout at the latest, leaving the rest for the
 // process to exit, and a delay too long for that is shortened so that
 // GOAWAY still comes before the cut.
-func drain(g *grpc.Server, lis net.Listener, delay, timeout time.Duration, log *slog.Logger) {
+func drain(g stopper, lis net.Listener, delay, timeout time.Duration, log *slog.Logger) {
 	start := time.Now()
 	goAwayAt, cutAt := drainPlan(delay, timeout)
 	if err := lis.Close(); err != nil {
@@ -50,6 +48,12 @@ func drain(g *grpc.Server, lis net.Listener, delay, timeout time.Duration, log *
 		<-stopped
 	}
 	log.Info("drained", "took", time.Since(start).Round(time.Millisecond))
+}
+
+// stopper is the ADS server as drain stops it.
+type stopper interface {
+	GracefulStop() // GOAWAY, then wait for every stream to end
+	Stop()         // close every connection
 }
 
 // drainPlan says when, from the start of a drain, GOAWAY is sent and open

@@ -18,7 +18,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"google.golang.org/grpc"
 
 	"github.com/nodexds/nodexds/agent"
 	"github.com/nodexds/nodexds/agent/admin"
@@ -178,8 +177,7 @@ func servePorts(o Options, reg prometheus.Gatherer, p admin.Probes, v admin.View
 // serveADS serves ADS and reports ready until ctx is done, then drains; or
 // until one of the process's servers fails, which it returns.
 func serveADS(ctx context.Context, o Options, ads *xds.Server, ready *atomic.Bool, errc chan error) error {
-	g := grpc.NewServer(xds.GRPCOptions(MaxRequestBytes)...)
-	ads.Register(g)
+	g := ads.Transport(MaxRequestBytes)
 	raw := o.XDS
 	if raw == nil {
 		var err error

@@ -7,46 +7,19 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/genproto/googleapis/rpc/status"
-	"google.golang.org/grpc/encoding"
-	_ "google.golang.org/grpc/encoding/proto" // registers the codec requestCodec defers to
-	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/types/known/structpb"
 )
 
-// requestCodec is gRPC's proto codec, except that a DiscoveryRequest is
-// decoded straight into what compact keeps of it: the Node's metadata other
-// than MetadataNodeName, and every field the server does not read, are
-// skipped on the wire rather than built and thrown away. A request's cost is
-// then its wire bytes, held by gRPC while it arrives, and not three times
-// that (gRPC's copy into one buffer, the decoded message and its garbage): a
-// megabyte of node metadata costs the agent nothing once read. What it
-// decodes is compact's input made smaller, never different: compact still
-// runs after it, and clips what it keeps (names over maxNameLen are kept
-// to maxNameLen+1 bytes, so that compact drops and counts them).
-type requestCodec struct{}
-
-var protoCodec = encoding.GetCodecV2("proto")
-
-func (requestCodec) Name() string { return "proto" }
-
-func (requestCodec) Marshal(v any) (mem.BufferSlice, error) { return protoCodec.Marshal(v) }
-
-func (requestCodec) Unmarshal(data mem.BufferSlice, v any) error {
-	req, ok := v.(*discoveryv3.DiscoveryRequest)
-	if !ok {
-		return protoCodec.Unmarshal(data, v)
-	}
-	if n := data.Len(); n > largeRequest {
-		readSizes.Store(req, int64(n)) // for the reading budget (reading.go)
-	}
-	if len(data) == 1 {
-		return decodeRequest(data[0].ReadOnlyData(), req)
-	}
-	buf := data.MaterializeToBuffer(mem.DefaultBufferPool())
-	defer buf.Free()
-	return decodeRequest(buf.ReadOnlyData(), req)
-}
+// decodeRequest decodes a DiscoveryRequest straight into what compact keeps
+// of it: the Node's metadata other than MetadataNodeName, and every field
+// the server does not read, are skipped on the wire rather than built and
+// thrown away. A request's cost is then its wire bytes while it arrives,
+// and not three times that (a decoded message and its garbage): a megabyte
+// of node metadata costs the agent nothing once read. What it decodes is
+// compact's input made smaller, never different: compact still runs after
+// it, and clips what it keeps (names over maxNameLen are kept to
+// maxNameLen+1 bytes, so that compact drops and counts them).
 
 var errWire = errors.New("invalid DiscoveryRequest wire format")
 
@@ -103,7 +76,6 @@ func text(v []byte) (string, error) {
 	return string(v), nil
 }
 
-// decodeRequest decodes what the server reads of a DiscoveryRequest.
 func decodeRequest(b []byte, req *discoveryv3.DiscoveryRequest) error {
 	return bytesFields(b, func(num protowire.Number, v []byte) (err error) {
 		switch num {

@@ -7,13 +7,12 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/genproto/googleapis/rpc/status"
-	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/structpb"
 )
 
-// codecCases are requests whose decoding by requestCodec must be what the
+// codecCases are requests whose decoding by decodeRequest must be what the
 // proto codec and compact make of them.
 func codecCases(t testing.TB) map[string]*discoveryv3.DiscoveryRequest {
 	meta := func(fields map[string]any) *structpb.Struct {
@@ -52,16 +51,14 @@ func codecCases(t testing.TB) map[string]*discoveryv3.DiscoveryRequest {
 	}
 }
 
-// decodeBoth decodes b with the proto codec and with requestCodec, each
+// decodeBoth decodes b with the proto codec and with decodeRequest, each
 // followed by compact, as the server does.
 func decodeBoth(b []byte) (want, got *discoveryv3.DiscoveryRequest, wantLong, gotLong int, protoErr, codecErr error) {
 	w, g := &discoveryv3.DiscoveryRequest{}, &discoveryv3.DiscoveryRequest{}
 	if protoErr = proto.Unmarshal(b, w); protoErr == nil {
 		want, wantLong = compact(w)
 	}
-	// Split in two buffers, as gRPC hands over a message of several frames.
-	data := mem.BufferSlice{mem.SliceBuffer(b[:len(b)/2]), mem.SliceBuffer(b[len(b)/2:])}
-	if codecErr = (requestCodec{}).Unmarshal(data, g); codecErr == nil {
+	if codecErr = decodeRequest(b, g); codecErr == nil {
 		got, gotLong = compact(g)
 	}
 	return want, got, wantLong, gotLong, protoErr, codecErr
@@ -76,10 +73,10 @@ func TestRequestCodecDecodesWhatCompactKeeps(t *testing.T) {
 			}
 			want, got, wantLong, gotLong, perr, cerr := decodeBoth(b)
 			if perr != nil || cerr != nil {
-				t.Fatalf("proto: %v, requestCodec: %v", perr, cerr)
+				t.Fatalf("proto: %v, decodeRequest: %v", perr, cerr)
 			}
 			if !proto.Equal(got, want) || gotLong != wantLong {
-				t.Errorf("requestCodec and compact: %v (%d long names)\nproto and compact: %v (%d long names)", got, gotLong, want, wantLong)
+				t.Errorf("decodeRequest and compact: %v (%d long names)\nproto and compact: %v (%d long names)", got, gotLong, want, wantLong)
 			}
 		})
 	}
@@ -95,7 +92,7 @@ func TestRequestCodecRefusesInvalidUTF8InWhatItKeeps(t *testing.T) {
 		if err != nil {
 			b = protoMarshalUnchecked(t, req)
 		}
-		if err := (requestCodec{}).Unmarshal(mem.BufferSlice{mem.SliceBuffer(b)}, &discoveryv3.DiscoveryRequest{}); err == nil {
+		if err := decodeRequest(b, &discoveryv3.DiscoveryRequest{}); err == nil {
 			t.Errorf("%v decoded, want an error as the proto codec gives", req)
 		}
 	}
@@ -126,7 +123,7 @@ func protoMarshalUnchecked(t *testing.T, req *discoveryv3.DiscoveryRequest) []by
 	return out
 }
 
-// FuzzRequestCodec: whatever the proto codec decodes, requestCodec decodes
+// FuzzRequestCodec: whatever the proto codec decodes, decodeRequest decodes
 // to the same request once compacted. (It may accept more: invalid UTF-8 in
 // metadata it skips.)
 func FuzzRequestCodec(f *testing.F) {
@@ -141,10 +138,10 @@ func FuzzRequestCodec(f *testing.F) {
 			return
 		}
 		if cerr != nil {
-			t.Fatalf("proto decodes %x, requestCodec fails: %v", b, cerr)
+			t.Fatalf("proto decodes %x, decodeRequest fails: %v", b, cerr)
 		}
 		if !proto.Equal(got, want) || gotLong != wantLong {
-			t.Fatalf("%x:\nrequestCodec and compact: %v (%d long)\nproto and compact: %v (%d long)", b, got, gotLong, want, wantLong)
+			t.Fatalf("%x:\ndecodeRequest and compact: %v (%d long)\nproto and compact: %v (%d long)", b, got, gotLong, want, wantLong)
 		}
 	})
 }

@@ -19,7 +19,7 @@ import (
 
 func csdsClient(t *testing.T, s *testServer) statusv3.ClientStatusDiscoveryServiceClient {
 	t.Helper()
-	cc, err := grpc.NewClient(s.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	cc, err := grpc.NewClient(s.csdsAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -95,8 +95,7 @@ func benchFanOut(b *testing.B, n int) {
 			close(r.done)
 		}
 	}
-	g := grpc.NewServer(GRPCOptions(1 << 20)...)
-	srv.Register(g)
+	g := srv.Transport(1 << 20)
 	raw, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)

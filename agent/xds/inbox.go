@@ -22,11 +22,6 @@ func (st *stream) receive() error {
 		if err != nil {
 			return err
 		}
-		if n, ok := takeReadSize(req); ok {
-			if lc, ok := st.conn.Conn.(*limitedConn); ok {
-				lc.consumed(n)
-			}
-		}
 		if !Served(req.GetTypeUrl()) {
 			st.log.at(slog.LevelWarn, "request for a type nodexds does not serve: ending the stream", "type", Clip(req.GetTypeUrl(), maxLogLen))
 			return status.Errorf(codes.InvalidArgument, "type URL %q is not served (nodexds serves LDS, RDS, CDS and EDS)", Clip(req.GetTypeUrl(), maxLogLen))

@@ -99,13 +99,10 @@ func (s *Server) close(st *stream) {
 	}
 }
 
-// Listener wraps l as ADS must be served: with the connection limits
-// (LimitListener), and the budget for large requests being read
-// (Limits.MaxReadingBytes).
+// Listener wraps l with the connection limits (LimitListener), as ADS is
+// served.
 func (s *Server) Listener(l net.Listener) net.Listener {
-	ll := LimitListener(l, s.limits.MaxConnsPerPeer, s.limits.MaxConns, s.ConnRefused).(*limitListener)
-	ll.budget, ll.exceeded = newReadBudget(s.limits.MaxReadingBytes), s.readingExceeded
-	return ll
+	return LimitListener(l, s.limits.MaxConnsPerPeer, s.limits.MaxConns, s.ConnRefused)
 }
 
 // readingExceeded reports a connection closed for sending a large request

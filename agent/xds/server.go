@@ -66,6 +66,7 @@ type Server struct {
 	absent  func(typ, name string) proto.Message
 	key     func(c Client, typ, name string) string
 	logs    *limiter // shared by every client's log lines
+	budget  *readBudget
 	ids     atomic.Uint64
 	// sent, if set, is told of every response handed to gRPC (benchmarks
 	// time a change's fan-out with it).
@@ -96,6 +97,7 @@ func NewServer(cache *Cache, m *metrics.Metrics, log *slog.Logger, o Options) *S
 		absent:  o.Absent,
 		key:     o.Key,
 		logs:    newLimiter(100, 100*time.Millisecond),
+		budget:  newReadBudget(o.Limits.WithDefaults().MaxReadingBytes),
 		streams: map[uint64]*stream{},
 		perPeer: map[netip.Addr]int{},
 		names:   map[netip.Addr]int{},

@@ -101,10 +101,11 @@ func (w *world) update(name string, res proto.Message) {
 }
 
 type testServer struct {
-	world   *world
-	srv     *Server
-	metrics *metrics.Metrics
-	addr    string
+	world    *world
+	srv      *Server
+	metrics  *metrics.Metrics
+	addr     string // ADS
+	csdsAddr string
 }
 
 func startServer(t testing.TB, clusters ...string) *testServer {
@@ -124,15 +125,21 @@ func startServerWith(t testing.TB, o Options, clusters ...string) *testServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := grpc.NewServer(GRPCOptions(1 << 20)...) // as the agent serves ADS
 	srv := NewServer(w.cache, m, slog.New(slog.DiscardHandler), o)
 	w.srv = srv
 	go w.run(ctx)
-	srv.Register(g)
-	srv.RegisterCSDS(g)
+	g := srv.Transport(1 << 20) // as the agent serves ADS
 	go g.Serve(srv.Listener(lis))
-	t.Cleanup(func() { g.Stop(); cancel() })
-	return &testServer{world: w, srv: srv, metrics: m, addr: lis.Addr().String()}
+	// CSDS is served apart, as the agent's debug port does.
+	csdsLis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	csds := grpc.NewServer()
+	srv.RegisterCSDS(csds)
+	go csds.Serve(csdsLis)
+	t.Cleanup(func() { g.Stop(); csds.Stop(); cancel() })
+	return &testServer{world: w, srv: srv, metrics: m, addr: lis.Addr().String(), csdsAddr: csdsLis.Addr().String()}
 }
 
 // adsClient is a raw ADS client: it speaks the protocol step by step.
