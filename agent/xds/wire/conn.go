@@ -40,7 +40,8 @@ type conn struct {
 
 	pend     *[]byte // a frame begun but not whole (see readFrames)
 	npend    int
-	prefaced bool // the client's preface and SETTINGS have come
+	pendHeld atomic.Bool // pend != nil, for tests to see from outside
+	prefaced bool        // the client's preface and SETTINGS have come
 	dec      *hpack.Decoder
 	hb       headerBlock
 	recvConn int64  // connection window left to the client
@@ -128,12 +129,14 @@ func (c *conn) readFrames() error {
 		return err
 	}
 	c.pend, c.npend = nil, 0
+	c.pendHeld.Store(false)
 	c.lastRead.Store(time.Now().UnixNano())
 	b := (*buf)[:n]
 	off := 0
 	if !c.prefaced {
 		if n < len(preface)+headerLen {
 			c.pend, c.npend = buf, n
+			c.pendHeld.Store(true)
 			return nil
 		}
 		if string(b[:len(preface)]) != preface {
@@ -168,6 +171,7 @@ func (c *conn) readFrames() error {
 	}
 	c.npend = copy(b, b[off:])
 	c.pend = buf
+	c.pendHeld.Store(true)
 	return nil
 }
 

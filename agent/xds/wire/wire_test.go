@@ -178,6 +178,7 @@ type frame struct {
 	data  []byte // DATA's, PING's
 	code  http2.ErrCode
 	debug string
+	last  uint32 // GOAWAY's last stream
 	meta  *http2.MetaHeadersFrame
 }
 
@@ -189,7 +190,7 @@ func copyFrame(f http2.Frame) *frame {
 	case *http2.PingFrame:
 		out.data = bytes.Clone(f.Data[:])
 	case *http2.GoAwayFrame:
-		out.code, out.debug = f.ErrCode, string(f.DebugData())
+		out.code, out.debug, out.last = f.ErrCode, string(f.DebugData()), f.LastStreamID
 	case *http2.RSTStreamFrame:
 		out.code = f.ErrCode
 	case *http2.MetaHeadersFrame:
@@ -484,4 +485,122 @@ func TestLargeMessagesWaitForTheBudget(t *testing.T) {
 	close(release)
 	poll.Until(t, "both messages are received", func() bool { return got.Load() == 200<<10 })
 	poll.Until(t, "the budget is given back", func() bool { return b.held() == 0 })
+}
+
+// A stream the client resets ends for its handler: its context is done
+// and Recv says Canceled; the connection serves on.
+func TestAResetStreamEndsItsHandler(t *testing.T) {
+	ended := make(chan error, 1)
+	_, addr := serve(t, Config{Handle: func(st *Stream) error {
+		m, err := st.Recv()
+		if err != nil {
+			return err
+		}
+		st.Send(m)
+		<-st.Context().Done()
+		_, err = st.Recv()
+		ended <- err
+		return err
+	}})
+	h := dialH2(t, addr)
+	h.headers(1, echoMethod, false)
+	h.fr.WriteData(1, false, grpcMessage([]byte("x")))
+	h.next(http2.FrameData)
+	h.fr.WriteRSTStream(1, http2.ErrCodeCancel)
+	if err := <-ended; status.Code(err) != codes.Canceled {
+		t.Errorf("Recv after the reset: %v, want Canceled", err)
+	}
+	h.headers(3, echoMethod, false)
+	h.fr.WriteData(3, false, grpcMessage([]byte("y")))
+	if f := h.next(http2.FrameData); f == nil || f.StreamID != 3 {
+		t.Errorf("the next stream got %v", f)
+	}
+}
+
+// A client that ends its side inside a message gets INTERNAL.
+func TestATruncatedMessageEndsTheStream(t *testing.T) {
+	_, addr := serve(t, Config{})
+	h := dialH2(t, addr)
+	h.headers(1, echoMethod, false)
+	h.fr.WriteData(1, true, grpcMessage([]byte("hello"))[:7])
+	if _, got := h.trailers(1); got != "13 the client ended its side inside a message" {
+		t.Errorf("trailers say %q", got)
+	}
+}
+
+// GracefulStop tells GOAWAY naming the last stream, refuses streams opened
+// after it, serves the open one to its end, then closes the connection.
+func TestGracefulStopLetsOpenStreamsEnd(t *testing.T) {
+	s, addr := serve(t, Config{})
+	h := dialH2(t, addr)
+	h.headers(1, echoMethod, false)
+	h.fr.WriteData(1, false, grpcMessage([]byte("a")))
+	h.next(http2.FrameData)
+	stopped := make(chan struct{})
+	go func() { s.GracefulStop(); close(stopped) }()
+	if g := h.goAway(); g.code != http2.ErrCodeNo || g.last != 1 {
+		t.Fatalf("GOAWAY %v, last stream %d; want NO_ERROR, 1", g.code, g.last)
+	}
+	h.headers(3, echoMethod, false)
+	if f := h.next(http2.FrameRSTStream); f == nil || f.StreamID != 3 || f.code != http2.ErrCodeRefusedStream {
+		t.Fatalf("a stream after GOAWAY got %v, want RST_STREAM REFUSED_STREAM", f)
+	}
+	h.fr.WriteData(1, false, grpcMessage([]byte("b")))
+	if f := h.next(http2.FrameData); f == nil || !bytes.Equal(f.data, grpcMessage([]byte("b"))) {
+		t.Fatalf("the open stream is not served after GOAWAY: %v", f)
+	}
+	select {
+	case <-stopped:
+		t.Fatal("GracefulStop returned while a stream was open")
+	default:
+	}
+	h.fr.WriteData(1, true, nil)
+	if _, got := h.trailers(1); got != "0 " {
+		t.Errorf("the open stream ended %q", got)
+	}
+	<-stopped
+	if f := h.next(); f != nil {
+		t.Errorf("the connection goes on after GracefulStop: %v", f.FrameHeader)
+	}
+}
+
+// An idle connection holds no read buffer: the part of a frame it has not
+// yet whole is all it keeps, and only until the frame is.
+func TestAnIdleConnectionHoldsNoReadBuffer(t *testing.T) {
+	if !rawReads {
+		t.Skip("reads hold a buffer where the socket cannot be waited on")
+	}
+	s, addr := serve(t, Config{})
+	h := dialH2(t, addr)
+	h.headers(1, echoMethod, false)
+	m := grpcMessage([]byte("hello"))
+	h.fr.WriteData(1, false, m)
+	h.next(http2.FrameData)
+	c := onlyConn(t, s)
+	held := func() bool {
+		// The reader is blocked in its read: what it holds is pend.
+		return c.pendHeld.Load()
+	}
+	if held() {
+		t.Error("a read buffer is held after a whole frame")
+	}
+	h.conn.Write([]byte{0, 0, 10, 0}) // a frame header's first bytes
+	poll.Until(t, "the frame begun is held", held)
+	h.conn.Write([]byte{0, 0, 0, 0, 1})
+	h.conn.Write(make([]byte, 10)) // its payload: ten bytes of a message
+	poll.Until(t, "the buffer is given back once the frame is whole", func() bool { return !held() })
+}
+
+func onlyConn(t *testing.T, s *Server) *conn {
+	t.Helper()
+	var c *conn
+	poll.Until(t, "one connection", func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		for k := range s.conns {
+			c = k
+		}
+		return len(s.conns) == 1
+	})
+	return c
 }
