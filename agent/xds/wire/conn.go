@@ -40,8 +40,7 @@ type conn struct {
 
 	pend     *[]byte // a frame begun but not whole (see readFrames)
 	npend    int
-	pendHeld atomic.Bool // pend != nil, for tests to see from outside
-	prefaced bool        // the client's preface and SETTINGS have come
+	prefaced bool // the client's preface and SETTINGS have come
 	dec      *hpack.Decoder
 	hb       headerBlock
 	recvConn int64  // connection window left to the client
@@ -104,7 +103,7 @@ func (c *conn) serve() {
 	}
 	c.close(err)
 	if c.pend != nil {
-		readBufs.Put(c.pend)
+		putReadBuf(c.pend)
 		c.pend = nil
 	}
 	c.mu.Lock()
@@ -129,22 +128,20 @@ func (c *conn) readFrames() error {
 		return err
 	}
 	c.pend, c.npend = nil, 0
-	c.pendHeld.Store(false)
 	c.lastRead.Store(time.Now().UnixNano())
 	b := (*buf)[:n]
 	off := 0
 	if !c.prefaced {
 		if n < len(preface)+headerLen {
 			c.pend, c.npend = buf, n
-			c.pendHeld.Store(true)
 			return nil
 		}
 		if string(b[:len(preface)]) != preface {
-			readBufs.Put(buf)
+			putReadBuf(buf)
 			return errors.New("not an HTTP/2 client preface")
 		}
 		if h := parseHeader(b[len(preface):]); h.typ != frameSettings || h.flags&flagAck != 0 {
-			readBufs.Put(buf)
+			putReadBuf(buf)
 			return protocolError("the preface is not followed by SETTINGS")
 		}
 		off = len(preface)
@@ -152,7 +149,7 @@ func (c *conn) readFrames() error {
 	for n-off >= headerLen {
 		h := parseHeader(b[off:])
 		if h.length > maxFrame {
-			readBufs.Put(buf)
+			putReadBuf(buf)
 			return connError{errFrameSize, "frame larger than SETTINGS_MAX_FRAME_SIZE"}
 		}
 		end := off + headerLen + int(h.length)
@@ -160,18 +157,17 @@ func (c *conn) readFrames() error {
 			break
 		}
 		if err := c.frame(h, b[off+headerLen:end]); err != nil {
-			readBufs.Put(buf)
+			putReadBuf(buf)
 			return err
 		}
 		off = end
 	}
 	if off == n {
-		readBufs.Put(buf)
+		putReadBuf(buf)
 		return nil
 	}
 	c.npend = copy(b, b[off:])
 	c.pend = buf
-	c.pendHeld.Store(true)
 	return nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"syscall"
 )
 
@@ -12,7 +13,22 @@ import (
 // ends in the next.
 const readSize = 32 << 10
 
-var readBufs = sync.Pool{New: func() any { b := make([]byte, readSize); return &b }}
+var (
+	readBufs = sync.Pool{New: func() any { b := make([]byte, readSize); return &b }}
+	// readBufsOut counts the read buffers connections hold: tests see
+	// that idle ones hold none.
+	readBufsOut atomic.Int64
+)
+
+func getReadBuf() *[]byte {
+	readBufsOut.Add(1)
+	return readBufs.Get().(*[]byte)
+}
+
+func putReadBuf(b *[]byte) {
+	readBufsOut.Add(-1)
+	readBufs.Put(b)
+}
 
 // reader reads a connection's bytes. On a socket (Linux), it waits for the
 // socket to be readable before taking a buffer from the pool: an idle
@@ -42,14 +58,14 @@ func newReader(nc net.Conn) reader {
 func (r *reader) read(buf *[]byte, off int) (*[]byte, int, error) {
 	if r.raw == nil {
 		if buf == nil {
-			buf = readBufs.Get().(*[]byte)
+			buf = getReadBuf()
 		}
 		n, err := r.nc.Read((*buf)[off:])
 		if n > 0 {
 			return buf, off + n, nil // an error comes again with the next read
 		}
 		if off == 0 {
-			readBufs.Put(buf)
+			putReadBuf(buf)
 		}
 		if err == nil {
 			err = io.ErrNoProgress
@@ -71,7 +87,7 @@ func (r *reader) read(buf *[]byte, off int) (*[]byte, int, error) {
 	}
 	if err != nil {
 		if buf != nil && off == 0 {
-			readBufs.Put(buf)
+			putReadBuf(buf)
 		}
 		return nil, 0, err
 	}
@@ -82,7 +98,7 @@ func (r *reader) read(buf *[]byte, off int) (*[]byte, int, error) {
 // once the socket is readable.
 func (r *reader) ready(fd uintptr) bool {
 	if r.buf == nil {
-		r.buf = readBufs.Get().(*[]byte)
+		r.buf = getReadBuf()
 	}
 	r.n, r.err = rawRead(fd, (*r.buf)[r.off:])
 	if r.n < 0 {
@@ -90,7 +106,7 @@ func (r *reader) ready(fd uintptr) bool {
 	}
 	if wouldBlock(r.err) {
 		if !r.pending {
-			readBufs.Put(r.buf)
+			putReadBuf(r.buf)
 			r.buf = nil
 		}
 		return false
