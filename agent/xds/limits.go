@@ -34,10 +34,10 @@ type Limits struct {
 	// MaxConnsPerPeer and MaxConns bound open connections the same way
 	// (see LimitListener).
 	MaxConnsPerPeer, MaxConns int
-	// MaxReadingBytes bounds the requests larger than the 64 KiB stream
-	// window being read at once, in bytes, across all connections: gRPC
-	// holds each until its last byte, and beyond this budget a connection
-	// is not read until one finishes (see Server.Listener).
+	// MaxReadingBytes bounds the requests larger than the stream window
+	// being read at once, in bytes, across all connections: each is held
+	// until its last byte, and beyond this budget a connection is not read
+	// until one finishes (see reading.go).
 	MaxReadingBytes int
 	// SendTimeout ends a stream whose client has not taken a response in
 	// that long, with its connection: the response (and the goroutine

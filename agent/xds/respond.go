@@ -135,8 +135,8 @@ func (st *stream) send(o outgoing) error {
 }
 
 // stuckSend ends a stream whose client has not read a response in
-// SendTimeout, by closing its connection: the stream's reader is blocked in
-// Recv and cannot return, and gRPC has no other way to end one stream.
+// SendTimeout, by closing its connection: the response it does not read
+// fills the connection's socket, which no other stream could use.
 func (st *stream) stuckSend() {
 	st.stuck.Do(func() {
 		st.srv.limitHit(st, "send_timeout", "client took no response in time: closing its connection", "timeout", st.srv.limits.SendTimeout)

@@ -13,10 +13,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/prometheus/client_golang/prometheus"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/peer"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
@@ -57,7 +54,6 @@ type Client struct {
 // Server is an ADS server (state-of-the-world) over a Cache. It owns the
 // streams: who subscribes to what, and what each was told.
 type Server struct {
-	discoveryv3.UnimplementedAggregatedDiscoveryServiceServer
 	cache   *Cache
 	metrics *metrics.Metrics
 	log     *slog.Logger
@@ -68,7 +64,7 @@ type Server struct {
 	logs    *limiter // shared by every client's log lines
 	budget  *readBudget
 	ids     atomic.Uint64
-	// sent, if set, is told of every response handed to gRPC (benchmarks
+	// sent, if set, is told of every response written (benchmarks
 	// time a change's fan-out with it).
 	sent func(typ string)
 	// pushes and pushLatency are the metrics' series per type, in addOrder:
@@ -110,17 +106,6 @@ func NewServer(cache *Cache, m *metrics.Metrics, log *slog.Logger, o Options) *S
 	}
 	cache.onChange(s.resourcesChanged)
 	return s
-}
-
-// Register adds the ADS service to g.
-func (s *Server) Register(g *grpc.Server) {
-	discoveryv3.RegisterAggregatedDiscoveryServiceServer(g, s)
-}
-
-// DeltaAggregatedResources is not served: every gRPC client speaks
-// state-of-the-world.
-func (s *Server) DeltaAggregatedResources(discoveryv3.AggregatedDiscoveryService_DeltaAggregatedResourcesServer) error {
-	return status.Error(codes.Unimplemented, "nodexds serves state-of-the-world ADS only")
 }
 
 // StreamAggregatedResources serves one client until it goes away.
