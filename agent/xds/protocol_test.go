@@ -1,13 +1,16 @@
 package xds
 
 import (
+	"context"
 	"strings"
 	"testing"
 	"time"
 
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"github.com/nodexds/nodexds/internal/poll"
@@ -130,4 +133,22 @@ func TestNACKRepeatedOnLaterRequestsCountsOnce(t *testing.T) {
 		t.Errorf("NACK counter = %v, want 1", got)
 	}
 	c.expectNothing() // a NACKed version is not resent
+}
+
+// Delta ADS is refused: every gRPC client speaks state-of-the-world, and
+// one asking for delta is told so rather than left waiting.
+func TestDeltaADSIsUnimplemented(t *testing.T) {
+	s := startServer(t)
+	cc, err := grpc.NewClient(s.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	st, err := discoveryv3.NewAggregatedDiscoveryServiceClient(cc).DeltaAggregatedResources(context.Background())
+	if err == nil {
+		_, err = st.Recv()
+	}
+	if status.Code(err) != codes.Unimplemented || !strings.Contains(status.Convert(err).Message(), "state-of-the-world") {
+		t.Errorf("delta stream ended %v, want Unimplemented: state-of-the-world only", err)
+	}
 }
