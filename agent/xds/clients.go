@@ -149,7 +149,7 @@ type clientInfo struct {
 	peer      string    // likewise
 	node      *corev3.Node
 	userAgent string
-	types     map[string]*typeInfo
+	types     [len(addOrder)]*typeInfo // by typeIndex
 }
 
 type typeInfo struct {
@@ -177,15 +177,11 @@ type resourceInfo struct {
 }
 
 func (ci *clientInfo) typ(typ string) *typeInfo {
-	if ci.types == nil {
-		ci.types = map[string]*typeInfo{}
+	ti := &ci.types[typeIndex(typ)]
+	if *ti == nil {
+		*ti = &typeInfo{resources: map[string]*resourceInfo{}}
 	}
-	ti := ci.types[typ]
-	if ti == nil {
-		ti = &typeInfo{resources: map[string]*resourceInfo{}}
-		ci.types[typ] = ti
-	}
-	return ti
+	return *ti
 }
 
 // identify records the client's Node (trimmed, from the first request naming one).
@@ -307,14 +303,14 @@ func (ci *clientInfo) snapshot(id uint64) ClientStatus {
 		UserAgent:      ci.userAgent,
 		Peer:           ci.peer,
 		ConnectedSince: ci.since,
-		Types:          make([]TypeStatus, 0, len(ci.types)),
+		Types:          make([]TypeStatus, 0, len(listOrder)),
 		node:           ci.node,
 	}
 	if l := ci.node.GetLocality(); l != nil {
 		cs.Locality = &Locality{Region: l.GetRegion(), Zone: l.GetZone(), SubZone: l.GetSubZone()}
 	}
 	for _, typ := range listOrder {
-		ti := ci.types[typ]
+		ti := ci.types[typeIndex(typ)]
 		if ti == nil {
 			continue
 		}

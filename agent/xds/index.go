@@ -57,28 +57,41 @@ func (st *stream) keyOf(typ, name string) string {
 	return st.srv.key(Client{Node: st.node, Addr: st.peer, Namespaces: st.namespaces}, typ, name)
 }
 
-// dirty is what changed for a stream since it last looked, per type: the
-// cache keys of the Routes and Endpoints that changed, or nil for a type to
-// be looked at whole (Listeners and Clusters are full state: any change
-// means a response carrying all of them).
-type dirty map[string]map[string]struct{}
+// dirty is what changed for a stream since it last looked, per type (in
+// addOrder): the cache keys of the Routes and Endpoints that changed, or a
+// type to be looked at whole (Listeners and Clusters are full state: any
+// change means a response carrying all of them).
+type dirty [len(addOrder)]changed
 
-func (d dirty) all(typ string) { d[typ] = nil }
+type changed struct {
+	any  bool                // something of the type changed
+	keys map[string]struct{} // what, if not the whole type
+}
 
-func (d dirty) add(typ, key string) {
-	if fullState(typ) {
-		d.all(typ)
-		return
+func (d *dirty) empty() bool {
+	for _, c := range d {
+		if c.any {
+			return false
+		}
 	}
-	keys, ok := d[typ]
-	if ok && keys == nil {
-		return // already whole
+	return true
+}
+
+func (d *dirty) all(typ string) { d[typeIndex(typ)] = changed{any: true} }
+
+func (d *dirty) add(typ, key string) {
+	c := &d[typeIndex(typ)]
+	switch {
+	case fullState(typ):
+		*c = changed{any: true}
+	case c.any && c.keys == nil: // already whole
+	default:
+		if c.keys == nil {
+			c.keys = map[string]struct{}{}
+		}
+		c.any = true
+		c.keys[key] = struct{}{}
 	}
-	if keys == nil {
-		keys = map[string]struct{}{}
-		d[typ] = keys
-	}
-	keys[key] = struct{}{}
 }
 
 // wake records that the resource key of type typ changed ("" for every
@@ -107,7 +120,7 @@ func (st *stream) work() {
 	for {
 		st.mu.Lock()
 		d := st.dirty
-		if len(d) == 0 || st.ended {
+		if d.empty() || st.ended {
 			st.working = false
 			st.mu.Unlock()
 			return

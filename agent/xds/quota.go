@@ -81,11 +81,14 @@ func (s *Server) close(st *stream) {
 	st.ended = true
 	st.mu.Unlock()
 	st.state.Lock()
-	for typ, ts := range st.types {
+	for i, ts := range st.types {
+		if ts == nil {
+			continue
+		}
 		s.reserveNames(st.peer, -len(ts.names))
-		s.subscribe(st, typ, nil, slices.Collect(maps.Keys(ts.names)))
+		s.subscribe(st, addOrder[i], nil, slices.Collect(maps.Keys(ts.names)))
 	}
-	st.types = nil
+	st.types = [len(addOrder)]*typeState{}
 	st.state.Unlock()
 	s.mu.Lock()
 	delete(s.streams, st.id)

@@ -38,15 +38,14 @@ func (st *stream) prepare(d dirty) []outgoing {
 	st.state.Lock()
 	defer st.state.Unlock()
 	var ins []typeInput
-	for _, typ := range addOrder {
-		keys, ok := d[typ]
-		ts := st.types[typ]
-		if !ok || ts == nil {
+	for i, typ := range addOrder {
+		ts := st.types[i]
+		if !d[i].any || ts == nil {
 			continue
 		}
 		names := ts.sortedNames()
-		if keys != nil {
-			names = st.changedNames(typ, ts, keys)
+		if d[i].keys != nil {
+			names = st.changedNames(typ, ts, d[i].keys)
 		}
 		subs := make([]sub, len(names))
 		for i, n := range names {
@@ -63,7 +62,7 @@ func (st *stream) prepare(d dirty) []outgoing {
 	rs := plan(ins)
 	out := make([]outgoing, len(rs))
 	for i, r := range rs {
-		ts := st.types[r.typ]
+		ts := st.types[typeIndex(r.typ)]
 		st.nonce++
 		o := &out[i]
 		o.resp = &discoveryv3.DiscoveryResponse{
@@ -84,7 +83,7 @@ func (st *stream) prepare(d dirty) []outgoing {
 		st.info.responded(r.typ, r.version, st.nonce, r.resources, fullState(r.typ))
 	}
 	for _, in := range ins {
-		st.types[in.typ].digest = recordTold(in.told, in.subs, in.digest)
+		st.types[typeIndex(in.typ)].digest = recordTold(in.told, in.subs, in.digest)
 	}
 	return out
 }

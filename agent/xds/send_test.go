@@ -62,7 +62,7 @@ func (closeOnly) SetWriteDeadline(time.Time) error { return nil }
 func sendingStream(timeout time.Duration, c *slowClient) (*stream, *metrics.Metrics) {
 	m := metrics.New(prometheus.NewRegistry())
 	srv := NewServer(NewCache(), m, slog.New(slog.DiscardHandler), Options{Limits: Limits{SendTimeout: timeout}})
-	st := &stream{id: 1, srv: srv, grpc: c, conn: c.conn(), dirty: dirty{}, types: map[string]*typeState{},
+	st := &stream{id: 1, srv: srv, grpc: c, conn: c.conn(),
 		log: clientLog{log: srv.log, stream: newLimiter(5, 10*time.Second), global: srv.logs}}
 	return st, m
 }

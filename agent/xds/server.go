@@ -118,11 +118,9 @@ func NewServer(cache *Cache, m *metrics.Metrics, log *slog.Logger, o Options) *S
 // under flow control) would otherwise deadlock with us.
 func (s *Server) StreamAggregatedResources(gs discoveryv3.AggregatedDiscoveryService_StreamAggregatedResourcesServer) error {
 	st := &stream{
-		id:    s.ids.Add(1),
-		srv:   s,
-		grpc:  gs,
-		dirty: dirty{},
-		types: map[string]*typeState{},
+		id:   s.ids.Add(1),
+		srv:  s,
+		grpc: gs,
 	}
 	st.log = clientLog{log: s.log.With("stream", st.id), stream: newLimiter(5, 10*time.Second), global: s.logs}
 	if p, ok := peer.FromContext(gs.Context()); ok && p.Addr != nil {

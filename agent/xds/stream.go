@@ -33,9 +33,9 @@ type stream struct {
 	state      sync.Mutex
 	node       *corev3.Node // trimmed, from the first request naming one
 	admitted   bool
-	namespaces []string // the client's, from admission
-	nonce      uint64   // of the last response, any type
-	types      map[string]*typeState
+	namespaces []string                  // the client's, from admission
+	nonce      uint64                    // of the last response, any type
+	types      [len(addOrder)]*typeState // by typeIndex
 
 	mu      sync.Mutex
 	dirty   dirty
@@ -102,10 +102,10 @@ func (st *stream) handle(ctx context.Context, req *discoveryv3.DiscoveryRequest)
 
 	st.state.Lock()
 	defer st.state.Unlock()
-	ts := st.types[typ]
+	ts := st.types[typeIndex(typ)]
 	if ts == nil {
 		ts = &typeState{names: map[string]uint64{}, told: map[string]string{}}
-		st.types[typ] = ts
+		st.types[typeIndex(typ)] = ts
 	}
 	names := req.GetResourceNames()
 	if err := st.refuse(typ, names, ts.named); err != nil {

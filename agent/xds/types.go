@@ -14,6 +14,23 @@ const (
 // listeners, then the routes that name the clusters. Removals go in reverse.
 var addOrder = [...]string{ClusterType, EndpointType, ListenerType, RouteType}
 
+// typeIndex is typ's place in addOrder, -1 for a type not served: streams
+// keep their state per type in arrays, not maps keyed by 60-byte URLs (a
+// change's fan-out looks them up for every stream).
+func typeIndex(typ string) int {
+	switch typ {
+	case ClusterType:
+		return 0
+	case EndpointType:
+		return 1
+	case ListenerType:
+		return 2
+	case RouteType:
+		return 3
+	}
+	return -1
+}
+
 // listOrder is the order in which types are listed to people (LDS, RDS, CDS, EDS).
 var listOrder = [...]string{ListenerType, RouteType, ClusterType, EndpointType}
 

@@ -64,7 +64,8 @@ type conn struct {
 	goneAway bool
 	closed   bool
 
-	wmu sync.Mutex // one write at a time
+	wmu      sync.Mutex // one write at a time
+	deadline time.Time  // the writes' (under wmu)
 }
 
 // headerBlock is a HEADERS frame's block while its CONTINUATIONs come.
@@ -332,7 +333,12 @@ func (c *conn) ping(h frameHeader, p []byte) error {
 // write writes b whole, or closes the connection.
 func (c *conn) write(b []byte) error {
 	c.wmu.Lock()
-	c.nc.SetWriteDeadline(time.Now().Add(c.cfg.WriteTimeout))
+	// A deadline moved on only once half of it has gone: setting it costs
+	// a timer update, on every response of a fan-out.
+	if now := time.Now(); c.deadline.Sub(now) < c.cfg.WriteTimeout/2 {
+		c.deadline = now.Add(c.cfg.WriteTimeout)
+		c.nc.SetWriteDeadline(c.deadline)
+	}
 	_, err := c.nc.Write(b)
 	c.wmu.Unlock()
 	if err != nil {
@@ -357,7 +363,8 @@ func (c *conn) close(err error) {
 	var ce connError
 	if errors.As(err, &ce) {
 		c.wmu.Lock()
-		c.nc.SetWriteDeadline(time.Now().Add(time.Second))
+		c.deadline = time.Now().Add(time.Second)
+		c.nc.SetWriteDeadline(c.deadline)
 		c.nc.Write(appendGoAway(nil, last, ce.code, ce.msg))
 		c.wmu.Unlock()
 	}

@@ -58,7 +58,8 @@ type Config struct {
 	// and closed, as gRPC servers do.
 	KeepaliveTime, KeepaliveTimeout, MinPingInterval time.Duration
 	// HandshakeTimeout bounds the wait for a client's preface and
-	// SETTINGS; WriteTimeout each write to a connection.
+	// SETTINGS; WriteTimeout each write to a
+	// connection (a write may have from half of it to all of it).
 	HandshakeTimeout, WriteTimeout time.Duration
 }
 
