@@ -1076,6 +1076,16 @@ func (a *attacker) open(cc *grpc.ClientConn, read bool) *adsStream {
 	return st
 }
 
+// send sends req, or returns the error that kept the stream from opening
+// (the agent's connection may make a stream wait for room, and the attack
+// end before it has any).
+func (st *adsStream) send(req *discoveryv3.DiscoveryRequest) error {
+	if st.s == nil {
+		return st.err
+	}
+	return st.s.Send(req)
+}
+
 // outcome waits until a reading stream is answered or ends (or the cap),
 // and counts which.
 func (a *attacker) outcome(st *adsStream) (answered bool) {
@@ -1159,7 +1169,7 @@ var attacks = map[string]func(a *attacker){
 		a.parallel(len(streams), 8, func(i int) {
 			st := a.open(a.conn(a.peer(i), ""), true)
 			streams[i] = st
-			st.s.Send(&discoveryv3.DiscoveryRequest{Node: node("attacker-a"), TypeUrl: listenerType, ResourceNames: junk(i*per, per)})
+			st.send(&discoveryv3.DiscoveryRequest{Node: node("attacker-a"), TypeUrl: listenerType, ResourceNames: junk(i*per, per)})
 			if a.outcome(st) {
 				a.add("names_held", per)
 			}
@@ -1185,7 +1195,7 @@ var attacks = map[string]func(a *attacker){
 					names[k] = fmt.Sprintf("%s0.0.0.0:%d", serverPrefix, 1+n%32767)
 				}
 			}
-			st.s.Send(&discoveryv3.DiscoveryRequest{Node: node("attacker-j"), TypeUrl: listenerType, ResourceNames: names})
+			st.send(&discoveryv3.DiscoveryRequest{Node: node("attacker-j"), TypeUrl: listenerType, ResourceNames: names})
 			if a.outcome(st) {
 				a.add("names_held", per)
 				a.add("resources_sent", int(st.resources.Load()))
@@ -1217,7 +1227,7 @@ var attacks = map[string]func(a *attacker){
 			if st == nil || isDone(st) {
 				st = a.open(a.conn(a.peer(0), ""), true)
 			}
-			st.s.Send(&discoveryv3.DiscoveryRequest{Node: node("attacker-b"), TypeUrl: listenerType, ResourceNames: shortJunk(r*100_000, 100_000)})
+			st.send(&discoveryv3.DiscoveryRequest{Node: node("attacker-b"), TypeUrl: listenerType, ResourceNames: shortJunk(r*100_000, 100_000)})
 			a.add("big_sent", 1)
 			await(st, "big_answered", "big_refused")
 		}
@@ -1226,7 +1236,7 @@ var attacks = map[string]func(a *attacker){
 			if r > 0 && a.over() {
 				return
 			}
-			st.s.Send(&discoveryv3.DiscoveryRequest{Node: node("attacker-b"), TypeUrl: listenerType, ResourceNames: junk(10_000_000+r*10_000, 10_000)})
+			st.send(&discoveryv3.DiscoveryRequest{Node: node("attacker-b"), TypeUrl: listenerType, ResourceNames: junk(10_000_000+r*10_000, 10_000)})
 			a.add("churn_sent", 1)
 			if !await(st, "churn_answered", "churn_refused") {
 				return
@@ -1277,7 +1287,7 @@ var attacks = map[string]func(a *attacker){
 			st := a.open(a.conn(a.peer(i), strconv.Itoa(i/10), small, smallConn), false)
 			// Responses the client does not take, to block the agent's sends.
 			for r := range 20 {
-				if st.s.Send(&discoveryv3.DiscoveryRequest{Node: node("attacker-d"), TypeUrl: listenerType, ResourceNames: append(slices.Clone(real), "f"+strconv.Itoa(r)+".x:1")}) != nil {
+				if st.send(&discoveryv3.DiscoveryRequest{Node: node("attacker-d"), TypeUrl: listenerType, ResourceNames: append(slices.Clone(real), "f"+strconv.Itoa(r)+".x:1")}) != nil {
 					return
 				}
 				time.Sleep(5 * time.Millisecond)
@@ -1288,7 +1298,7 @@ var attacks = map[string]func(a *attacker){
 			}
 			big := &discoveryv3.DiscoveryRequest{TypeUrl: listenerType, ResourceNames: names}
 			for !a.over() {
-				if st.s.Send(big) != nil {
+				if st.send(big) != nil {
 					a.add("send_failed", 1)
 					return
 				}
@@ -1304,7 +1314,7 @@ var attacks = map[string]func(a *attacker){
 		real := realNames()
 		a.parallel(streams, streams, func(i int) {
 			st := a.open(a.conn(a.peer(i), ""), true)
-			st.s.Send(&discoveryv3.DiscoveryRequest{Node: node("attacker-e"), TypeUrl: listenerType, ResourceNames: real})
+			st.send(&discoveryv3.DiscoveryRequest{Node: node("attacker-e"), TypeUrl: listenerType, ResourceNames: real})
 			if !a.outcome(st) {
 				return
 			}
@@ -1316,7 +1326,7 @@ var attacks = map[string]func(a *attacker){
 				if k%100 == 0 {
 					nonce, _ = st.nonce.Load().(string) // now and then, the real one
 				}
-				err := st.s.Send(&discoveryv3.DiscoveryRequest{
+				err := st.send(&discoveryv3.DiscoveryRequest{
 					TypeUrl: listenerType, ResourceNames: real, ResponseNonce: nonce, VersionInfo: strconv.Itoa(k),
 					ErrorDetail: &status.Status{Code: int32(codes.InvalidArgument), Message: strconv.Itoa(k) + detail},
 				})
@@ -1337,7 +1347,7 @@ var attacks = map[string]func(a *attacker){
 			st := a.open(a.conn(a.peer(i), ""), true)
 			n := node("attacker-f-" + strconv.Itoa(i))
 			n.Metadata = meta
-			st.s.Send(&discoveryv3.DiscoveryRequest{Node: n, TypeUrl: listenerType, ResourceNames: realNames()[i%attackServices : i%attackServices+1]})
+			st.send(&discoveryv3.DiscoveryRequest{Node: n, TypeUrl: listenerType, ResourceNames: realNames()[i%attackServices : i%attackServices+1]})
 			a.outcome(st)
 		})
 	},
@@ -1346,7 +1356,7 @@ var attacks = map[string]func(a *attacker){
 		typ := "type.googleapis.com/" + garbage(100<<10)
 		a.parallel(a.spec.N, 16, func(i int) {
 			st := a.open(a.conn(a.peer(i), ""), true)
-			st.s.Send(&discoveryv3.DiscoveryRequest{Node: node("attacker-g"), TypeUrl: typ[:len(typ)-8] + fmt.Sprintf("%08d", i), ResourceNames: realNames()[:1]})
+			st.send(&discoveryv3.DiscoveryRequest{Node: node("attacker-g"), TypeUrl: typ[:len(typ)-8] + fmt.Sprintf("%08d", i), ResourceNames: realNames()[:1]})
 			a.outcome(st)
 		})
 	},
@@ -1358,7 +1368,7 @@ var attacks = map[string]func(a *attacker){
 			if i%2 == 1 {
 				req.ResourceNames = []string{"*"}
 			}
-			st.s.Send(req)
+			st.send(req)
 			for a.outcome(st) { // count what it is sent until it ends
 				a.add("resources", int(st.resources.Swap(0)))
 			}
@@ -1368,7 +1378,7 @@ var attacks = map[string]func(a *attacker){
 	"i": func(a *attacker) {
 		a.parallel(a.spec.N, 50, func(i int) {
 			st := a.open(a.conn(a.peer(i), ""), true)
-			st.s.Send(&discoveryv3.DiscoveryRequest{Node: node("attacker-i"), TypeUrl: listenerType, ResourceNames: realNames()})
+			st.send(&discoveryv3.DiscoveryRequest{Node: node("attacker-i"), TypeUrl: listenerType, ResourceNames: realNames()})
 			for a.outcome(st) {
 				a.add("resources", int(st.resources.Swap(0)))
 			}

@@ -35,9 +35,11 @@ func (s *Server) Transport(maxRequest int) *wire.Server {
 		Handle:        func(ws *wire.Stream) error { return s.StreamAggregatedResources(grpcStream{ws}) },
 		Unimplemented: map[string]string{deltaMethod: "nodexds serves state-of-the-world ADS only"},
 		MaxRecvMsg:    maxRequest,
-		Budget:        s.budget,
-		HeldWait:      heldWait,
-		Exceeded:      func(c net.Conn) { s.readingExceeded(peerAddr(c.RemoteAddr())) },
+		// A connection may hold as many streams as its peer may open.
+		MaxStreams: s.limits.MaxStreamsPerPeer,
+		Budget:     s.budget,
+		HeldWait:   heldWait,
+		Exceeded:   func(c net.Conn) { s.readingExceeded(peerAddr(c.RemoteAddr())) },
 		Context: func(c net.Conn) context.Context {
 			info := connInfo{CommonAuthInfo: credentials.CommonAuthInfo{SecurityLevel: credentials.NoSecurity}, Conn: c}
 			return peer.NewContext(context.Background(), &peer.Peer{Addr: c.RemoteAddr(), LocalAddr: c.LocalAddr(), AuthInfo: info})

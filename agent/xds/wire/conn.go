@@ -48,10 +48,12 @@ type conn struct {
 	strikes  int    // pings too soon (see ping)
 	lastPing time.Time
 
-	lastRead atomic.Int64 // Unix nanoseconds of the latest read
-	sentData atomic.Bool  // HEADERS or DATA written since the last ping
-	ka       *time.Timer
-	kaPinged int64 // when keepalive pinged, Unix ns; 0 if it has not (timer only)
+	lastRead atomic.Int64  // Unix nanoseconds of the latest read
+	sentData atomic.Bool   // HEADERS or DATA written since the last ping
+	ka       *time.Timer   // under mu
+	kaSeen   int64         // lastRead when keepalive last looked (timer only)
+	kaPinged bool          // a ping is out (timer only)
+	kaLeft   time.Duration // of its KeepaliveTimeout (timer only)
 
 	mu       sync.Mutex
 	cond     sync.Cond // sendConn, a stream's sendWin or the connection's state changed
@@ -98,7 +100,7 @@ func (c *conn) serve() {
 	defer c.srv.forget(c)
 	c.lastRead.Store(time.Now().UnixNano())
 	c.nc.SetReadDeadline(time.Now().Add(c.cfg.HandshakeTimeout))
-	err := c.write(serverSettings)
+	err := c.write(c.srv.settings)
 	for err == nil {
 		err = c.readFrames()
 	}
@@ -398,30 +400,36 @@ func (c *conn) goAway() {
 }
 
 // startKeepalive pings a connection that has sent nothing for
-// KeepaliveTime, and closes it if nothing comes within KeepaliveTimeout.
+// KeepaliveTime, and closes it if nothing comes within KeepaliveTimeout,
+// looking as often as gRPC-Go's server does.
 func (c *conn) startKeepalive() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.ka = time.AfterFunc(c.cfg.KeepaliveTime, func() {
-		c.mu.Lock()
-		t := c.ka
-		c.mu.Unlock()
-		now := time.Now()
-		last := c.lastRead.Load()
-		if c.kaPinged != 0 {
-			if last <= c.kaPinged {
-				c.close(errors.New("keepalive: no answer to a ping"))
-				return
-			}
-			c.kaPinged = 0
-		}
-		if idle := now.Sub(time.Unix(0, last)); idle < c.cfg.KeepaliveTime {
-			t.Reset(c.cfg.KeepaliveTime - idle)
+	c.ka = time.AfterFunc(c.cfg.KeepaliveTime, c.keepalive)
+}
+
+// keepalive is the timer's: only one runs at a time (each resets the timer
+// last), so the ka* fields are its own.
+func (c *conn) keepalive() {
+	c.mu.Lock()
+	t := c.ka
+	c.mu.Unlock()
+	if last := c.lastRead.Load(); last > c.kaSeen { // read since we last looked
+		c.kaSeen, c.kaPinged = last, false
+		t.Reset(time.Until(time.Unix(0, last).Add(c.cfg.KeepaliveTime)))
+		return
+	}
+	if c.kaPinged && c.kaLeft <= 0 {
+		c.close(errors.New("keepalive: no answer to a ping"))
+		return
+	}
+	if !c.kaPinged {
+		if c.write(append(appendHeader(nil, 8, framePing, 0, 0), make([]byte, 8)...)) != nil {
 			return
 		}
-		c.kaPinged = now.UnixNano()
-		if c.write(append(appendHeader(nil, 8, framePing, 0, 0), make([]byte, 8)...)) == nil {
-			t.Reset(c.cfg.KeepaliveTimeout)
-		}
-	})
+		c.kaPinged, c.kaLeft = true, c.cfg.KeepaliveTimeout
+	}
+	d := min(c.cfg.KeepaliveTime, c.kaLeft)
+	c.kaLeft -= d
+	t.Reset(d)
 }

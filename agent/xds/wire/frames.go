@@ -58,9 +58,6 @@ const (
 	// maxHeaderBlock its encoded block with CONTINUATIONs.
 	maxHeaderList  = 16 << 10
 	maxHeaderBlock = 64 << 10
-	// maxStreams is SETTINGS_MAX_CONCURRENT_STREAMS: streams a connection
-	// may have open, counting those whose handler has not yet returned.
-	maxStreams = 100
 )
 
 type frameHeader struct {
@@ -102,10 +99,10 @@ func appendGoAway(b []byte, last, code uint32, debug string) []byte {
 }
 
 // serverSettings is the server's first frame.
-var serverSettings = func() []byte {
+func serverSettings(maxStreams int) []byte {
 	b := appendHeader(nil, 18, frameSettings, 0, 0)
 	for _, s := range [][2]uint32{
-		{settingMaxConcurrent, maxStreams},
+		{settingMaxConcurrent, uint32(maxStreams)},
 		{settingMaxHeaderListSize, maxHeaderList},
 		{settingHeaderTableSize, 4096},
 	} {
@@ -113,7 +110,7 @@ var serverSettings = func() []byte {
 		b = binary.BigEndian.AppendUint32(b, s[1])
 	}
 	return b
-}()
+}
 
 // HPACK (RFC 7541) for the few header fields this server sends: an indexed
 // static entry or literals never added to a dynamic table, so a connection

@@ -84,7 +84,7 @@ func (c *conn) request(hb headerBlock) error {
 	}
 	c.mu.Lock()
 	c.lastID = hb.stream
-	refuse := c.goneAway || len(c.streams) >= maxStreams
+	refuse := c.goneAway || len(c.streams) >= c.cfg.MaxStreams
 	c.mu.Unlock()
 	var answer error
 	switch {

@@ -37,6 +37,10 @@ type Config struct {
 	// Unimplemented is the message a request for another method is
 	// answered with (by method), if set; otherwise "unknown method".
 	Unimplemented map[string]string
+	// MaxStreams is SETTINGS_MAX_CONCURRENT_STREAMS: streams a connection
+	// may have open, counting those whose handler has not returned; gRPC
+	// clients wait for room, others are refused (REFUSED_STREAM).
+	MaxStreams int
 	// MaxRecvMsg is the largest message accepted: a larger one ends its
 	// stream RESOURCE_EXHAUSTED.
 	MaxRecvMsg int
@@ -73,7 +77,8 @@ type Budget interface {
 
 // Server serves Config's method on the connections of its listeners.
 type Server struct {
-	cfg Config
+	cfg      Config
+	settings []byte // the server's first frame
 
 	mu       sync.Mutex
 	lis      map[net.Listener]struct{}
@@ -87,7 +92,8 @@ var ErrServerStopped = errors.New("wire: server stopped")
 
 // New returns a Server; cfg's zero durations take gRPC's server defaults
 // where it has one (keepalive 2 h and 20 s, pings every 5 min, handshake
-// 120 s), and 30 s for writes.
+// 120 s), and 30 s for writes; 100 streams a connection, messages up to
+// 4 MiB.
 func New(cfg Config) *Server {
 	def := func(d *time.Duration, v time.Duration) {
 		if *d <= 0 {
@@ -103,7 +109,10 @@ func New(cfg Config) *Server {
 	if cfg.MaxRecvMsg <= 0 {
 		cfg.MaxRecvMsg = 4 << 20
 	}
-	return &Server{cfg: cfg, lis: map[net.Listener]struct{}{}, conns: map[*conn]struct{}{}}
+	if cfg.MaxStreams <= 0 {
+		cfg.MaxStreams = 100
+	}
+	return &Server{cfg: cfg, settings: serverSettings(cfg.MaxStreams), lis: map[net.Listener]struct{}{}, conns: map[*conn]struct{}{}}
 }
 
 // Serve accepts connections on l until it fails or the server stops.

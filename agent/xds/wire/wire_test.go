@@ -599,3 +599,22 @@ func onlyConn(t *testing.T, s *Server) *conn {
 	})
 	return c
 }
+
+// A connection that answers keepalive's pings stays open, however many
+// come.
+func TestAConnectionAnsweringPingsStaysOpen(t *testing.T) {
+	_, addr := serve(t, Config{KeepaliveTime: 20 * time.Millisecond, KeepaliveTimeout: 10 * time.Second})
+	h := dialH2(t, addr)
+	for i := range 5 {
+		f := h.next(http2.FramePing)
+		if f == nil {
+			t.Fatalf("closed after %d pings answered", i)
+		}
+		h.fr.WritePing(true, [8]byte(f.data))
+	}
+	h.headers(1, echoMethod, false)
+	h.fr.WriteData(1, false, grpcMessage([]byte("still here")))
+	if f := h.next(http2.FrameData); f == nil || !bytes.Equal(f.data, grpcMessage([]byte("still here"))) {
+		t.Errorf("after five pings answered: %v", f)
+	}
+}
