@@ -1049,11 +1049,28 @@ type adsStream struct {
 }
 
 func (a *attacker) open(cc *grpc.ClientConn, read bool) *adsStream {
-	s, err := discoveryv3.NewAggregatedDiscoveryServiceClient(cc).StreamAggregatedResources(a.ctx)
+	type opened struct {
+		s   discoveryv3.AggregatedDiscoveryService_StreamAggregatedResourcesClient
+		err error
+	}
+	// A connection holds as many streams as the agent's SETTINGS allow: a
+	// stream beyond waits for room, until the cap at most.
+	ch := make(chan opened, 1)
+	go func() {
+		s, err := discoveryv3.NewAggregatedDiscoveryServiceClient(cc).StreamAggregatedResources(a.ctx)
+		ch <- opened{s, err}
+	}()
+	var o opened
+	select {
+	case o = <-ch:
+	case <-time.After(time.Until(a.deadline)):
+		o.err = grpcstatus.Error(codes.Unavailable, "no room for the stream on its connection before the cap")
+	}
+	s, err := o.s, o.err
 	st := &adsStream{s: s, done: make(chan struct{}), answered: make(chan struct{}, 1<<16)}
 	a.add("streams", 1)
 	if err != nil {
-		st.err = err
+		st.s, st.err = nil, err
 		close(st.done)
 		return st
 	}

@@ -148,7 +148,7 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.limits.MaxNamesPerType, "max-names-per-type", l.MaxNamesPerType, "resource names one ADS stream may subscribe to per type (beyond: the stream ends RESOURCE_EXHAUSTED)")
 	fs.IntVar(&f.limits.MaxNamesPerPeer, "max-names-per-peer", l.MaxNamesPerPeer, "resource names all ADS streams from one IP may subscribe to, all types together")
 	fs.IntVar(&f.limits.MaxNames, "max-names", l.MaxNames, "resource names all ADS streams may subscribe to in all (beyond: the stream adding more ends RESOURCE_EXHAUSTED)")
-	fs.IntVar(&f.limits.MaxStreamsPerPeer, "max-streams-per-peer", l.MaxStreamsPerPeer, "ADS streams open at once from one IP")
+	fs.IntVar(&f.limits.MaxStreamsPerPeer, "max-streams-per-peer", l.MaxStreamsPerPeer, "ADS streams open at once from one IP (and on one connection: its HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS)")
 	fs.IntVar(&f.limits.MaxStreams, "max-streams", l.MaxStreams, "ADS streams open at once in all")
 	fs.IntVar(&f.limits.MaxConnsPerPeer, "max-conns-per-peer", l.MaxConnsPerPeer, "connections open at once from one IP to the ADS port")
 	fs.IntVar(&f.limits.MaxConns, "max-conns", l.MaxConns, "connections open at once to the ADS port in all")
