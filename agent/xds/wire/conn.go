@@ -362,9 +362,10 @@ func (c *conn) close(err error) {
 	last := c.lastID
 	c.cond.Broadcast()
 	c.mu.Unlock()
+	// GOAWAY, unless a write is under way (it may wait for a client that
+	// does not read): the close must not wait for it.
 	var ce connError
-	if errors.As(err, &ce) {
-		c.wmu.Lock()
+	if errors.As(err, &ce) && c.wmu.TryLock() {
 		c.deadline = time.Now().Add(time.Second)
 		c.nc.SetWriteDeadline(c.deadline)
 		c.nc.Write(appendGoAway(nil, last, ce.code, ce.msg))
