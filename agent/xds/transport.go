@@ -86,13 +86,9 @@ func (g grpcStream) Send(r *discoveryv3.DiscoveryResponse) error {
 }
 
 func (g grpcStream) Recv() (*discoveryv3.DiscoveryRequest, error) {
-	b, err := g.ws.Recv()
-	if err != nil {
-		return nil, err
-	}
 	req := &discoveryv3.DiscoveryRequest{}
-	if err := decodeRequest(b, req); err != nil {
-		return nil, status.Errorf(codes.Internal, "grpc: error unmarshalling request: %v", err)
+	if err := g.RecvMsg(req); err != nil {
+		return nil, err
 	}
 	return req, nil
 }
