@@ -104,16 +104,11 @@ func (c *conn) serve() {
 	for err == nil {
 		err = c.readFrames()
 	}
-	c.close(err)
+	c.close(err) // its streams' resets give back their budget
 	if c.pend != nil {
 		putReadBuf(c.pend)
 		c.pend = nil
 	}
-	c.mu.Lock()
-	held := c.held
-	c.held = 0
-	c.mu.Unlock()
-	c.release(held)
 }
 
 func (c *conn) release(n int64) {
@@ -167,6 +162,10 @@ func (c *conn) readFrames() error {
 	}
 	if off == n {
 		putReadBuf(buf)
+		return nil
+	}
+	if !c.prefaced { // SETTINGS not yet whole: the preface is read again with it
+		c.pend, c.npend = buf, n
 		return nil
 	}
 	c.npend = copy(b, b[off:])
@@ -244,7 +243,10 @@ func (c *conn) settings(h frameHeader, p []byte) error {
 				return connError{errFlowControl, "SETTINGS_INITIAL_WINDOW_SIZE above 2^31-1"}
 			}
 			for _, st := range c.streams {
-				st.sendWin += v - c.initWin
+				if st.sendWin += v - c.initWin; st.sendWin > 1<<31-1 {
+					c.mu.Unlock()
+					return connError{errFlowControl, "SETTINGS_INITIAL_WINDOW_SIZE takes a window above 2^31-1"}
+				}
 			}
 			c.initWin = v
 		case settingMaxFrameSize:

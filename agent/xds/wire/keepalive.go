@@ -38,15 +38,20 @@ func (c *conn) ping(h frameHeader, p []byte) error {
 func (c *conn) startKeepalive() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.ka = time.AfterFunc(c.cfg.KeepaliveTime, c.keepalive)
+	if !c.closed {
+		c.ka = time.AfterFunc(c.cfg.KeepaliveTime, c.keepalive)
+	}
 }
 
 // keepalive is the timer's: only one runs at a time (each resets the timer
 // last), so the ka* fields are its own.
 func (c *conn) keepalive() {
 	c.mu.Lock()
-	t := c.ka
+	t, closed := c.ka, c.closed
 	c.mu.Unlock()
+	if closed {
+		return
+	}
 	if last := c.lastRead.Load(); last > c.kaSeen { // read since we last looked
 		c.kaSeen, c.kaPinged = last, false
 		t.Reset(time.Until(time.Unix(0, last).Add(c.cfg.KeepaliveTime)))

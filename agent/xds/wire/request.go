@@ -106,6 +106,9 @@ func (c *conn) request(hb headerBlock) error {
 		return c.write(st.trailers(answer, !hb.endStream))
 	}
 	st := c.open(hb.stream, hb.endStream)
+	if st == nil {
+		return errConnClosed
+	}
 	go c.run(st)
 	return nil
 }
@@ -121,16 +124,22 @@ func clip(s string) string {
 	return s
 }
 
+// open adds a stream, or returns nil if the connection has closed: its
+// close reset the streams it had, and one opened after would wait forever.
 func (c *conn) open(id uint32, endStream bool) *Stream {
 	st := &Stream{c: c, id: id, recvWin: window, ready: make(chan struct{}, 1)}
 	st.ctx, st.cancel = context.WithCancel(c.ctx)
 	if endStream {
-		st.recvDone, st.recvErr = true, errEOF
+		st.ended, st.recvDone, st.recvErr = true, true, errEOF
 	}
 	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		st.cancel()
+		return nil
+	}
 	st.sendWin = c.initWin
 	c.streams = append(c.streams, st)
-	c.mu.Unlock()
 	c.srv.wg.Add(1)
 	return st
 }
@@ -194,6 +203,10 @@ func (st *Stream) take(size int64, pad int, p []byte) error {
 		return nil
 	}
 	c.mu.Lock()
+	if st.recvDone { // reset, or too slow (see slowLarge): dropped
+		c.mu.Unlock()
+		return nil
+	}
 	if st.recvWin -= size; st.recvWin < 0 {
 		c.mu.Unlock()
 		st.reset(errFlowControlled)
@@ -232,7 +245,7 @@ func (st *Stream) assemble(p []byte) ([]byte, error) {
 		}
 		st.need = int(n)
 		st.msg = make([]byte, 0, min(n, 4096))
-		if n+5 > window { // cannot fit the window: read under the budget
+		if n+5 > window { // cannot fit the window: read under the budget, whole
 			if !c.acquire(n) {
 				return nil, errBudget
 			}
@@ -249,6 +262,8 @@ func (st *Stream) assemble(p []byte) ([]byte, error) {
 				st.failed, st.msg = true, nil
 				return nil, nil
 			}
+			st.msg = make([]byte, 0, n) // what the budget counts, not grown by append
+			st.slow = time.AfterFunc(c.cfg.LargeTimeout, st.tooSlow)
 		}
 	}
 	k := min(len(p), st.need)
@@ -263,11 +278,16 @@ func (st *Stream) assemble(p []byte) ([]byte, error) {
 	if st.need > 0 {
 		return p, nil
 	}
+	if st.recvDone { // ended meanwhile (too slow): not received
+		st.msg, st.npfx = nil, 0
+		return nil, nil
+	}
 	m := message{b: st.msg, budget: st.large}
 	if st.large == 0 {
 		m.wire = len(st.msg) + 5
 	} else {
 		c.held -= st.large
+		st.slow.Stop()
 	}
 	st.queue = append(st.queue, m)
 	st.msg, st.npfx, st.large = nil, 0, 0

@@ -52,6 +52,11 @@ type Config struct {
 	// it is closed and Exceeded told.
 	HeldWait time.Duration
 	Exceeded func(net.Conn)
+	// LargeTimeout bounds how long a message larger than the window may
+	// take to arrive once it holds budget: beyond, its stream ends
+	// RESOURCE_EXHAUSTED and the budget is given back, so that a client
+	// trickling bytes cannot keep it.
+	LargeTimeout time.Duration
 	// Context returns a stream's parent context for its connection (peer
 	// information, say); nil: context.Background.
 	Context func(net.Conn) context.Context
@@ -92,8 +97,8 @@ var ErrServerStopped = errors.New("wire: server stopped")
 
 // New returns a Server; cfg's zero durations take gRPC's server defaults
 // where it has one (keepalive 2 h and 20 s, pings every 5 min, handshake
-// 120 s), and 30 s for writes; 100 streams a connection, messages up to
-// 4 MiB.
+// 120 s), and 30 s for writes, 1 s of HeldWait, 10 s for a large message;
+// 100 streams a connection, messages up to 4 MiB.
 func New(cfg Config) *Server {
 	def := func(d *time.Duration, v time.Duration) {
 		if *d <= 0 {
@@ -106,6 +111,7 @@ func New(cfg Config) *Server {
 	def(&cfg.HandshakeTimeout, 120*time.Second)
 	def(&cfg.WriteTimeout, 30*time.Second)
 	def(&cfg.HeldWait, time.Second)
+	def(&cfg.LargeTimeout, 10*time.Second)
 	if cfg.MaxRecvMsg <= 0 {
 		cfg.MaxRecvMsg = 4 << 20
 	}
@@ -140,8 +146,8 @@ func (s *Server) Serve(l net.Listener) error {
 			if stopping {
 				return ErrServerStopped
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() { // EMFILE and the like: back off
+			var ne interface{ Temporary() bool }
+			if errors.As(err, &ne) && ne.Temporary() { // EMFILE and the like: back off
 				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
 				time.Sleep(delay)
 				continue

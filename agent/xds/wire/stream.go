@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"sync"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -34,16 +35,17 @@ type Stream struct {
 	npfx   int
 	msg    []byte
 	need   int
-	ended  bool // END_STREAM came
-	failed bool // reading ended with an error: what comes is dropped
+	failed bool        // reading ended with an error: what comes is dropped
+	slow   *time.Timer // for the large message being read (tooSlow)
 
 	// Under c.mu.
 	large    int64     // budget of the message being read, if large
 	queue    []message // whole, not yet received
 	recvWin  int64     // window left to the client
 	unacked  int       // window to give back
-	recvDone bool
-	recvErr  error // Recv's once the queue is empty
+	ended    bool      // the client ended its side (END_STREAM)
+	recvDone bool      // nothing more is received: ended, failed or reset
+	recvErr  error     // Recv's once the queue is empty
 	sendWin  int64
 	sendDone bool // ended or reset: nothing more is written
 
@@ -114,7 +116,6 @@ func (st *Stream) signal() {
 
 // endRecv ends the client's side: END_STREAM (err nil).
 func (st *Stream) endRecv(err error) {
-	st.ended = true
 	if err == nil && st.npfx > 0 {
 		err = errTruncated
 	}
@@ -123,7 +124,7 @@ func (st *Stream) endRecv(err error) {
 	}
 	c := st.c
 	c.mu.Lock()
-	st.recvDone = true
+	st.ended, st.recvDone = true, true
 	if st.recvErr == nil {
 		st.recvErr = err
 	}
@@ -143,6 +144,28 @@ func (st *Stream) fail(err error) {
 	st.recvDone = true
 	if st.recvErr == nil || st.recvErr == errEOF {
 		st.recvErr = err
+	}
+	c.mu.Unlock()
+	c.release(large)
+	st.signal()
+}
+
+// tooSlow ends reading a large message that holds budget for longer than
+// LargeTimeout: Recv and the handler say RESOURCE_EXHAUSTED, the budget is
+// given back, and what else comes on the stream is dropped.
+func (st *Stream) tooSlow() {
+	c := st.c
+	c.mu.Lock()
+	large := st.large
+	if large == 0 { // whole meanwhile, or the stream ended
+		c.mu.Unlock()
+		return
+	}
+	st.large = 0
+	c.held -= large
+	st.recvDone = true
+	if st.recvErr == nil {
+		st.recvErr = status.Errorf(codes.ResourceExhausted, "a request of %d bytes not received within %v", large, c.cfg.LargeTimeout)
 	}
 	c.mu.Unlock()
 	c.release(large)
@@ -253,7 +276,7 @@ func (st *Stream) finish(err error) {
 	c.mu.Lock()
 	write := !st.sendDone && !c.closed
 	st.sendDone = true
-	rst := !st.recvDone
+	rst := !st.ended // a stream that failed or was reset may still be sent on
 	c.cond.Broadcast()
 	c.mu.Unlock()
 	if write {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -616,5 +617,97 @@ func TestAConnectionAnsweringPingsStaysOpen(t *testing.T) {
 	h.fr.WriteData(1, false, grpcMessage([]byte("still here")))
 	if f := h.next(http2.FrameData); f == nil || !bytes.Equal(f.data, grpcMessage([]byte("still here"))) {
 		t.Errorf("after five pings answered: %v", f)
+	}
+}
+
+// largeStart sends the prefix and first bytes of a message larger than
+// the window on a new stream.
+func largeStart(h *h2, id uint32, n int) {
+	h.headers(id, echoMethod, false)
+	h.fr.WriteData(id, false, grpcMessage(make([]byte, n))[:1000])
+}
+
+// A connection closed while a large message is half read gives its budget
+// back once, not twice.
+func TestStopGivesBackTheBudgetOnce(t *testing.T) {
+	b := &countingBudget{max: 1 << 20, changed: make(chan struct{})}
+	s, addr := serve(t, Config{Budget: b, MaxRecvMsg: 1 << 20})
+	h := dialH2(t, addr)
+	largeStart(h, 1, 100<<10)
+	poll.Until(t, "the message holds budget", func() bool { return b.held() == 100<<10 })
+	s.Stop()
+	if got := b.held(); got != 0 {
+		t.Errorf("budget held after Stop: %d, want 0", got)
+	}
+}
+
+// A large message that does not arrive within LargeTimeout ends its stream
+// RESOURCE_EXHAUSTED and gives its budget back: a client trickling bytes
+// cannot keep it.
+func TestASlowLargeMessageLosesItsBudget(t *testing.T) {
+	b := &countingBudget{max: 1 << 20, changed: make(chan struct{})}
+	_, addr := serve(t, Config{Budget: b, MaxRecvMsg: 1 << 20, LargeTimeout: 50 * time.Millisecond})
+	h := dialH2(t, addr)
+	largeStart(h, 1, 100<<10)
+	if _, got := h.trailers(1); !strings.HasPrefix(got, "8 a request of 102400 bytes not received within") {
+		t.Errorf("trailers say %q, want RESOURCE_EXHAUSTED", got)
+	}
+	poll.Until(t, "the budget is given back", func() bool { return b.held() == 0 })
+}
+
+// A SETTINGS frame split across reads is read whole: the preface read
+// before it is kept.
+func TestSettingsSplitAcrossReads(t *testing.T) {
+	_, addr := serve(t, Config{})
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var b bytes.Buffer
+	b.WriteString(http2.ClientPreface)
+	http2.NewFramer(&b, nil).WriteSettings(http2.Setting{ID: http2.SettingMaxFrameSize, Val: 1 << 20})
+	all := b.Bytes()
+	cut := len(http2.ClientPreface) + 9 + 2 // two bytes into SETTINGS' payload
+	c.Write(all[:cut])
+	poll.Until(t, "the server holds what it read", func() bool { return readBufsOut.Load() == 1 })
+	c.Write(all[cut:])
+	fr := http2.NewFramer(nil, c)
+	c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("no SETTINGS ACK: %v", err)
+		}
+		if s, ok := f.(*http2.SettingsFrame); ok && s.IsAck() {
+			return
+		}
+	}
+}
+
+// A stream the reader finds after its connection closed is not opened: no
+// handler would ever see it end.
+func TestNoStreamOpensOnAClosedConnection(t *testing.T) {
+	s := New(Config{Method: echoMethod, Handle: echo})
+	a, b := net.Pipe()
+	defer b.Close()
+	c := newConn(s, a)
+	c.close(nil)
+	if st := c.open(1, false); st != nil {
+		t.Errorf("a stream opened on a closed connection")
+	}
+}
+
+// A stream ended for a message over the limit is also reset NO_ERROR, so
+// that a client still sending it stops.
+func TestAnOversizeMessageResetsItsStream(t *testing.T) {
+	_, addr := serve(t, Config{MaxRecvMsg: 1000})
+	h := dialH2(t, addr)
+	largeStart(h, 1, 2000)
+	if _, got := h.trailers(1); !strings.HasPrefix(got, "8 ") {
+		t.Fatalf("trailers say %q, want RESOURCE_EXHAUSTED", got)
+	}
+	if f := h.next(http2.FrameRSTStream); f == nil || f.StreamID != 1 || f.code != http2.ErrCodeNo {
+		t.Errorf("got %v, want RST_STREAM NO_ERROR on stream 1", f)
 	}
 }
