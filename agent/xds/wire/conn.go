@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -333,7 +334,7 @@ func (c *conn) close(err error) {
 		return
 	}
 	c.closed = true
-	streams := c.streams
+	streams := slices.Clone(c.streams) // finish removes from c.streams in place
 	last := c.lastID
 	c.cond.Broadcast()
 	c.mu.Unlock()

@@ -711,3 +711,30 @@ func TestAnOversizeMessageResetsItsStream(t *testing.T) {
 		t.Errorf("got %v, want RST_STREAM NO_ERROR on stream 1", f)
 	}
 }
+
+// Stop ends every stream even while others are finishing: a close that
+// walked the connection's stream list as finishing streams were taken out
+// of it in place skipped some, whose handlers then waited forever.
+func TestStopWhileStreamsFinish(t *testing.T) {
+	for range 20 {
+		release := make(chan struct{})
+		var opened sync.WaitGroup
+		s, addr := serve(t, Config{Handle: func(st *Stream) error {
+			opened.Done()
+			select {
+			case <-release:
+				return nil
+			case <-st.Context().Done():
+				return st.Context().Err()
+			}
+		}})
+		h := dialH2(t, addr)
+		opened.Add(50)
+		for i := range 50 {
+			h.headers(uint32(2*i+1), echoMethod, false)
+		}
+		opened.Wait()
+		go close(release)
+		s.Stop() // returns only once every handler has
+	}
+}
