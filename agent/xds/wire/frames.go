@@ -39,7 +39,7 @@ const (
 	errStreamClosed  = 0x5
 	errFrameSize     = 0x6
 	errRefusedStream = 0x7
-	errCancel        = 0x8
+	errCompression   = 0x9
 	errEnhanceCalm   = 0xb
 )
 

@@ -42,13 +42,13 @@ func (c *conn) fragment(h frameHeader, p []byte) error {
 		return connError{errEnhanceCalm, "header block too large"}
 	}
 	if _, err := c.dec.Write(p); err != nil {
-		return connError{0x9, "HPACK: " + err.Error()} // COMPRESSION_ERROR
+		return connError{errCompression, "HPACK: " + err.Error()}
 	}
 	if h.flags&flagEndHeaders == 0 {
 		return nil
 	}
 	if err := c.dec.Close(); err != nil {
-		return connError{0x9, "HPACK: " + err.Error()}
+		return connError{errCompression, "HPACK: " + err.Error()}
 	}
 	hb := c.hb
 	c.hb = headerBlock{}
